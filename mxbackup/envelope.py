@@ -1,0 +1,74 @@
+"""The envelope of one queued message: sender, ESMTP parameters and per-recipient state.
+
+Pure: no reactor, no I/O.  Stored as versioned JSON beside the message; an unknown version is
+refused rather than guessed at.  One message file, one envelope, one state per recipient (the
+OpenSMTPD model, kept in a single file so a state change is one atomic rename).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+VERSION = 1
+
+State = Literal["pending", "delivered", "failed"]
+
+
+class EnvelopeError(ValueError):
+    pass
+
+
+def new_queue_id(now: float) -> str:
+    """Unique, sortable by arrival, safe as a file name: 13 hex digits of µs + 6 random."""
+    return f"{int(now * 1_000_000):013X}{secrets.token_hex(3).upper()}"
+
+
+@dataclass
+class Recipient:
+    address: str
+    route: str | None  # the route's domain pattern; None = deliver by MX lookup
+    state: State = "pending"
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_reply: str = ""
+    params: dict[str, str | None] = field(default_factory=dict)  # NOTIFY, ORCPT
+
+
+@dataclass
+class Envelope:
+    id: str
+    sender: str  # "" for the null sender <>
+    recipients: list[Recipient]
+    received_at: float
+    size: int
+    client_ip: str = ""
+    helo: str = ""
+    params: dict[str, str | None] = field(default_factory=dict)  # SIZE, BODY, RET, ENVID
+    held: bool = False
+
+    def pending(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.state == "pending"]
+
+    def to_json(self) -> bytes:
+        data = {"version": VERSION, **asdict(self)}
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Envelope:
+        try:
+            data: dict[str, Any] = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise EnvelopeError(f"not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise EnvelopeError("not a JSON object")
+        version = data.pop("version", None)
+        if version != VERSION:
+            raise EnvelopeError(f"unknown envelope version {version!r}")
+        try:
+            recipients = [Recipient(**r) for r in data.pop("recipients")]
+            return cls(recipients=recipients, **data)
+        except (TypeError, KeyError) as e:
+            raise EnvelopeError(f"bad envelope: {e}") from None

@@ -1,0 +1,49 @@
+"""The route table: which domains we back up, and how.
+
+Pure: no reactor.  Matching is on whole labels and case-insensitive: ``example.com`` matches
+only ``example.com``; ``*.example.org`` matches any subdomain of ``example.org`` (not the
+apex).  The most specific route wins, whatever the order in the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import Kind, Route
+
+
+class RouteTable:
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._exact: dict[str, Route] = {}
+        self._wild: dict[str, Route] = {}  # "example.org" for "*.example.org"
+        for route in routes:
+            if route.domain.startswith("*."):
+                self._wild[route.domain[2:]] = route
+            else:
+                self._exact[route.domain] = route
+
+    def lookup(self, domain: str) -> Route | None:
+        """The route for ``domain`` (lower case, no trailing dot), or None."""
+        domain = domain.lower()
+        route = self._exact.get(domain)
+        if route is not None:
+            return route
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            route = self._wild.get(".".join(labels[i:]))
+            if route is not None:
+                return route
+        return None
+
+    def recipient_kind(self, domain: str) -> Kind:
+        route = self.lookup(domain)
+        return route.treat_recipient_as if route is not None else "external"
+
+    def sender_kind(self, domain: str | None) -> Kind:
+        if domain is None:
+            return "external"
+        route = self.lookup(domain)
+        return route.treat_sender_as if route is not None else "external"
+
+    def __len__(self) -> int:
+        return len(self._exact) + len(self._wild)

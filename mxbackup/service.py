@@ -1,0 +1,125 @@
+"""The composition root: builds the service tree from a loaded configuration.
+
+The only module (with ``tap.py``) that receives the reactor; it injects the clock and the
+thread pool into the stages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bcrypt
+from twisted.application import internet, service, strports
+from twisted.internet import defer, ssl, threads
+from twisted.logger import Logger
+
+from .config import Config, ConfigError
+from .smtp_in import SMTPFactory
+from .spool import Spool
+
+log = Logger(namespace="mxbackup.service")
+
+# Compared against when the user name is unknown, so a wrong name costs as long as a wrong
+# password (no user enumeration by timing).
+_DUMMY_HASH = bcrypt.hashpw(b"mxbackup", bcrypt.gensalt(rounds=12))
+
+
+class MXBackupService(service.MultiService):
+    """Holds the parts an operator (and later the manhole and control socket) may inspect."""
+
+    def __init__(self, config: Config, spool: Spool, factory: SMTPFactory) -> None:
+        super().__init__()
+        self.config = config
+        self.spool = spool
+        self.smtp_factory = factory
+        self.queue: list[Any] = []
+
+
+def make_password_check(reactor: Any, config: Config) -> Any:
+    hashes = {a.username: a.password_hash for a in config.accounts}
+
+    def check(username: str, password: str) -> defer.Deferred:
+        stored = hashes.get(username)
+        candidate = password.encode("utf-8")
+
+        def verify() -> bool:
+            ok = bcrypt.checkpw(candidate, stored or _DUMMY_HASH)
+            return ok and stored is not None
+
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), verify)
+
+    return check
+
+
+def load_tls_context(config: Config) -> Any:
+    tls = config.server.tls
+    if tls is None:
+        return None
+    try:
+        with open(tls.certificate, "rb") as f:
+            cert_pem = f.read()
+        with open(tls.key, "rb") as f:
+            key_pem = f.read()
+        certs = [ssl.Certificate.loadPEM(block) for block in _pem_blocks(cert_pem)]
+        key = ssl.KeyPair.load(key_pem, ssl.crypto.FILETYPE_PEM)
+        return ssl.CertificateOptions(
+            privateKey=key.original,
+            certificate=certs[0].original,
+            extraCertChain=[c.original for c in certs[1:]],
+        )
+    except Exception as e:  # noqa: BLE001 - any failure to load is a configuration error
+        raise ConfigError(
+            [f"{config.source}: server.tls: cannot load certificate/key: {e or type(e).__name__}"]
+        ) from None
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    parts = [p + marker for p in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in p]
+    if not parts:
+        raise ValueError("no certificate found")
+    return parts
+
+
+def make_service(config: Config, reactor: Any) -> MXBackupService:
+    """Recover the spool, then build the listeners.  Raises ConfigError for anything that
+    makes the configuration unusable, before anything listens."""
+    spool = Spool(
+        config.server.spool,
+        run_in_thread=lambda fn, *a: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), fn, *a
+        ),
+        clock=reactor.seconds,
+    )
+    try:
+        live = spool.recover()
+    except OSError as e:
+        raise ConfigError(
+            [f"{config.source}: server.spool: cannot use {spool.root}: {e}"]
+        ) from None
+    factory = SMTPFactory(
+        config,
+        spool,
+        clock=reactor,
+        check_password=make_password_check(reactor, config),
+        tls_context=load_tls_context(config),
+    )
+    top = MXBackupService(config, spool, factory)
+    top.queue = live
+    for i, description in enumerate(config.server.listen):
+        try:
+            listener: internet.StreamServerEndpointService = strports.service(
+                description, factory, reactor=reactor
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                [f"{config.source}: server.listen[{i}]: bad endpoint {description!r}: {e}"]
+            ) from None
+        listener.setServiceParent(top)
+    log.info(
+        "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
+        routes=len(config.routes),
+        queued=len(live),
+        spool=spool.root,
+    )
+    return top

@@ -1,0 +1,40 @@
+"""twistd glue: ``twistd -n mxbackup --config etc/mx.yaml``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from . import config as config_module
+from .config import ConfigError
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE]"
+    optParameters = [["config", "c", "etc/mx.yaml", "The configuration file (YAML)."]]
+
+    def postOptions(self) -> None:
+        try:
+            self.loaded = config_module.load(self["config"])
+        except ConfigError as e:
+            _fail(e)
+
+
+def _fail(error: ConfigError) -> None:
+    for line in error.errors:
+        sys.stderr.write(f"mxbackup: {line}\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor
+
+    from .service import make_service
+
+    try:
+        return make_service(options.loaded, reactor)
+    except ConfigError as e:
+        _fail(e)
