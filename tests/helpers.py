@@ -1,0 +1,178 @@
+"""Shared test helpers: configs, a real twistd subprocess, an in-memory protocol harness."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from mxbackup import config as config_module
+from mxbackup.smtp_in import SMTPFactory
+from mxbackup.spool import Spool
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-m", "twisted"]
+_PORT_LINE = re.compile(rb"SMTPFactory starting on (\d+)")
+
+
+def base_config(tmp: Path, **server: Any) -> dict[str, Any]:
+    """A configuration like etc/mx.yaml, listening on an ephemeral loopback port."""
+    return {
+        "server": {
+            "hostname": "mx2.example.net",
+            "listen": ["tcp:0:interface=127.0.0.1"],
+            "spool": str(tmp / "spool"),
+            "min_free_space": 0,
+            **server,
+        },
+        "routes": [
+            {"domain": "example.com", "target_host": "127.0.0.1", "port": 9},
+            {
+                "domain": "*.example.org",
+                "target_host": "127.0.0.1",
+                "port": 9,
+                "addresses": ["alice@sub.example.org", "Bob@Sub.Example.org"],
+            },
+        ],
+    }
+
+
+def write_config(tmp: Path, data: dict[str, Any], name: str = "mx.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Twistd:
+    """The real product: ``twistd -n mxbackup --config FILE`` in a subprocess."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 20.0) -> Twistd:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        start_offset = self.log.tell()
+        self.proc = subprocess.Popen(
+            [*TWISTD, "--nodaemon", "--pidfile=", "mxbackup", "--config", str(self.config_path)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.config_path.parent),
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = self.log_path.read_bytes()[start_offset:]
+            m = _PORT_LINE.search(data)
+            if m:
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"twistd exited {self.proc.returncode}: {data.decode()}")
+            time.sleep(0.05)  # polling for start-up, not waiting for time to pass
+        raise RuntimeError("twistd did not start listening")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+
+    def logtext(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def smtp(self, source_ip: str = "127.0.0.1", **kw: Any) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.port, source_address=(source_ip, 0), timeout=10, **kw)
+
+
+def spool_files(spool: Path, sub: str) -> list[str]:
+    d = spool / sub
+    return sorted(os.listdir(d)) if d.exists() else []
+
+
+# -- in-memory protocol harness -------------------------------------------------------------
+def sync_thread(fn: Any, *args: Any) -> defer.Deferred:
+    return defer.maybeDeferred(fn, *args)
+
+
+class Harness:
+    """One ``SMTPServer`` on a ``StringTransport`` with an injected ``Clock``."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        data: dict[str, Any] | None = None,
+        client_ip: str = "127.0.0.9",
+        run_in_thread: Any = sync_thread,
+        check_password: Any = None,
+        tls_context: Any = None,
+    ) -> None:
+        self.clock = Clock()
+        self.config = config_module.parse(data or base_config(tmp), "test.yaml")
+        self.spool = Spool(self.config.server.spool, run_in_thread, clock=self.clock.seconds)
+        self.spool.recover()
+        self.woken: list[Any] = []
+        self.factory = SMTPFactory(
+            self.config,
+            self.spool,
+            clock=self.clock,
+            check_password=check_password or (lambda u, p: defer.succeed(False)),
+            tls_context=tls_context,
+            wakeup=self.woken.append,
+        )
+        self.client_ip = client_ip
+
+    def connect(self, client_ip: str | None = None) -> Conn:
+        ip = client_ip or self.client_ip
+        addr = IPv4Address("TCP", ip, 40000)
+        proto = self.factory.buildProtocol(addr)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 25), peerAddress=addr
+        )
+        proto.makeConnection(transport)
+        return Conn(proto, transport)
+
+
+class Conn:
+    def __init__(self, proto: Any, transport: StringTransport) -> None:
+        self.proto = proto
+        self.transport = transport
+
+    def send(self, data: bytes) -> list[str]:
+        """Send raw bytes; return the reply lines produced since the last call."""
+        self.transport.clear()
+        self.proto.dataReceived(data)
+        return self.read()
+
+    def read(self) -> list[str]:
+        out = self.transport.value().decode("utf-8", "replace")
+        self.transport.clear()
+        return [line for line in out.split("\r\n") if line]
+
+    def codes(self, data: bytes) -> list[int]:
+        return [int(line[:3]) for line in self.send(data) if line[3:4] == " "]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the tests use as real peers: swaks (client), Postfix's smtp-sink/smtp-source.
+# Installs only what is missing; without root (and no sudo) the tests that need them skip.
+set -u
+missing=()
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else
+    echo "install-system-deps: not root, skipping apt-get of ${missing[*]}" >&2; exit 0; fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null || true
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  || echo "install-system-deps: apt-get install ${missing[*]} failed; dependent tests will skip" >&2
+exit 0
