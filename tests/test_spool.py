@@ -1,0 +1,146 @@
+"""The maildir spool: commit protocol, fsync discipline, recovery after a crash."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import defer
+
+from helpers import spool_files, sync_thread
+from mxbackup.envelope import Envelope, EnvelopeError, Recipient
+from mxbackup.spool import Spool
+
+
+def envelope(qid: str) -> Envelope:
+    return Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[Recipient("u@example.com", "example.com")],
+        received_at=1.0,
+        size=5,
+    )
+
+
+def commit(spool: Spool, data: bytes = b"hello\r\n") -> tuple[str, defer.Deferred]:
+    inc = spool.incoming()
+    inc.write(data)
+    return inc.id, spool.commit(inc, envelope(inc.id))
+
+
+@pytest.fixture
+def spool(tmp_path):
+    s = Spool(str(tmp_path / "spool"), sync_thread)
+    s.recover()
+    return s
+
+
+def test_commit_makes_message_and_envelope_live(spool, tmp_path):
+    qid, d = commit(spool)
+    assert d.called and d.result is None
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == [qid] == spool_files(root, "env")
+    assert spool_files(root, "tmp") == []
+    assert (root / "new" / qid).read_bytes() == b"hello\r\n"
+    (env,) = Spool(str(root), sync_thread).recover()
+    assert env.id == qid and env.recipients[0].address == "u@example.com"
+
+
+def test_commit_fsyncs_file_envelope_and_directories_before_firing(spool, monkeypatch):
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fired_after: list[list[str]] = []
+    qid, d = commit(spool)
+    d.addCallback(lambda _: fired_after.append(list(synced)))
+    (seen,) = fired_after
+    assert any(p.endswith(f"/tmp/{qid}") for p in seen)  # message data
+    assert any(p.endswith(f"/tmp/{qid}.env") for p in seen)  # envelope data
+    assert any(p.endswith("/spool/new") for p in seen)  # directory entries
+    assert any(p.endswith("/spool/env") for p in seen)
+
+
+def test_group_commit_batches_concurrent_transactions(tmp_path):
+    rounds: list[int] = []
+    waiting: list[tuple[defer.Deferred, object, tuple]] = []
+
+    def manual(fn, *args):
+        rounds.append(len(args[0]))
+        d: defer.Deferred = defer.Deferred()
+        waiting.append((d, fn, args))
+        return d
+
+    s = Spool(str(tmp_path / "spool"), manual)
+    s.open()
+    results = [commit(s)[1] for _ in range(4)]
+    assert rounds == [1]  # first round started at once, three waiting
+    d, fn, args = waiting.pop()
+    d.callback(fn(*args))
+    assert rounds == [1, 3]  # the three waiting share the second round
+    d, fn, args = waiting.pop()
+    d.callback(fn(*args))
+    assert all(r.called for r in results)
+    assert len(spool_files(tmp_path / "spool", "new")) == 4
+
+
+def test_recover_removes_what_a_crash_left_and_keeps_the_rest(spool, tmp_path):
+    root = tmp_path / "spool"
+    live, _ = commit(spool)
+    (root / "tmp" / "HALF").write_bytes(b"half a message")
+    (root / "tmp" / "HALF.env").write_bytes(b"{")
+    (root / "env" / "NOMSG").write_bytes(envelope("NOMSG").to_json())  # crash between renames
+    (root / "new" / "NOENV").write_bytes(b"finished, envelope already removed")
+    envs = Spool(str(root), sync_thread).recover()
+    assert [e.id for e in envs] == [live]
+    assert spool_files(root, "tmp") == []
+    assert spool_files(root, "new") == [live] == spool_files(root, "env")
+
+
+def test_recover_keeps_unreadable_envelopes_for_the_operator(spool, tmp_path):
+    root = tmp_path / "spool"
+    (root / "new" / "BAD").write_bytes(b"message")
+    (root / "env" / "BAD").write_bytes(b'{"version": 99}')
+    assert Spool(str(root), sync_thread).recover() == []
+    assert spool_files(root, "corrupt") == ["BAD", "BAD.env"]
+
+
+def test_update_and_remove(spool, tmp_path):
+    root = tmp_path / "spool"
+    qid, _ = commit(spool)
+    env = envelope(qid)
+    env.recipients[0].state = "delivered"
+    spool.update(env)
+    (loaded,) = Spool(str(root), sync_thread).recover()
+    assert loaded.recipients[0].state == "delivered"
+    assert spool_files(root, "tmp") == []
+    spool.remove(qid)
+    assert spool_files(root, "new") == [] == spool_files(root, "env")
+
+
+def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
+    def boom(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mxbackup.spool._write_durably", boom)
+    qid, d = commit(spool)
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].value.errno == 28
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
+
+
+def test_envelope_versions():
+    env = envelope("X")
+    assert Envelope.from_json(env.to_json()) == env
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"version": 2, "id": "X"}')
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b"not json")
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"version": 1, "id": "X"}')
