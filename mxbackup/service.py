@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import bcrypt
+from OpenSSL.crypto import FILETYPE_PEM
 from twisted.application import internet, service, strports
 from twisted.internet import defer, ssl, threads
 from twisted.logger import Logger
@@ -61,7 +62,7 @@ def load_tls_context(config: Config) -> Any:
         with open(tls.key, "rb") as f:
             key_pem = f.read()
         certs = [ssl.Certificate.loadPEM(block) for block in _pem_blocks(cert_pem)]
-        key = ssl.KeyPair.load(key_pem, ssl.crypto.FILETYPE_PEM)
+        key = ssl.KeyPair.load(key_pem, FILETYPE_PEM)
         return ssl.CertificateOptions(
             privateKey=key.original,
             certificate=certs[0].original,

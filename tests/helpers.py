@@ -23,7 +23,7 @@ from mxbackup.smtp_in import SMTPFactory
 from mxbackup.spool import Spool
 
 ROOT = Path(__file__).resolve().parent.parent
-TWISTD = [sys.executable, "-m", "twisted"]
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 _PORT_LINE = re.compile(rb"SMTPFactory starting on (\d+)")
 
 
