@@ -41,6 +41,17 @@ def _envelope(s: smtplib.SMTP) -> bool:
     return s.mail("s@sender.test")[0] == 250 and s.rcpt("u@example.com")[0] == 250
 
 
+def wait_for(acked: list, count: int, threads: list, stop: threading.Event) -> bool:
+    """Poll the acknowledgement counter: the kill moment is set by load, not by time."""
+    for _ in range(24000):
+        if len(acked) >= count:
+            return True
+        if not any(t.is_alive() for t in threads):
+            return False
+        stop.wait(0.005)
+    return False
+
+
 def test_kill9_under_load_loses_nothing_acknowledged(tmp_path):
     config = write_config(tmp_path, base_config(tmp_path))
     spool = tmp_path / "spool"
@@ -55,15 +66,7 @@ def test_kill9_under_load_loses_nothing_acknowledged(tmp_path):
         ]
         for t in threads:
             t.start()
-        reached = threading.Event()
-
-        def watch() -> None:
-            while len(acked) < kill_after and any(t.is_alive() for t in threads):
-                stop.wait(0.005)  # poll the counter; the kill moment is set by load, not time
-            reached.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        assert reached.wait(120), "load did not reach the kill point"
+        assert wait_for(acked, kill_after, threads, stop), "load did not reach the kill point"
         server.kill9()  # SIGKILL in the middle of concurrent transactions
         stop.set()
         for t in threads:

@@ -24,7 +24,10 @@ def server(tmp_path_factory):
     cert, key = make_cert(tmp)
     data = base_config(tmp, tls={"certificate": str(cert), "key": str(key)})
     data["accounts"] = [
-        {"username": "relay-user", "password_hash": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()}
+        {
+            "username": "relay-user",
+            "password_hash": bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode(),
+        }
     ]
     t = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
     t.tmp = tmp
@@ -121,11 +124,16 @@ def test_slow_client_sending_one_byte_at_a_time(server):
 
 def test_check_config_command_and_fail_fast(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("server:\n  hostname: mx.example.net\n  listen: [tcp:0]\n  spool: s\n  port: 7\n"
-                   "routes: []\n")
+    bad.write_text(
+        "server:\n  hostname: mx.example.net\n  listen: [tcp:0]\n  spool: s\n  port: 7\n"
+        "routes: []\n"
+    )
     out = subprocess.run(
         [*TWISTD, "--nodaemon", "--pidfile=", "mxbackup", "--config", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     assert out.returncode != 0
@@ -133,6 +141,8 @@ def test_check_config_command_and_fail_fast(tmp_path):
     assert lines == [f"mxbackup: {bad}: server.port: unknown key"]
     ok = subprocess.run(
         [sys.executable, "-m", "mxbackup.cli", "check-config", str(ROOT / "etc" / "mx.yaml")],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert ok.returncode == 0 and ok.stdout.startswith("OK")
