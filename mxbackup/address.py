@@ -129,6 +129,8 @@ def _split_mailbox(inner: str) -> tuple[str, str]:
         local, rest = inner[: end + 1], inner[end + 1 :]
         if not _QUOTED.match(local):
             raise PathError("malformed quoted local part")
+        if _DOT_ATOM.match(local[1:-1]):
+            local = local[1:-1]  # "alice"@x is alice@x (RFC 5321 4.1.2: same mailbox)
         if not rest.startswith("@"):
             raise PathError("missing @domain")
         domain = rest[1:]

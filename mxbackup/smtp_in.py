@@ -239,15 +239,16 @@ class SMTPServer(smtp.ESMTP):
         if b"\r" in line or b"\0" in line:
             self._error(replies.BARE_NEWLINE_COMMAND)
             return
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            self._error(replies.BAD_8BIT_COMMAND)
-            return
+        # Undecodable octets survive as surrogates, so MAIL and RCPT can answer a UTF-8 address
+        # with 553 5.6.7 (no SMTPUTF8); any other command with non-ASCII is refused here.
+        text = line.decode("utf-8", "surrogateescape")
         verb, _, arg = text.strip(" ").partition(" ")
         handler = _COMMANDS.get(verb.upper())
         if handler is None:
             self._error(replies.UNRECOGNIZED)
+            return
+        if not text.isascii() and handler not in (SMTPServer.do_MAIL, SMTPServer.do_RCPT):
+            self._error(replies.BAD_8BIT_COMMAND)
             return
         self._wait(handler(self, arg.strip(" ")))
 
@@ -284,7 +285,7 @@ class SMTPServer(smtp.ESMTP):
     def _refuse_rcpt(self, reply: Reply, rcpt: str) -> None:
         log.info(
             "refused rcpt=<{rcpt}> from=<{sender}> client={ip} code={code} reason={reason}",
-            rcpt=rcpt,
+            rcpt=rcpt.encode("ascii", "backslashreplace").decode(),
             sender=self._sender_text(),
             ip=self.client_ip,
             code=reply.code,
@@ -437,7 +438,7 @@ class SMTPServer(smtp.ESMTP):
             mailbox = parse_path(path, allow_null=False)
         except PathError as e:
             reply = replies.UTF8_NEEDS_SMTPUTF8 if e.kind == "utf8" else replies.BAD_ADDRESS
-            self._refuse_rcpt(reply.format(e) if "{}" in reply.text else reply, path)
+            self._refuse_rcpt(reply.format(e) if "{}" in reply.text else reply, path[1:-1])
             return
         assert mailbox is not None
         if mailbox.routing is not None:
@@ -451,7 +452,8 @@ class SMTPServer(smtp.ESMTP):
         except smtp.SMTPServerError as e:
             self._refuse_rcpt(Reply(e.code, "", str(e.resp)), str(mailbox))
             return
-        self._to.append(recipient)
+        if recipient.address.lower() not in {r.address.lower() for r in self._to}:
+            self._to.append(recipient)  # a repeated recipient is accepted once (no duplicates)
         self._reply(replies.RECIPIENT_OK)
 
     def validateTo(self, user: smtp.User) -> Recipient:
