@@ -117,6 +117,24 @@ class Route:
     security: Security = "none"
     verify_certificate: bool = True
     ca_file: str | None = None
+    backoff: float = 1.0  # interval multiplier per retry; 1 = fixed interval (the seed's rule)
+    max_minutes_between_retries: int = 240  # cap for the backed-off interval
+    max_queue_lifetime: float = 0.0  # seconds; 0 = no limit besides retries
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How the outbound side behaves, for every route."""
+
+    tick: float = 1.0  # seconds between scheduler ticks
+    probe_interval: float = 30.0  # a target that is down is probed this often
+    connect_timeout: float = 30.0
+    reply_timeout: float = 300.0  # for every SMTP reply from the target
+    max_connections_per_target: int = 10
+    max_messages_per_connection: int = 100
+    helo_name: str = ""  # empty: server.hostname
+    dns_servers: tuple[tuple[str, int], ...] = ()  # empty: the system's resolv.conf
+    delay_warning: float = 0.0  # seconds after which the sender gets a delay notice; 0 = off
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,7 @@ class Config:
     ip_ranges: tuple[IPRange, ...]
     accounts: tuple[Account, ...]
     routes: tuple[Route, ...]
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +224,7 @@ def parse(data: object, source: str) -> Config:
             )
         )
         raise ConfigError(r.errors)
-    top = _Map.open(r, data, "", ("server", "ip_ranges", "accounts", "routes"))
+    top = _Map.open(r, data, "", ("server", "ip_ranges", "accounts", "routes", "delivery"))
     assert top is not None  # data is a dict
     server = _server(r, top.required("server"), "server")
     ip_ranges = DEFAULT_IP_RANGES
@@ -213,10 +232,16 @@ def parse(data: object, source: str) -> Config:
         ip_ranges = _ip_ranges(r, top.get("ip_ranges"), "ip_ranges")
     accounts = _accounts(r, top.get("accounts"), "accounts")
     routes = _routes(r, top.required("routes"), "routes")
+    delivery = _delivery(r, top.get("delivery"), "delivery")
     if r.errors or server is None:
         raise ConfigError(r.errors)
     return Config(
-        source=source, server=server, ip_ranges=ip_ranges, accounts=accounts, routes=routes
+        source=source,
+        server=server,
+        ip_ranges=ip_ranges,
+        accounts=accounts,
+        routes=routes,
+        delivery=delivery,
     )
 
 
@@ -436,6 +461,9 @@ def _route(r: _Reader, value: object, path: str) -> Route | None:
             "security",
             "verify_certificate",
             "ca_file",
+            "backoff",
+            "max_minutes_between_retries",
+            "max_queue_lifetime",
         ),
     )
     if m is None:
@@ -460,7 +488,92 @@ def _route(r: _Reader, value: object, path: str) -> Route | None:
         security=cast(Security, m.choice("security", SECURITIES, "none")),
         verify_certificate=m.boolean("verify_certificate", True),
         ca_file=m.optional_readable_file("ca_file"),
+        backoff=_backoff(r, m),
+        max_minutes_between_retries=m.integer("max_minutes_between_retries", 240, 1),
+        max_queue_lifetime=_lifetime(r, m),
     )
+
+
+def _backoff(r: _Reader, m: _Map) -> float:
+    value = m.get("backoff")
+    if value is _MISSING:
+        return 1.0
+    if isinstance(value, int | float) and not isinstance(value, bool) and 1 <= value <= 10:
+        return float(value)
+    r.error(m.at("backoff"), f"must be a number from 1 (fixed interval) to 10, got {_show(value)}")
+    return 1.0
+
+
+def _lifetime(r: _Reader, m: _Map) -> float:
+    value = m.get("max_queue_lifetime")
+    if value is _MISSING or value == 0:
+        return 0.0
+    return m.seconds("max_queue_lifetime", 0.0)
+
+
+def _delivery(r: _Reader, value: object, path: str) -> DeliveryConfig:
+    if value is _MISSING or value is None:
+        return DeliveryConfig()
+    keys = (
+        "tick",
+        "probe_interval",
+        "connect_timeout",
+        "reply_timeout",
+        "max_connections_per_target",
+        "max_messages_per_connection",
+        "helo_name",
+        "dns_servers",
+        "delay_warning",
+    )
+    m = _Map.open(r, value, path, keys)
+    if m is None:
+        return DeliveryConfig()
+    d = DeliveryConfig
+    helo = ""
+    if m.has("helo_name"):
+        helo = _host_name(r, m.get("helo_name"), m.at("helo_name"))
+    warning = m.get("delay_warning")
+    return DeliveryConfig(
+        tick=m.seconds("tick", d.tick),
+        probe_interval=m.seconds("probe_interval", d.probe_interval),
+        connect_timeout=m.seconds("connect_timeout", d.connect_timeout),
+        reply_timeout=m.seconds("reply_timeout", d.reply_timeout),
+        max_connections_per_target=m.integer(
+            "max_connections_per_target", d.max_connections_per_target, 1, 1000
+        ),
+        max_messages_per_connection=m.integer(
+            "max_messages_per_connection", d.max_messages_per_connection, 1, 100000
+        ),
+        helo_name=helo,
+        dns_servers=_dns_servers(r, m.get("dns_servers"), m.at("dns_servers")),
+        delay_warning=0.0 if warning is _MISSING or warning == 0 else m.seconds("delay_warning", 0),
+    )
+
+
+def _dns_servers(r: _Reader, value: object, path: str) -> tuple[tuple[str, int], ...]:
+    if value is _MISSING or value is None:
+        return ()
+    if not isinstance(value, list):
+        r.error(path, f"must be a list of 'address' or 'address:port', got {_show(value)}")
+        return ()
+    servers = []
+    for i, item in enumerate(value):
+        target, _ = _target(item, 53) if isinstance(item, str) else (None, "")
+        if target is None or not _is_ip(target.host):
+            r.error(
+                f"{path}[{i}]", f"must be an IP address with an optional :port, got {_show(item)}"
+            )
+            continue
+        servers.append((target.host, target.port))
+    return tuple(servers)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _route_domain(r: _Reader, value: object, path: str) -> str:

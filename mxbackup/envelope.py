@@ -48,6 +48,7 @@ class Envelope:
     helo: str = ""
     params: dict[str, str | None] = field(default_factory=dict)  # SIZE, BODY, RET, ENVID
     held: bool = False
+    delay_warned: bool = False
 
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]

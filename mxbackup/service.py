@@ -10,13 +10,18 @@ from typing import Any
 
 import bcrypt
 from OpenSSL.crypto import FILETYPE_PEM
-from twisted.application import internet, service, strports
-from twisted.internet import defer, ssl, threads
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints, ssl, threads
 from twisted.logger import Logger
+from twisted.names import client as dns_client
 
+from . import smtp_out
 from .config import Config, ConfigError
+from .nexthop import NextHop
+from .scheduler import Scheduler
 from .smtp_in import SMTPFactory
 from .spool import Spool
+from .stats import Stats
 
 log = Logger(namespace="mxbackup.service")
 
@@ -28,12 +33,28 @@ _DUMMY_HASH = bcrypt.hashpw(b"mxbackup", bcrypt.gensalt(rounds=12))
 class MXBackupService(service.MultiService):
     """Holds the parts an operator (and later the manhole and control socket) may inspect."""
 
-    def __init__(self, config: Config, spool: Spool, factory: SMTPFactory) -> None:
+    def __init__(
+        self,
+        config: Config,
+        spool: Spool,
+        factory: SMTPFactory,
+        scheduler: Scheduler,
+        stats: Stats,
+    ) -> None:
         super().__init__()
         self.config = config
         self.spool = spool
         self.smtp_factory = factory
-        self.queue: list[Any] = []
+        self.scheduler = scheduler
+        self.stats = stats
+
+    def startService(self) -> None:
+        super().startService()
+        self.scheduler.start()
+
+    def stopService(self) -> Any:
+        self.scheduler.stop()
+        return super().stopService()
 
 
 def make_password_check(reactor: Any, config: Config) -> Any:
@@ -82,6 +103,26 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
     return parts
 
 
+def _remember_own_address(listener: Any, nexthop: NextHop) -> None:
+    """Once listening, tell nexthop our address so we never deliver to ourselves."""
+
+    def started(port: Any) -> Any:
+        host = port.getHost()
+        if hasattr(host, "port"):
+            nexthop.add_own(host.host, host.port)
+        return port
+
+    original = listener.privilegedStartService
+
+    def privileged_start() -> None:
+        original()
+        waiting = getattr(listener, "_waitingForPort", None)
+        if waiting is not None:
+            waiting.addCallback(started)
+
+    listener.privilegedStartService = privileged_start
+
+
 def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
@@ -98,29 +139,46 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         raise ConfigError(
             [f"{config.source}: server.spool: cannot use {spool.root}: {e}"]
         ) from None
+    stats = Stats()
+    resolver = dns_client.createResolver(
+        servers=list(config.delivery.dns_servers) or None, hosts=b"/etc/hosts"
+    )
+    nexthop = NextHop(resolver, config.server.hostname)
+    scheduler = Scheduler(
+        config,
+        spool,
+        clock=reactor,
+        nexthop=nexthop,
+        deliver=lambda candidates, settings, jobs: smtp_out.deliver(
+            reactor, candidates, settings, jobs
+        ),
+        stats=stats,
+    )
+    scheduler.load(live)
     factory = SMTPFactory(
         config,
         spool,
         clock=reactor,
         check_password=make_password_check(reactor, config),
         tls_context=load_tls_context(config),
+        wakeup=scheduler.wakeup,
+        stats=stats,
     )
-    top = MXBackupService(config, spool, factory)
-    top.queue = live
+    top = MXBackupService(config, spool, factory, scheduler, stats)
     for i, description in enumerate(config.server.listen):
         try:
-            listener: internet.StreamServerEndpointService = strports.service(
-                description, factory, reactor=reactor
-            )
+            endpoint = endpoints.serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(
                 [f"{config.source}: server.listen[{i}]: bad endpoint {description!r}: {e}"]
             ) from None
+        listener = internet.StreamServerEndpointService(endpoint, factory)
         listener.setServiceParent(top)
+        _remember_own_address(listener, nexthop)
     log.info(
         "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
         routes=len(config.routes),
-        queued=len(live),
+        queued=len(scheduler.queue),
         spool=spool.root,
     )
     return top

@@ -46,6 +46,7 @@ from .envelope import Envelope, Recipient
 from .replies import Reply
 from .routes import RouteTable
 from .spool import Incoming, Spool, is_out_of_space
+from .stats import Stats
 
 log = Logger(namespace="mxbackup.smtp_in")
 
@@ -78,6 +79,7 @@ class SMTPFactory(smtp.SMTPFactory):
         check_password: PasswordCheck,
         tls_context: Any = None,
         wakeup: Callable[[Envelope], None] = lambda envelope: None,
+        stats: Stats | None = None,
     ) -> None:
         super().__init__()
         self.policy = Policy(config)
@@ -86,6 +88,7 @@ class SMTPFactory(smtp.SMTPFactory):
         self.check_password = check_password
         self.tls_context = tls_context
         self.wakeup = wakeup
+        self.stats = stats or Stats()
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
 
@@ -283,6 +286,7 @@ class SMTPServer(smtp.ESMTP):
             self._close_with(replies.TOO_MANY_ERRORS)
 
     def _refuse_rcpt(self, reply: Reply, rcpt: str) -> None:
+        self.factory.stats.refused[str(reply.code)] += 1
         log.info(
             "refused rcpt=<{rcpt}> from=<{sender}> client={ip} code={code} reason={reason}",
             rcpt=rcpt.encode("ascii", "backslashreplace").decode(),
@@ -555,6 +559,7 @@ class SMTPServer(smtp.ESMTP):
                 tls=bool(self.startedTLS),
             )
             self._reply(replies.QUEUED.format(envelope.id))
+            self.factory.stats.accepted += 1
             self.factory.wakeup(envelope)
 
         def failed(failure: Failure) -> None:

@@ -1,0 +1,483 @@
+"""The retry scheduler: when to try which recipient, against which target, how many at once.
+
+A ``LoopingCall`` (on an injected clock) ticks every ``delivery.tick`` seconds.  The schedule
+is an in-RAM heap of (when, message, target) rebuilt from the spool at start-up; a tick pops
+only what is due, so its cost follows what is due, not the queue's size.
+
+State is per recipient (``Envelope.recipients``): attempts, next attempt, last reply.  Before
+an attempt the new state (attempts + 1, when to retry) is written to the envelope; after it,
+the outcome is; a restart resumes from there.  A crash between the two can repeat a delivery
+(one duplicate), never lose one.
+
+Targets (a route, or ``mx:<domain>`` for mail delivered by MX lookup) have their own state:
+at most ``max_connections_per_target`` connections, each carrying up to
+``max_messages_per_connection`` messages; when a connection to a target fails, the target is
+*down*: messages that fall due meanwhile count a failed try without connecting, and one cheap
+probe (connect, EHLO, QUIT) every ``probe_interval`` seconds checks whether it is back.  When
+a probe or any delivery to it succeeds, the target's whole queue is flushed at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from . import bounce
+from .config import Config, Route
+from .envelope import Envelope, Recipient
+from .nexthop import NextHop, NoRoute
+from .policy import Outcome, RetryRule
+from .routes import RouteTable
+from .smtp_out import Attempt, Job, Settings
+from .spool import Spool
+from .stats import Stats
+
+log = Logger(namespace="mxbackup.scheduler")
+
+Deliver = Callable[[list[Any], Settings, list[Job]], defer.Deferred]
+
+
+@dataclass
+class Target:
+    key: str
+    down_since: float = 0.0  # 0: up (or not known to be down)
+    next_probe: float = 0.0
+    last_error: str = ""
+    active: int = 0
+    probing: bool = False
+    waiting: deque[str] = field(default_factory=deque)
+
+    @property
+    def down(self) -> bool:
+        return self.down_since > 0
+
+
+def target_key(rcpt: Recipient) -> str:
+    if rcpt.route is not None:
+        return rcpt.route
+    return "mx:" + rcpt.address.rpartition("@")[2].lower()
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        spool: Spool,
+        clock: Any,
+        nexthop: NextHop,
+        deliver: Deliver,
+        stats: Stats | None = None,
+    ) -> None:
+        self.spool = spool
+        self.clock = clock
+        self.nexthop = nexthop
+        self.deliver = deliver
+        self.stats = stats or Stats()
+        self.queue: dict[str, Envelope] = {}
+        self.targets: dict[str, Target] = {}
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._due_at: dict[tuple[str, str], float] = {}
+        self._by_target: dict[str, set[str]] = defaultdict(set)
+        self._inflight: set[tuple[str, str]] = set()
+        self._seq = 0
+        self._loop: task.LoopingCall | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.delivery = config.delivery
+        self.routes = RouteTable(config.routes)
+        self._route_by_key = {r.domain: r for r in config.routes}
+
+    # -- the queue ---------------------------------------------------------------------------
+    def load(self, envelopes: list[Envelope]) -> None:
+        for envelope in envelopes:
+            self.add(envelope)
+
+    def add(self, envelope: Envelope) -> None:
+        """A message entered the queue (accepted, or loaded at start-up): schedule it."""
+        self.queue[envelope.id] = envelope
+        for key, rcpts in self._pending_by_target(envelope).items():
+            self._by_target[key].add(envelope.id)
+            self._schedule(envelope.id, key, min(r.next_attempt for r in rcpts))
+
+    def wakeup(self, envelope: Envelope) -> None:
+        """Called by the SMTP side after a commit: first try at the next tick."""
+        self.add(envelope)
+
+    def flush(self, key: str | None = None) -> int:
+        """Make every pending recipient (of one target, or all) due now; returns how many
+        messages were rescheduled."""
+        now = self.clock.seconds()
+        keys = [key] if key is not None else list(self._by_target)
+        count = 0
+        for k in keys:
+            target = self.targets.get(k)
+            if target is not None and target.down:
+                target.next_probe = now  # probe first; a success flushes again
+            for qid in list(self._by_target.get(k, ())):
+                if (qid, k) not in self._inflight:
+                    self._schedule(qid, k, now)
+                    count += 1
+        return count
+
+    def _pending_by_target(self, envelope: Envelope) -> dict[str, list[Recipient]]:
+        groups: dict[str, list[Recipient]] = defaultdict(list)
+        for rcpt in envelope.recipients:
+            if rcpt.state == "pending":
+                groups[target_key(rcpt)].append(rcpt)
+        return groups
+
+    def _schedule(self, qid: str, key: str, when: float) -> None:
+        self._due_at[(qid, key)] = when
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, qid, key))
+
+    # -- the clock -----------------------------------------------------------------------------
+    def start(self) -> defer.Deferred:
+        self._loop = task.LoopingCall(self.tick)
+        self._loop.clock = self.clock
+        return self._loop.start(self.delivery.tick, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def tick(self) -> None:
+        """Never raises (a LoopingCall stops for good when its callable does) and never
+        returns in-flight work (it would wait for it)."""
+        try:
+            self._tick()
+        except Exception:  # noqa: BLE001
+            log.failure("scheduler tick failed")
+
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        started: set[str] = set()
+        while self._heap and self._heap[0][0] <= now:
+            when, _, qid, key = heapq.heappop(self._heap)
+            if self._due_at.get((qid, key)) != when or (qid, key) in self._inflight:
+                continue  # superseded by a later schedule, or already being tried
+            del self._due_at[(qid, key)]
+            if self._take(qid, key, now):
+                started.add(key)
+        for key in started:
+            self._start_connections(self.targets[key])
+        for target in list(self.targets.values()):
+            if target.down and not target.probing and target.next_probe <= now:
+                if self._by_target.get(target.key):
+                    self._probe(target)
+
+    def _take(self, qid: str, key: str, now: float) -> bool:
+        """A due (message, target): queue it for a connection, or, when the target is down,
+        count a failed try without connecting.  True when it waits for a connection."""
+        envelope = self.queue.get(qid)
+        if envelope is None or envelope.held:
+            return False
+        rcpts = self._pending_by_target(envelope).get(key)
+        if not rcpts:
+            return False
+        target = self.targets.setdefault(key, Target(key))
+        self._inflight.add((qid, key))
+        if target.down:
+            self._run(self._fail_untried(envelope, key, rcpts, target))
+            return False
+        target.waiting.append(qid)
+        return True
+
+    # -- connections ---------------------------------------------------------------------------
+    def _start_connections(self, target: Target) -> None:
+        limit = self.delivery.max_connections_per_target
+        while target.waiting and target.active < limit and not target.down:
+            batch = []
+            while target.waiting and len(batch) < self.delivery.max_messages_per_connection:
+                batch.append(target.waiting.popleft())
+            target.active += 1
+            self._run(self._connection(target, batch))
+
+    def _run(self, d: defer.Deferred) -> None:
+        d.addErrback(lambda f: log.failure("delivery bookkeeping failed", f))
+
+    @defer.inlineCallbacks
+    def _connection(self, target: Target, qids: list[str]) -> Any:
+        key = target.key
+        try:
+            now = self.clock.seconds()
+            jobs: list[Job] = []
+            for qid in qids:
+                envelope = self.queue.get(qid)
+                rcpts = self._pending_by_target(envelope).get(key) if envelope else None
+                if envelope is None or not rcpts:
+                    self._inflight.discard((qid, key))
+                    continue
+                rule = self._rule(key)
+                for rcpt in rcpts:
+                    rcpt.attempts += 1
+                    rcpt.next_attempt = (
+                        rule.next_attempt(rcpt.attempts, envelope.received_at, now) or 0.0
+                    )
+                jobs.append(
+                    Job(
+                        qid=qid,
+                        sender=envelope.sender,
+                        recipients=[r.address for r in rcpts],
+                        path=self.spool.message_path(qid),
+                        size=envelope.size,
+                        eight_bit=(envelope.params.get("BODY") or "").upper() == "8BITMIME",
+                    )
+                )
+            if not jobs:
+                return
+            # The new state is on disk before we act on it.
+            results = yield defer.DeferredList(
+                [self.spool.update(self.queue[j.qid]) for j in jobs], consumeErrors=True
+            )
+            if not all(ok for ok, _ in results):
+                raise OSError("could not write envelopes before delivery")
+            attempt = yield self._attempt(key, jobs)
+            yield self._apply(target, jobs, attempt)
+        except Exception:  # noqa: BLE001
+            log.failure("delivery to {key} failed locally", key=key)
+            for qid in qids:
+                if (qid, key) in self._inflight:
+                    self._inflight.discard((qid, key))
+                    self._schedule(qid, key, self.clock.seconds() + 60)
+        finally:
+            target.active -= 1
+            self._start_connections(target)
+
+    @defer.inlineCallbacks
+    def _attempt(self, key: str, jobs: list[Job]) -> Any:
+        route = self._route_by_key.get(key)
+        try:
+            if route is not None:
+                candidates = yield self.nexthop.for_route(route)
+            else:
+                candidates = yield self.nexthop.for_domain(key.removeprefix("mx:"))
+        except NoRoute as e:
+            for job in jobs:
+                job.finish_all(Outcome("permfail", 0, f"5.1.2 {e}"))
+            return Attempt(True, "", str(e))
+        if not candidates:
+            why = "no address to connect to (or only our own)"
+            for job in jobs:
+                job.finish_all(Outcome("tempfail", 0, f"4.4.4 {why}"))
+            return Attempt(False, "", why)
+        attempt = yield self.deliver(candidates, self._settings(route), jobs)
+        return attempt
+
+    def _settings(self, route: Route | None) -> Settings:
+        d = self.delivery
+        return Settings.for_route(
+            route,
+            d.helo_name or self.config.server.hostname,
+            connect_timeout=d.connect_timeout,
+            reply_timeout=d.reply_timeout,
+        )
+
+    def _rule(self, key: str) -> RetryRule:
+        return RetryRule.for_route(self._route_by_key.get(key))
+
+    @defer.inlineCallbacks
+    def _probe(self, target: Target) -> Any:
+        """Connect, EHLO, QUIT: is the target back?  Costs one connection per interval."""
+        target.probing = True
+        try:
+            attempt = yield self._attempt(target.key, [])
+        except Exception:  # noqa: BLE001
+            log.failure("probe of {key} failed", key=target.key)
+            attempt = Attempt(False, "", "probe failed locally")
+        finally:
+            target.probing = False
+        now = self.clock.seconds()
+        if attempt.connected:
+            log.info(
+                "target {key} is back ({remote}): flushing", key=target.key, remote=attempt.remote
+            )
+            self._mark_up(target)
+        else:
+            target.last_error = attempt.error
+            target.next_probe = now + self.delivery.probe_interval
+
+    def _mark_up(self, target: Target) -> None:
+        was_down = target.down
+        target.down_since = 0.0
+        target.last_error = ""
+        if was_down:
+            self.flush(target.key)
+
+    def _mark_down(self, target: Target, error: str) -> None:
+        now = self.clock.seconds()
+        if not target.down:
+            log.info("target {key} is down: {error}", key=target.key, error=error)
+            target.down_since = now
+        target.last_error = error
+        target.next_probe = now + self.delivery.probe_interval
+        while target.waiting:
+            qid = target.waiting.popleft()
+            envelope = self.queue.get(qid)
+            rcpts = self._pending_by_target(envelope).get(target.key) if envelope else None
+            if envelope is None or not rcpts:
+                self._inflight.discard((qid, target.key))
+                continue
+            self._run(self._fail_untried(envelope, target.key, rcpts, target))
+
+    # -- outcomes ------------------------------------------------------------------------------
+    @defer.inlineCallbacks
+    def _apply(self, target: Target, jobs: list[Job], attempt: Attempt) -> Any:
+        if attempt.connected:
+            self._mark_up(target)
+        else:
+            self._mark_down(target, attempt.error)
+        now = self.clock.seconds()
+        for job in jobs:
+            envelope = self.queue[job.qid]
+            failed: list[tuple[Recipient, Outcome]] = []
+            for rcpt in envelope.recipients:
+                outcome = job.outcomes.get(rcpt.address)
+                if rcpt.state != "pending" or target_key(rcpt) != target.key or outcome is None:
+                    continue
+                rcpt.last_reply = outcome.reply
+                self._log_attempt(envelope, rcpt, outcome)
+                if outcome.kind == "delivered":
+                    rcpt.state = "delivered"
+                    self.stats.delivered += 1
+                elif outcome.kind == "permfail" or rcpt.next_attempt == 0.0:
+                    rcpt.state = "failed"
+                    failed.append((rcpt, outcome))
+                    self.stats.bounced += 1
+                else:
+                    self.stats.deferred += 1
+            self._inflight.discard((job.qid, target.key))
+            yield self._settle(envelope, target.key, failed, now)
+
+    @defer.inlineCallbacks
+    def _fail_untried(
+        self, envelope: Envelope, key: str, rcpts: list[Recipient], target: Target
+    ) -> Any:
+        """The target is down: this try fails without a connection (it still counts)."""
+        now = self.clock.seconds()
+        rule = self._rule(key)
+        failed: list[tuple[Recipient, Outcome]] = []
+        outcome = Outcome("tempfail", 0, f"4.4.1 target is down: {target.last_error}")
+        for rcpt in rcpts:
+            rcpt.attempts += 1
+            rcpt.last_reply = outcome.reply
+            when = rule.next_attempt(rcpt.attempts, envelope.received_at, now)
+            self._log_attempt(envelope, rcpt, outcome)
+            if when is None:
+                rcpt.state = "failed"
+                failed.append((rcpt, outcome))
+                self.stats.bounced += 1
+            else:
+                rcpt.next_attempt = when
+                self.stats.deferred += 1
+        self._inflight.discard((envelope.id, key))
+        yield self._settle(envelope, key, failed, now)
+
+    @defer.inlineCallbacks
+    def _settle(
+        self,
+        envelope: Envelope,
+        key: str,
+        failed: list[tuple[Recipient, Outcome]],
+        now: float,
+    ) -> Any:
+        """Send the DSN for ``failed`` (first: a crash then repeats it, never loses it),
+        then write the envelope, or remove the message when nothing is pending."""
+        if failed:
+            yield self._notify(envelope, failed, now, "failed")
+        elif self._wants_delay_warning(envelope, now):
+            delayed = [(r, Outcome("tempfail", 0, r.last_reply)) for r in envelope.pending()]
+            envelope.delay_warned = True
+            yield self._notify(envelope, delayed, now, "delayed")
+        if not envelope.pending():
+            yield self.spool.remove(envelope.id)
+            self._forget(envelope)
+            return
+        yield self.spool.update(envelope)
+        rcpts = self._pending_by_target(envelope).get(key)
+        if rcpts:
+            self._schedule(envelope.id, key, min(r.next_attempt for r in rcpts))
+        else:
+            self._by_target[key].discard(envelope.id)
+
+    def _wants_delay_warning(self, envelope: Envelope, now: float) -> bool:
+        after = self.delivery.delay_warning
+        return bool(after) and not envelope.delay_warned and now - envelope.received_at >= after
+
+    def _forget(self, envelope: Envelope) -> None:
+        self.queue.pop(envelope.id, None)
+        for rcpt in envelope.recipients:
+            key = target_key(rcpt)
+            self._by_target[key].discard(envelope.id)
+            self._due_at.pop((envelope.id, key), None)
+            if not self._by_target[key]:
+                del self._by_target[key]
+
+    @defer.inlineCallbacks
+    def _notify(
+        self,
+        envelope: Envelope,
+        rcpts: list[tuple[Recipient, Outcome]],
+        now: float,
+        action: str,
+    ) -> Any:
+        with open(self.spool.message_path(envelope.id), "rb") as f:
+            headers = bounce.header_block(f.read(256 * 1024))
+        if not bounce.should_notify(envelope, headers):
+            log.info("no DSN for id={id}: null sender or auto-submitted", id=envelope.id)
+            return
+        hostname = self.config.server.hostname
+        data = bounce.build_dsn(envelope, rcpts, hostname, headers, now, action)
+        incoming = self.spool.incoming()
+        incoming.write(data)
+        sender_route = self.routes.lookup(envelope.sender.rpartition("@")[2])
+        dsn = Envelope(
+            id=incoming.id,
+            sender="",
+            recipients=[Recipient(envelope.sender, sender_route.domain if sender_route else None)],
+            received_at=now,
+            size=len(data),
+            client_ip="",
+            helo=hostname,
+        )
+        yield self.spool.commit(incoming, dsn)
+        self.stats.dsn_sent += 1
+        log.info(
+            "dsn id={dsn} for id={id} action={action} to=<{to}> rcpts={rcpts}",
+            dsn=dsn.id,
+            id=envelope.id,
+            action=action,
+            to=envelope.sender,
+            rcpts=",".join(r.address for r, _ in rcpts),
+        )
+        self.add(dsn)
+
+    def _log_attempt(self, envelope: Envelope, rcpt: Recipient, outcome: Outcome) -> None:
+        log.info(
+            "delivery id={id} rcpt=<{rcpt}> target={target} attempt={attempt} "
+            "outcome={outcome} reply={reply}",
+            id=envelope.id,
+            rcpt=rcpt.address,
+            target=outcome.remote or target_key(rcpt),
+            attempt=rcpt.attempts,
+            outcome=outcome.kind,
+            reply=outcome.reply,
+        )
+
+    # -- monitoring ----------------------------------------------------------------------------
+    def depth_by_target(self) -> dict[str, int]:
+        return {key: len(qids) for key, qids in self._by_target.items() if qids}
+
+    def oldest_age(self) -> float:
+        if not self.queue:
+            return 0.0
+        now = self.clock.seconds()
+        return now - min(e.received_at for e in self.queue.values())

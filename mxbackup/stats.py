@@ -1,0 +1,21 @@
+"""Counters for monitoring: one object, shared by the stages, exposed later by metrics.
+
+Pure: no reactor.  Gauges (queue depth per target, oldest message) are computed on demand by
+the scheduler, so nothing here has to be kept in step with the queue.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    accepted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # by reply code
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    dsn_sent: int = 0
+    connections: int = 0
