@@ -1,0 +1,428 @@
+"""One delivery attempt: connect to a target and hand over a batch of messages.
+
+Built on ``twisted.mail.smtp.ESMTPSenderFactory`` / ``ESMTPSender`` with ``retries=0`` (the
+scheduler owns retries), and the fixes of ``shared/reference/twisted-mail-pitfalls.md``, each
+pinned by ``tests/test_smtp_out.py``:
+
+- 11: dot-stuffing is done across chunk boundaries (Twisted's works per 16 KiB chunk), and the
+  stored message, already canonical CRLF, is sent as is (Twisted's turns every LF into CRLF,
+  which would make CR CR LF of our CRLF);
+- 12: authentication and transport security are required only when the route says so; a
+  failed opportunistic STARTTLS falls back to plain text on a new connection;
+- 13: SIZE and BODY=8BITMIME are passed when the target offers them; TCP_NODELAY is set.
+Several messages go over one connection (RSET between them), one transaction per message
+carrying all its recipients for this target.  Every recipient gets its own ``Outcome``.
+
+It knows no spool paths beyond the file it is told to send, and nothing of the schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twisted.internet import defer, error, ssl
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+
+from .config import Route
+from .nexthop import Candidate
+from .policy import Outcome, classify
+
+log = Logger(namespace="mxbackup.smtp_out")
+
+
+@dataclass
+class Job:
+    """One message for one target: all its pending recipients there."""
+
+    qid: str
+    sender: str  # "" for <>
+    recipients: list[str]
+    path: str
+    size: int
+    eight_bit: bool = False
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return len(self.outcomes) == len(self.recipients)
+
+    def finish_all(self, outcome: Outcome) -> None:
+        for rcpt in self.recipients:
+            self.outcomes.setdefault(rcpt, outcome)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one connection needs to know about the route and the delivery section."""
+
+    helo_name: str
+    security: str = "none"  # none | ssl | starttls | starttls_required
+    verify_certificate: bool = True
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    allow_plaintext_auth: bool = False
+    connect_timeout: float = 30.0
+    reply_timeout: float = 300.0
+
+    @classmethod
+    def for_route(cls, route: Route | None, helo_name: str, **kw: Any) -> Settings:
+        if route is None:  # MX delivery: opportunistic TLS, nothing verified (like Postfix "may")
+            return cls(helo_name, security="starttls", verify_certificate=False, **kw)
+        auth = route.authentication
+        return cls(
+            helo_name,
+            security=route.security,
+            verify_certificate=route.verify_certificate,
+            ca_file=route.ca_file,
+            username=auth.username if auth else None,
+            password=auth.password if auth else None,
+            allow_plaintext_auth=bool(auth and auth.allow_plaintext),
+            **kw,
+        )
+
+
+@dataclass
+class Attempt:
+    """The result of ``deliver``: whether a target talked SMTP with us (so it is up)."""
+
+    connected: bool
+    remote: str
+    error: str = ""
+    tls_failed: bool = False  # STARTTLS or its handshake failed before any transaction
+
+
+class DotStuffer:
+    """Stateful dot-stuffing of CRLF text delivered in arbitrary chunks (pitfall 11)."""
+
+    def __init__(self) -> None:
+        self._tail = b"\r\n"  # the start of the message is the start of a line
+        self.last = b""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        joined = self._tail + chunk
+        # Any inserted dot sits after "\r\n." whose dot is in ``chunk`` (the tail is 2 octets).
+        out = joined.replace(b"\r\n.", b"\r\n..")[len(self._tail) :]
+        self._tail = joined[-2:]
+        self.last = out
+        return out
+
+    def ends_with_crlf(self) -> bool:
+        return self._tail == b"\r\n"
+
+
+class Sender(smtp.ESMTPSender):
+    """Sends the factory's jobs one after another over one connection."""
+
+    factory: SenderFactory
+
+    @property
+    def stage(self) -> str:
+        return self.factory.stage
+
+    @stage.setter
+    def stage(self, value: str) -> None:
+        self.factory.stage = value
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.job: Job | None = None
+        self.extensions: dict[bytes, bytes | None] = {}
+        self._stuffer = DotStuffer()
+
+    def _registerAuthenticators(self) -> None:
+        self.registerAuthenticator(smtp.PLAINAuthenticator(self.username))
+        self.registerAuthenticator(smtp.LOGINAuthenticator(self.username))
+
+    def connectionMade(self) -> None:
+        self.stage = "greeting"
+        for transport in (self.transport, getattr(self.transport, "transport", None)):
+            try:
+                transport.setTcpNoDelay(True)  # pitfall: Nagle delays the final ".\r\n"
+                break
+            except Exception:  # noqa: BLE001, S112 - TLS wrappers may not have it
+                continue
+        super().connectionMade()
+
+    def esmtpState_serverConfig(self, code: int, resp: bytes) -> None:
+        self.stage = "ehlo"
+        self.factory.session_started = True
+        items: dict[bytes, bytes | None] = {}
+        for line in resp.splitlines()[1:]:
+            word, _, value = line.partition(b" ")
+            items[word.upper()] = value or None
+        self.extensions = items
+        if b"STARTTLS" in items and self.context is not None and not self._tlsMode:
+            self.stage = "starttls"
+        super().esmtpState_serverConfig(code, resp)
+
+    def esmtpState_starttls(self, code: int, resp: bytes) -> None:
+        self.factory.tls_started = True
+        super().esmtpState_starttls(code, resp)
+
+    def authenticate(self, code: int, resp: bytes, items: dict) -> None:
+        self.stage = "auth"
+        super().authenticate(code, resp, items)
+
+    def smtpState_helo(self, code: int, resp: bytes) -> None:
+        self.factory.session_started = True
+        super().smtpState_helo(code, resp)
+
+    # -- the jobs --------------------------------------------------------------------------
+    def getMailFrom(self) -> str | None:
+        self.job = self.factory.next_job()
+        return None if self.job is None else self.job.sender
+
+    def getMailTo(self) -> list[str]:
+        assert self.job is not None
+        return self.job.recipients
+
+    def getMailData(self) -> Any:
+        assert self.job is not None
+        self._stuffer = DotStuffer()
+        return open(self.job.path, "rb")  # noqa: SIM115 - FileSender reads it; closed in sentMail
+
+    def smtpState_from(self, code: int, resp: bytes) -> None:
+        self._from = self.getMailFrom()
+        self._failresponse = self.smtpTransferFailed
+        if self._from is None:
+            self._disconnectFromServer()
+            return
+        assert self.job is not None
+        self.stage = "mail"
+        params = b""
+        if b"SIZE" in self.extensions:
+            params += b" SIZE=%d" % self.job.size
+        if self.job.eight_bit and b"8BITMIME" in self.extensions:
+            params += b" BODY=8BITMIME"
+        self.sendLine(b"MAIL FROM:<" + self._from.encode() + b">" + params)
+        self._expected = [250]
+        self._okresponse = self.smtpState_to
+
+    def smtpState_toOrData(self, code: int, resp: bytes) -> None:
+        self.stage = "rcpt"
+        if self.lastAddress is not None:
+            self.toAddressesResult.append((self.lastAddress, code, resp))
+            if code in smtp.SUCCESS:
+                self.successAddresses.append(self.lastAddress)
+        try:
+            self.lastAddress = next(self.toAddresses)
+        except StopIteration:
+            if self.successAddresses:
+                self.stage = "data"
+                self.sendLine(b"DATA")
+                self._expected = [354]
+                self._okresponse = self.smtpState_data
+            else:
+                self.smtpState_msgSent(code, b"No recipients accepted")
+        else:
+            self.sendLine(b"RCPT TO:<" + self.lastAddress.encode() + b">")
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        self.resetTimeout()
+        return self._stuffer(chunk)
+
+    def finishedFileTransfer(self, lastsent: bytes) -> None:
+        self.sendLine(b"." if self._stuffer.ends_with_crlf() else b"\r\n.")
+
+    def sentMail(self, code: int, resp: bytes, numOk: int, addresses: list, log: Any) -> None:
+        job = self.job
+        assert job is not None
+        text = _text(resp)
+        remote = self.factory.remote
+        if self.stage == "mail" or not addresses:
+            # MAIL FROM refused: every recipient shares that fate.
+            job.finish_all(Outcome(classify(code), code, text, remote))
+        else:
+            for addr, rcode, rresp in addresses:
+                rcpt = addr.decode() if isinstance(addr, bytes) else str(addr)
+                if rcode in smtp.SUCCESS:
+                    job.outcomes[rcpt] = Outcome(classify(code), code, text, remote)
+                else:
+                    job.outcomes[rcpt] = Outcome(classify(rcode), rcode, _text(rresp), remote)
+        self.factory.job_done(job)
+        self.stage = "mail"
+
+    def sendError(self, exc: Exception) -> None:
+        """Anything that ends the session early: the rest of the jobs are tempfailed by the
+        factory when the connection closes; before MAIL nothing is final (auth, TLS...)."""
+        self.factory.session_error = _describe(exc, self.stage)
+        if self.stage == "starttls" or isinstance(exc, smtp.TLSError):
+            self.factory.tls_failed = True
+        smtp.SMTPClient.sendError(self, exc)
+
+
+class SenderFactory(smtp.ESMTPSenderFactory):
+    protocol = Sender
+
+    def __init__(self, jobs: list[Job], settings: Settings, context: Any, remote: str) -> None:
+        username = (settings.username or "").encode()
+        password = (settings.password or "").encode()
+        requires_tls = settings.security in ("ssl", "starttls_required") or bool(
+            settings.username and not settings.allow_plaintext_auth
+        )
+        super().__init__(
+            username,
+            password,
+            "",
+            [],
+            None,
+            defer.Deferred(),
+            retries=0,
+            timeout=settings.reply_timeout,
+            contextFactory=context,
+            heloFallback=not settings.username and not requires_tls,
+            requireAuthentication=bool(settings.username),
+            requireTransportSecurity=requires_tls,
+        )
+        self.result.addErrback(lambda f: None)  # the factory's own result is unused
+        self.domain = settings.helo_name.encode()
+        self.jobs = list(jobs)
+        self.remote = remote
+        self.session_started = False
+        self.tls_started = False
+        self.tls_failed = False
+        self.session_error = ""
+        self.stage = "connect"
+        self.finished: defer.Deferred = defer.Deferred()
+        self._position = 0
+
+    def next_job(self) -> Job | None:
+        while self._position < len(self.jobs):
+            job = self.jobs[self._position]
+            self._position += 1
+            if not job.done:
+                return job
+        return None
+
+    def job_done(self, job: Job) -> None:
+        pass
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self._end(reason)
+
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
+        self._end(reason)
+
+    def _end(self, reason: Failure) -> None:
+        if self.finished.called:
+            return
+        why = self.session_error or _describe(reason.value, self.stage)
+        tls_failed = (self.tls_failed or self.tls_started) and self.stage in (
+            "starttls",
+            "ehlo",
+            "auth",
+        )
+        pending = Outcome("tempfail", 0, why, self.remote)
+        for job in self.jobs:
+            if not job.done:
+                job.finish_all(pending)
+        connected = self.session_started and not tls_failed
+        self.finished.callback(Attempt(connected, self.remote, why, tls_failed))
+
+
+def _text(resp: bytes | str) -> str:
+    if isinstance(resp, bytes):
+        resp = resp.decode("utf-8", "replace")
+    return " ".join(resp.split())
+
+
+def _describe(exc: BaseException, stage: str) -> str:
+    if isinstance(exc, smtp.SMTPClientError):
+        code = exc.code if exc.code and exc.code > 0 else ""
+        return f"{stage}: {code} {_text(exc.resp)}".replace("  ", " ").strip()
+    if isinstance(exc, error.TimeoutError | smtp.SMTPTimeoutError):
+        return f"{stage}: timed out"
+    if isinstance(exc, error.ConnectionDone) and stage != "connect":
+        return f"{stage}: connection closed by the target"
+    return f"{stage}: {exc.__class__.__name__}: {exc}".rstrip(": ")
+
+
+def client_context(settings: Settings, host: str) -> Any:
+    """The TLS options for ``host``: verified with service-identity against the system trust
+    store (or ``ca_file``), or unverified when the route says so."""
+    if not settings.verify_certificate:
+        return ssl.CertificateOptions(verify=False)
+    trust: Any = ssl.platformTrust()
+    if settings.ca_file:
+        with open(settings.ca_file, "rb") as f:
+            trust = ssl.trustRootFromCertificates(
+                [ssl.Certificate.loadPEM(block) for block in _cert_blocks(f.read())]
+            )
+    return ssl.optionsForClientTLS(host, trustRoot=trust)
+
+
+def _cert_blocks(pem: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [p + end for p in pem.split(end) if b"-----BEGIN CERTIFICATE-----" in p]
+
+
+@defer.inlineCallbacks
+def deliver(
+    reactor: Any,
+    candidates: list[Candidate],
+    settings: Settings,
+    jobs: list[Job],
+) -> Any:
+    """Try ``candidates`` in order until one holds an SMTP session, and send ``jobs`` there.
+
+    Fires with an ``Attempt``; every job's ``outcomes`` is complete afterwards."""
+    errors: list[str] = []
+    for candidate in candidates:
+        host, port, tls_name = candidate.ip, candidate.port, candidate.name
+        remote = f"{tls_name}[{host}]:{port}" if tls_name != host else f"[{host}]:{port}"
+        attempt = yield _connect_once(reactor, host, port, tls_name, settings, jobs, remote)
+        if attempt.tls_failed and settings.security == "starttls":
+            plain = _plain(settings)
+            if plain is not None:  # opportunistic TLS failed: plain text, new connection
+                log.info(
+                    "{remote}: STARTTLS failed ({why}), retrying in plain text",
+                    remote=remote,
+                    why=attempt.error,
+                )
+                _reset(jobs)
+                attempt = yield _connect_once(reactor, host, port, tls_name, plain, jobs, remote)
+        if attempt.connected:
+            return attempt
+        errors.append(f"{remote}: {attempt.error}")
+        _reset(jobs)
+    why = "; ".join(errors) or "no address to connect to"
+    for job in jobs:
+        job.finish_all(Outcome("tempfail", 0, why, ""))
+    return Attempt(False, "", why)
+
+
+def _plain(settings: Settings) -> Settings | None:
+    if settings.username and not settings.allow_plaintext_auth:
+        return None  # never send the password in plain text
+    return replace(settings, security="none")
+
+
+def _reset(jobs: list[Job]) -> None:
+    for job in jobs:
+        job.outcomes.clear()
+
+
+def _connect_once(
+    reactor: Any,
+    host: str,
+    port: int,
+    tls_name: str,
+    settings: Settings,
+    jobs: list[Job],
+    remote: str,
+) -> defer.Deferred:
+    security = settings.security
+    wants_tls = security != "none" or bool(settings.username and not settings.allow_plaintext_auth)
+    context = client_context(settings, tls_name) if wants_tls else None
+    factory = SenderFactory(jobs, settings, None if security == "ssl" else context, remote)
+    if security == "ssl":
+        reactor.connectSSL(host, port, factory, context, timeout=settings.connect_timeout)
+    else:
+        reactor.connectTCP(host, port, factory, timeout=settings.connect_timeout)
+    return factory.finished
