@@ -33,8 +33,15 @@ class Zone(authority.FileAuthority):
     def loadFile(self, filename: str) -> None:
         self.soa = (
             "test",
-            dns.Record_SOA(mname="ns.test", rname="root.test", serial=1, refresh=1, retry=1,
-                           expire=1, minimum=1),
+            dns.Record_SOA(
+                mname="ns.test",
+                rname="root.test",
+                serial=1,
+                refresh=1,
+                retry=1,
+                expire=1,
+                minimum=1,
+            ),
         )
         self.records = {name.encode(): records for name, records in ZONE.items()}
         self.records[b"test"] = [self.soa[1]]
@@ -79,8 +86,11 @@ class NextHopTests(unittest.TestCase):
         data = {
             "server": {"hostname": "mx2.example.net", "listen": ["tcp:0"], "spool": "s"},
             "routes": [
-                {"domain": "example.com", "target_host": ["target.test", "127.0.0.9:2525",
-                                                         "127.0.0.60"], "port": 2526}
+                {
+                    "domain": "example.com",
+                    "target_host": ["target.test", "127.0.0.9:2525", "127.0.0.60"],
+                    "port": 2526,
+                }
             ],
         }
         route = config_module.parse(data, "t.yaml").routes[0]

@@ -1,0 +1,101 @@
+"""Outbound end to end: the real twistd hands queued mail to Postfix's smtp-sink as the primary.
+
+The primary is down when the mail arrives; once it is up the mail must arrive intact within
+seconds (the probe), not at the next retry interval (15 minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import Twistd, base_config, spool_files, write_config
+
+SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(SINK),
+    reason="Postfix's smtp-sink is not installed (apt-get install postfix)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sink(directory: Path, port: int) -> subprocess.Popen:
+    directory.mkdir(exist_ok=True)
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    return subprocess.Popen(
+        [SINK, "-d", f"{directory}/%M.", *user, f"127.0.0.1:{port}", "100"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    """Poll for an outcome produced by other processes (not a sleep for time to pass)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def body_with_dots_at_chunk_boundaries() -> bytes:
+    lines = [b"Subject: dots", b"Message-Id: <dots@e2e.test>", b""]
+    size = sum(len(x) + 2 for x in lines)
+    filler = b"x" * 70
+    while size < 40000:
+        lines.append(filler)
+        size += len(filler) + 2
+        if size % 16384 > 16300:  # get a dot line close to each 16 KiB boundary
+            lines.append(b".leading dot " + str(size).encode())
+            size += 20
+    lines += [b".", b"..", b". end"]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+def test_queued_while_primary_down_arrives_intact_when_it_returns(tmp_path):
+    port = free_port()
+    data = base_config(tmp_path)
+    data["routes"][0].update({"target_host": "127.0.0.1", "port": port})
+    data["delivery"] = {"probe_interval": 0.5, "tick": 0.1}
+    server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
+    sink = None
+    try:
+        body = body_with_dots_at_chunk_boundaries()
+        with server.smtp("127.0.0.9") as c:
+            c.sendmail("s@sender.test", ["u@example.com"], body)
+        spool = tmp_path / "spool"
+        assert len(spool_files(spool, "new")) == 1
+        assert wait_for(lambda: "target example.com is down" in server.logtext())
+        up_at = time.monotonic()
+        sink = start_sink(tmp_path / "sink", port)
+        assert wait_for(lambda: spool_files(tmp_path / "sink", "") != []), server.logtext()
+        elapsed = time.monotonic() - up_at
+        assert elapsed < 5, f"took {elapsed:.1f}s after the primary came up"
+        (dump,) = (tmp_path / "sink").iterdir()
+        received = dump.read_bytes()
+        # smtp-sink writes LF line ends and one extra LF at the end; after its headers and our
+        # Received header come exactly the bytes that were sent.
+        ours = received.index(b"by mx2.example.net (mxbackup)")
+        after_ours = received[received.index(b"\nSubject: dots", ours) + 1 :]
+        assert after_ours == body.replace(b"\r\n", b"\n") + b"\n"
+        assert received.count(b"Message-Id: <dots@e2e.test>") == 1
+        assert wait_for(lambda: spool_files(spool, "env") == [])
+        assert spool_files(spool, "new") == []
+        assert "outcome=delivered reply=250" in server.logtext()
+    finally:
+        server.stop()
+        if sink:
+            sink.kill()
+            sink.wait()
