@@ -24,7 +24,8 @@ from . import replies
 from .replies import Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
-_LONG_LINE = re.compile(rb"[^\n]{%d}" % MAX_TEXT_LINE)  # 999 octets of text + CR or more
+# 999 octets of text + CR or more, tried only at line starts (linear time)
+_LONG_LINE = re.compile(rb"^[^\n]{%d}" % MAX_TEXT_LINE, re.M)
 _HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
 _RECEIVED = re.compile(rb"^received[ \t]*:", re.I | re.M)
 
@@ -58,7 +59,7 @@ class DataReader:
             self._midline = False
         else:
             consumed = 0
-        if len(buf) - consumed < MAX_TEXT_LINE:
+        if len(buf) - consumed <= MAX_TEXT_LINE:  # + 1 for a stuffed dot
             return consumed, False
         # A line longer than the limit: refuse the message and skip the line's text, keeping
         # a trailing CR in case the LF of its CRLF comes in the next packet.
@@ -72,11 +73,12 @@ class DataReader:
         crlf = part.count(b"\r\n")
         if part.count(b"\r") != crlf or part.count(b"\n") != crlf:
             self._fail(replies.BARE_NEWLINE)
-        if _LONG_LINE.search(part):
-            self._fail(replies.TEXT_LINE_TOO_LONG)
         if at_line_start and part[:1] == b".":
             part = part[1:]
         part = part.replace(b"\r\n.", b"\r\n")
+        # The limit counts the text, not the dot added for transparency (RFC 5321 4.5.3.1.6).
+        if _LONG_LINE.search(part):
+            self._fail(replies.TEXT_LINE_TOO_LONG)
         if self._first:
             self._first = False
             if not part.startswith(b"\r\n") and not _HEADER_FIELD.match(part):

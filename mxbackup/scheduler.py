@@ -379,7 +379,7 @@ class Scheduler:
                 rcpt.next_attempt = when
                 self.stats.deferred += 1
         self._inflight.discard((envelope.id, key))
-        yield self._settle(envelope, key, failed, now)
+        yield self._settle(envelope, key, failed, now, untried=True)
 
     @defer.inlineCallbacks
     def _settle(
@@ -388,6 +388,7 @@ class Scheduler:
         key: str,
         failed: list[tuple[Recipient, Outcome]],
         now: float,
+        untried: bool = False,
     ) -> Any:
         """Send the DSN for ``failed`` (first: a crash then repeats it, never loses it),
         then write the envelope, or remove the message when nothing is pending."""
@@ -404,7 +405,13 @@ class Scheduler:
         yield self.spool.update(envelope)
         rcpts = self._pending_by_target(envelope).get(key)
         if rcpts:
-            self._schedule(envelope.id, key, min(r.next_attempt for r in rcpts))
+            when = min(r.next_attempt for r in rcpts)
+            target = self.targets.get(key)
+            if untried and target is not None and not target.down:
+                # It failed only because the target was down, and it is back (a flush may
+                # have passed over it while this was being written): try again now.
+                when = self.clock.seconds()
+            self._schedule(envelope.id, key, when)
         else:
             self._by_target[key].discard(envelope.id)
 

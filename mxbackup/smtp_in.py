@@ -51,6 +51,8 @@ from .stats import Stats
 log = Logger(namespace="mxbackup.smtp_in")
 
 MAX_COMMAND_LINE = 512  # octets including CRLF (RFC 5321 4.5.3.1.4)
+MAX_AUTH_LINE = 12288  # octets of one SASL response line (RFC 4954 4)
+CLOSE_GRACE = 10.0  # seconds a closing connection may take to flush before it is aborted
 HARD_ERROR_LIMIT = 20  # like Postfix's smtpd_hard_error_limit
 _HELO_UNSAFE = re.compile(r"[^!-~]|[()\\]")
 
@@ -138,6 +140,7 @@ class SMTPServer(smtp.ESMTP):
         self._errors = 0
         self._counted = False
         self._auth: _AuthExchange | None = None
+        self._abort_call: Any = None
         self._reset_transaction()
 
     # -- connection ----------------------------------------------------------------------
@@ -158,6 +161,8 @@ class SMTPServer(smtp.ESMTP):
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.setTimeout(None)
         self._closing = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
         if self._incoming is not None and self._mode == "data":
             self._incoming.abort()
         if self._counted:
@@ -178,7 +183,18 @@ class SMTPServer(smtp.ESMTP):
         if self._mode == "data" and self._incoming is not None:
             self._incoming.abort()
             self._mode = "command"
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Close after the pending replies are sent; abort if that does not happen in time
+        (a client stuck in a TLS handshake or not reading must not keep its slot)."""
         self.transport.loseConnection()
+        if self._abort_call is None:
+            self._abort_call = self.callLater(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        log.info("aborting connection that did not close client={ip}", ip=self.client_ip)
+        self.transport.abortConnection()
 
     # IPushProducer: the transport tells us when the client stops reading our replies.
     def pauseProducing(self) -> None:
@@ -221,19 +237,26 @@ class SMTPServer(smtp.ESMTP):
                 if end >= 0:
                     self._mode = "command"
             else:
+                limit = MAX_AUTH_LINE if self._mode == "auth" else MAX_COMMAND_LINE
                 end = self._buffer.find(b"\n")
                 if end < 0:
-                    if len(self._buffer) >= MAX_COMMAND_LINE:
+                    if len(self._buffer) >= limit:
                         self._buffer = b""
+                        self._line_too_long()
                         self._mode = "skip"
-                        self._error(replies.LINE_TOO_LONG)
                     break
                 line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
-                if len(line) > MAX_COMMAND_LINE:
-                    self._error(replies.LINE_TOO_LONG)
+                if len(line) > limit:
+                    self._line_too_long()
                     continue
                 self._line(line[:-2] if line.endswith(b"\r\n") else line[:-1])
         self._update_reading()
+
+    def _line_too_long(self) -> None:
+        if self._mode == "auth":
+            self._auth_done(replies.AUTH_MALFORMED)
+        else:
+            self._error(replies.LINE_TOO_LONG)
 
     def _line(self, line: bytes) -> None:
         if self._mode == "auth" and self._auth is not None:
@@ -315,7 +338,10 @@ class SMTPServer(smtp.ESMTP):
             return
         self._reset_transaction()
         self._helo = (rest.encode("ascii"), self.client_ip.encode())
-        greeting = replies.HELO_OK.format(self.policy.server.hostname, f"{rest} [{self.client_ip}]")
+        shown = _HELO_UNSAFE.sub("?", rest)[:255]
+        greeting = replies.HELO_OK.format(
+            self.policy.server.hostname, f"{shown} [{self.client_ip}]"
+        )
         if not extended:
             self._reply(greeting)
             return
@@ -361,7 +387,7 @@ class SMTPServer(smtp.ESMTP):
         self._reply(replies.CLOSING)
         self._closing = True
         self._buffer = b""
-        self.transport.loseConnection()
+        self._lose_connection()
 
     def do_UNKNOWN(self, rest: str) -> None:
         self._error(replies.UNRECOGNIZED)
@@ -449,7 +475,8 @@ class SMTPServer(smtp.ESMTP):
             self._refuse_rcpt(replies.ROUTING_IN_ADDRESS.format(mailbox.routing), path[1:-1])
             return
         if len(self._to) >= self.policy.server.max_recipients:
-            self._refuse_rcpt(replies.TOO_MANY_RECIPIENTS, str(mailbox))
+            # Not an error of the client's: it sends the rest in another transaction.
+            self._reply(replies.TOO_MANY_RECIPIENTS)
             return
         try:
             recipient = self.validateTo(_user(mailbox, self))
@@ -487,7 +514,7 @@ class SMTPServer(smtp.ESMTP):
             self._error(replies.DATA_ARGUMENT)
             return
         if self._from is None:
-            self._error(replies.NEED_MAIL)
+            self._error(replies.NEED_MAIL_FOR_DATA)
             return
         if not self._to:
             self._error(replies.NO_VALID_RCPT)
@@ -560,7 +587,11 @@ class SMTPServer(smtp.ESMTP):
             )
             self._reply(replies.QUEUED.format(envelope.id))
             self.factory.stats.accepted += 1
-            self.factory.wakeup(envelope)
+            self._errors = 0  # like Postfix: errors count until mail is delivered
+            try:
+                self.factory.wakeup(envelope)
+            except Exception:  # noqa: BLE001 - the 250 is sent; never a second reply
+                log.failure("wakeup failed for id={id}", id=envelope.id)
 
         def failed(failure: Failure) -> None:
             self._local_failure(None, failure.value)
@@ -606,6 +637,8 @@ class SMTPServer(smtp.ESMTP):
             self._error(replies.TLS_ALREADY)
         elif not self.canStartTLS:
             self._error(replies.TLS_UNAVAILABLE)
+        elif self._from is not None:
+            self._error(replies.TLS_IN_TRANSACTION)
         else:
             self._reply(replies.START_TLS)
             # Anything the client pipelined after STARTTLS came in plain text: drop it, and
@@ -680,7 +713,11 @@ class SMTPServer(smtp.ESMTP):
                 )
                 self._auth_done(replies.AUTH_FAILED)
 
-        return d.addCallback(checked)
+        def failed(failure: Failure) -> None:
+            log.failure("password check failed client={ip}", failure, ip=self.client_ip)
+            self._auth_done(replies.LOCAL_ERROR)
+
+        return d.addCallbacks(checked, failed)
 
     def _auth_done(self, reply: Reply) -> None:
         self._auth = None
@@ -713,6 +750,8 @@ class _AuthExchange:
             parts = text.split("\0")
             if len(parts) != 3 or not parts[1]:
                 raise ValueError("malformed PLAIN response")
+            if parts[0] and parts[0] != parts[1]:
+                raise ValueError("authorization identity differs (RFC 4616 2)")
             return parts[1], parts[2]
         if self.username is None:
             if not text:

@@ -318,3 +318,33 @@ def test_tick_survives_an_exception(w, monkeypatch):
     monkeypatch.setattr(w.scheduler, "_tick", boom)
     w.advance(3)
     assert len(calls) == 3  # the LoopingCall kept running
+
+
+def test_flush_reaches_messages_whose_down_bookkeeping_was_still_being_written(tmp_path):
+    """Regression: 433 of 2,000 messages stayed behind after the primary came back because
+    the flush skipped those whose 'target is down' state was still being written."""
+    w = World(tmp_path)
+    w.deliver.up = False
+    w.queue(rcpts=("first@example.com",))
+    w.advance(1)  # the target is now known to be down
+    slow: list = []
+    real_update = w.spool.update
+
+    def held_update(envelope):
+        d = defer.Deferred()
+        slow.append((d, envelope))
+        return d
+
+    w.spool.update = held_update
+    for i in range(5):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(1)  # five tries fail untried; their envelope writes are still pending
+    assert len(slow) == 5
+    w.deliver.up = True
+    w.scheduler.flush("example.com")
+    w.advance(1)  # the probe succeeds and flushes: the five are still in flight
+    w.spool.update = real_update
+    for d, envelope in slow:
+        d.callback(real_update(envelope).result)
+    w.advance(2)
+    assert w.scheduler.stats.delivered == 6

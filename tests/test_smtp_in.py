@@ -163,11 +163,10 @@ def test_starttls_discards_pipelined_commands_and_resets(tmp_path):
     c = tls_conn(h)
     c.read()
     assert any(line.endswith("STARTTLS") for line in c.send(b"EHLO c.test\r\n"))
-    c.send(b"MAIL FROM:<s@sender.test>\r\n")
-    lines = c.send(b"STARTTLS\r\nRCPT TO:<u@example.com>\r\nDATA\r\n")
+    lines = c.send(b"STARTTLS\r\nMAIL FROM:<s@sender.test>\r\nDATA\r\n")
     assert lines == ["220 2.0.0 Ready to start TLS"]
     assert c.transport.tls_started
-    # The transaction begun before TLS is forgotten: RCPT now needs a new MAIL.
+    # The MAIL pipelined in plain text after STARTTLS was never executed.
     assert c.codes(b"RCPT TO:<u@example.com>\r\n") == [503]
     ehlo = c.send(b"EHLO c.test\r\n")
     assert not any("STARTTLS" in line for line in ehlo)
@@ -441,3 +440,158 @@ def test_connection_limits(tmp_path):
     a.proto.connectionLost(None)
     assert h.connect("127.0.0.9").read()[0].startswith("220")
     assert b
+
+
+def test_starttls_inside_a_transaction_is_refused(tmp_path):
+    h = Harness(tmp_path, tls_context=object())
+    c = tls_conn(h)
+    c.send(b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\n")
+    assert c.send(b"STARTTLS\r\n")[0].startswith("503 5.5.1")
+    assert not c.transport.tls_started
+
+
+# -- findings of the inbound review, each pinned --------------------------------------------
+def test_password_longer_than_bcrypt_limit_is_refused_cleanly(tmp_path):
+    """bcrypt refuses > 72 bytes: the check must say no, and the session stay usable."""
+    import base64
+
+    import bcrypt
+
+    from mxbackup.service import make_password_check
+
+    data = base_config(tmp_path)
+    data["accounts"] = [
+        {"username": "u", "password_hash": bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()}
+    ]
+    from mxbackup import config as config_module
+
+    cfg = config_module.parse(data, "t.yaml")
+
+    class SyncReactor:
+        def getThreadPool(self):
+            return None
+
+    import twisted.internet.threads as threads_mod
+
+    real = threads_mod.deferToThreadPool
+    threads_mod.deferToThreadPool = lambda r, p, f, *a: defer.maybeDeferred(f, *a)
+    try:
+        check = make_password_check(SyncReactor(), cfg)
+        h = Harness(tmp_path, data, check_password=check, tls_context=object())
+        c = tls_conn(h)
+        c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+        long_pw = base64.b64encode(b"\0u\0" + b"a" * 80)
+        assert c.send(b"AUTH PLAIN " + long_pw + b"\r\n")[0].startswith("535 5.7.8")
+        assert c.codes(b"NOOP\r\n") == [250]
+        ok = base64.b64encode(b"\0u\0pw")
+        assert c.send(b"AUTH PLAIN " + ok + b"\r\n")[0].startswith("235")
+    finally:
+        threads_mod.deferToThreadPool = real
+
+
+def test_failing_password_check_ends_the_exchange(tmp_path):
+    import base64
+
+    h = auth_harness(tmp_path)
+    h.factory.check_password = lambda u, p: defer.fail(RuntimeError("boom"))
+    c = tls_conn(h)
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    lines = c.send(b"AUTH PLAIN " + base64.b64encode(b"\0relay-user\0secret") + b"\r\n")
+    assert lines[0].startswith("451 4.3.0")
+    assert c.codes(b"NOOP\r\n") == [250]
+
+
+def test_plain_with_foreign_authorization_identity_is_refused(tmp_path):
+    import base64
+
+    h = auth_harness(tmp_path)
+    c = tls_conn(h)
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    resp = base64.b64encode(b"someone-else\0relay-user\0secret")
+    assert c.send(b"AUTH PLAIN " + resp + b"\r\n")[0].startswith("501 5.5.2")
+    same = base64.b64encode(b"relay-user\0relay-user\0secret")
+    assert c.send(b"AUTH PLAIN " + same + b"\r\n")[0].startswith("235")
+
+
+def test_over_long_sasl_line_ends_the_exchange(tmp_path):
+    h = auth_harness(tmp_path)
+    c = tls_conn(h)
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    assert c.send(b"AUTH LOGIN\r\n")[0].startswith("334")
+    assert c.send(b"A" * 13000 + b"\r\n")[0].startswith("501 5.5.2")
+    assert c.codes(b"NOOP\r\n") == [250]
+    assert c.send(b"AUTH LOGIN\r\n")[0].startswith("334")
+    assert c.codes(b"QQ" * 400 + b"\r\n") == [334]  # 800 octets: allowed in SASL (not 512)
+
+
+def test_recipients_beyond_the_limit_do_not_end_the_session(tmp_path):
+    data = base_config(tmp_path, max_recipients=5)
+    h = Harness(tmp_path, data)
+    c = h.connect()
+    c.read()
+    rcpts = b"".join(b"RCPT TO:<u%d@example.com>\r\n" % i for i in range(30))
+    lines = c.send(b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\n" + rcpts + b"DATA\r\n")
+    codes = final_codes(lines)
+    assert codes[2:7] == [250] * 5 and codes[7:32] == [452] * 25 and codes[-1] == 354
+    assert final_codes(c.send(MSG)) == [250]
+
+
+def test_stuffed_line_of_998_octets_of_text_is_accepted(h, tmp_path):
+    c = h.connect()
+    c.send(TXN)
+    lines = c.send(b"Subject: x\r\n\r\n." + b"y" * 998 + b"\r\n.\r\n")
+    assert final_codes(lines) == [250]
+    c.send(TXN)
+    assert final_codes(c.send(b"Subject: x\r\n\r\n." + b"y" * 999 + b"\r\n.\r\n")) == [500]
+
+
+def test_long_line_scan_is_linear():
+    """A body of 998-octet lines is scanned in linear time (the regex anchors at line starts)."""
+    import time
+
+    from mxbackup.datastream import DataReader
+
+    block = (b"z" * 998 + b"\r\n") * 2000  # 2 MB
+    reader = DataReader(lambda b: None, 10**9, 50)
+    reader.feed(b"Subject: x\r\n\r\n")
+    start = time.process_time()
+    reader.feed(block)
+    # Quadratic scanning took ~0.6 s here; linear takes a few ms.  Generous bound, CPU time.
+    assert time.process_time() - start < 0.2
+    assert reader.error is None
+
+
+def test_wakeup_failure_does_not_send_a_second_reply(h):
+    def boom(envelope):
+        raise RuntimeError("scheduler bug")
+
+    h.factory.wakeup = boom
+    c = h.connect()
+    c.send(TXN)
+    lines = c.send(MSG + b"NOOP\r\n")
+    assert final_codes(lines) == [250, 250]
+    assert "queued as" in lines[0]
+
+
+def test_helo_argument_echo_is_sanitised(h):
+    c = h.connect()
+    c.read()
+    line = c.send(b"EHLO h(e)l\\lo\x01\x7f\r\n")[0]
+    assert line == "250-mx2.example.net Hello h?e?l?lo?? [127.0.0.9]"
+
+
+def test_data_without_mail_names_the_missing_command(h):
+    c = h.connect()
+    c.read()
+    assert c.send(b"DATA\r\n") == ["503 5.5.1 Need MAIL before DATA"]
+
+
+def test_connection_that_does_not_close_is_aborted(h):
+    c = h.connect()
+    c.read()
+    h.clock.advance(301)  # idle timeout: 421 and close
+    assert c.transport.disconnecting
+    aborted = []
+    c.transport.abortConnection = lambda: aborted.append(True)
+    h.clock.advance(11)  # still not gone (e.g. stuck in a TLS handshake): aborted
+    assert aborted == [True]
