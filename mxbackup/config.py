@@ -49,6 +49,7 @@ class ServerConfig:
     idle_timeout: float = 300.0
     max_received_headers: int = 50
     min_free_space: int = 104857600
+    control_socket: str = ""  # default: <spool>/control.sock
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class IPRange:
     networks: tuple[IPNetwork, ...]
     allow: Matrix
     require_auth: Matrix
+    allow_etrn: bool = False  # RFC 1985 ETRN; default: only ranges made of loopback addresses
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,21 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class ManholeConfig:
+    """An SSH shell into the running server, for operators (key authentication only)."""
+
+    authorized_keys: str
+    listen: str = "tcp:2222:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """A Prometheus text-format endpoint (``/metrics``)."""
+
+    listen: str = "tcp:9125:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Config:
     source: str
     server: ServerConfig
@@ -145,6 +162,15 @@ class Config:
     accounts: tuple[Account, ...]
     routes: tuple[Route, ...]
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    manhole: ManholeConfig | None = None
+    metrics: MetricsConfig | None = None
+
+    @property
+    def control_socket(self) -> str:
+        """The local admin socket (mode 0600) the ``mxbackup`` command talks to."""
+        import os
+
+        return self.server.control_socket or os.path.join(self.server.spool, "control.sock")
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +191,7 @@ DEFAULT_IP_RANGES: tuple[IPRange, ...] = (
         networks=(ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128")),
         allow=ALL_ALLOWED,
         require_auth=NO_AUTH,
+        allow_etrn=True,
     ),
     IPRange(
         name="Internet",
@@ -224,7 +251,12 @@ def parse(data: object, source: str) -> Config:
             )
         )
         raise ConfigError(r.errors)
-    top = _Map.open(r, data, "", ("server", "ip_ranges", "accounts", "routes", "delivery"))
+    top = _Map.open(
+        r,
+        data,
+        "",
+        ("server", "ip_ranges", "accounts", "routes", "delivery", "manhole", "metrics"),
+    )
     assert top is not None  # data is a dict
     server = _server(r, top.required("server"), "server")
     ip_ranges = DEFAULT_IP_RANGES
@@ -233,6 +265,8 @@ def parse(data: object, source: str) -> Config:
     accounts = _accounts(r, top.get("accounts"), "accounts")
     routes = _routes(r, top.required("routes"), "routes")
     delivery = _delivery(r, top.get("delivery"), "delivery")
+    manhole = _manhole(r, top.get("manhole"), "manhole")
+    metrics = _metrics(r, top.get("metrics"), "metrics")
     if r.errors or server is None:
         raise ConfigError(r.errors)
     return Config(
@@ -242,6 +276,8 @@ def parse(data: object, source: str) -> Config:
         accounts=accounts,
         routes=routes,
         delivery=delivery,
+        manhole=manhole,
+        metrics=metrics,
     )
 
 
@@ -265,6 +301,7 @@ def _server(r: _Reader, value: object, path: str) -> ServerConfig | None:
             "idle_timeout",
             "max_received_headers",
             "min_free_space",
+            "control_socket",
         ),
     )
     if m is None:
@@ -288,6 +325,7 @@ def _server(r: _Reader, value: object, path: str) -> ServerConfig | None:
         idle_timeout=m.seconds("idle_timeout", d.idle_timeout),
         max_received_headers=m.integer("max_received_headers", d.max_received_headers, 1),
         min_free_space=m.integer("min_free_space", d.min_free_space, 0),
+        control_socket=m.text("control_socket") if m.has("control_socket") else "",
     )
 
 
@@ -339,7 +377,9 @@ def _ip_ranges(r: _Reader, value: object, path: str) -> tuple[IPRange, ...]:
     first_seen: dict[str, str] = {}
     for i, item in enumerate(items):
         item_path = f"{path}[{i}]"
-        m = _Map.open(r, item, item_path, ("name", "addresses", "allow", "require_auth"))
+        m = _Map.open(
+            r, item, item_path, ("name", "addresses", "allow", "require_auth", "allow_etrn")
+        )
         if m is None:
             continue
         name = m.text("name")
@@ -352,7 +392,9 @@ def _ip_ranges(r: _Reader, value: object, path: str) -> tuple[IPRange, ...]:
             networks = _networks(r, raw, m.at("addresses"))
         allow = _matrix(r, m.get("allow"), m.at("allow"), ALL_ALLOWED)
         require_auth = _matrix(r, m.get("require_auth"), m.at("require_auth"), INTERNET_AUTH)
-        ranges.append(IPRange(name, networks, allow, require_auth))
+        loopback_only = bool(networks) and all(n.is_loopback for n in networks)
+        allow_etrn = m.boolean("allow_etrn", loopback_only)
+        ranges.append(IPRange(name, networks, allow, require_auth, allow_etrn))
     return tuple(ranges)
 
 
@@ -548,6 +590,26 @@ def _delivery(r: _Reader, value: object, path: str) -> DeliveryConfig:
         dns_servers=_dns_servers(r, m.get("dns_servers"), m.at("dns_servers")),
         delay_warning=0.0 if warning is _MISSING or warning == 0 else m.seconds("delay_warning", 0),
     )
+
+
+def _manhole(r: _Reader, value: object, path: str) -> ManholeConfig | None:
+    if value is _MISSING or value is None:
+        return None
+    m = _Map.open(r, value, path, ("listen", "authorized_keys"))
+    if m is None:
+        return None
+    keys = m.readable_file("authorized_keys")
+    listen = m.text("listen") if m.has("listen") else ManholeConfig.listen
+    return ManholeConfig(authorized_keys=keys, listen=listen)
+
+
+def _metrics(r: _Reader, value: object, path: str) -> MetricsConfig | None:
+    if value is _MISSING or value is None:
+        return None
+    m = _Map.open(r, value, path, ("listen",))
+    if m is None:
+        return None
+    return MetricsConfig(listen=m.text("listen") if m.has("listen") else MetricsConfig.listen)
 
 
 def _dns_servers(r: _Reader, value: object, path: str) -> tuple[tuple[str, int], ...]:
