@@ -102,6 +102,15 @@ UNKNOWN_USER = Reply(550, "5.1.1", "Recipient address rejected: user unknown in 
 UTF8_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
+# ETRN (RFC 1985)
+ETRN_STARTED = Reply(250, "2.0.0", "Queuing for node {} started")
+ETRN_NOTHING = Reply(251, "2.0.0", "No messages waiting for node {}")
+ETRN_STARTED_COUNT = Reply(253, "2.0.0", "{} pending messages for node {} started")
+ETRN_UNABLE = Reply(458, "4.3.0", "Unable to queue messages for node {}")
+ETRN_NOT_ALLOWED = Reply(459, "4.7.1", "Node {} not allowed: {}")
+ETRN_SYNTAX = Reply(501, "5.5.4", "Syntax: ETRN domain | @domain | #queue")
+ETRN_IN_TRANSACTION = Reply(503, "5.5.1", "ETRN not allowed during a mail transaction")
+
 # Size, space, content
 SIZE_DECLARED_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit of {} octets")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit of {} octets")

@@ -479,6 +479,74 @@ class Scheduler:
             reply=outcome.reply,
         )
 
+    # -- administration (control socket, ETRN, manhole) ------------------------------------------
+    def flush_message(self, qid: str) -> bool:
+        envelope = self._get(qid)
+        now = self.clock.seconds()
+        for key in self._pending_by_target(envelope):
+            if (qid, key) not in self._inflight:
+                self._schedule(qid, key, now)
+        return True
+
+    @defer.inlineCallbacks
+    def hold(self, qid: str) -> Any:
+        envelope = self._get(qid)
+        envelope.held = True
+        yield self.spool.update(envelope)
+        return True
+
+    @defer.inlineCallbacks
+    def release(self, qid: str) -> Any:
+        envelope = self._get(qid)
+        envelope.held = False
+        yield self.spool.update(envelope)
+        self.flush_message(qid)
+        return True
+
+    @defer.inlineCallbacks
+    def delete(self, qid: str) -> Any:
+        """Remove the message without telling anyone (postsuper -d)."""
+        envelope = self._get(qid)
+        self._forget(envelope)
+        yield self.spool.remove(qid)
+        log.info("deleted id={id} by the administrator", id=qid)
+        return True
+
+    @defer.inlineCallbacks
+    def bounce_now(self, qid: str) -> Any:
+        """Give up on every pending recipient now: the sender gets the DSN."""
+        envelope = self._get(qid)
+        now = self.clock.seconds()
+        failed = []
+        for rcpt in envelope.pending():
+            outcome = Outcome("permfail", 0, "5.0.0 returned to sender by the administrator")
+            if rcpt.last_reply:
+                outcome = Outcome(
+                    "permfail",
+                    0,
+                    f"5.0.0 given up by the administrator; last reply: {rcpt.last_reply}",
+                )
+            rcpt.state = "failed"
+            failed.append((rcpt, outcome))
+            self.stats.bounced += 1
+        key = target_key(failed[0][0]) if failed else ""
+        yield self._settle(envelope, key, failed, now)
+        log.info("bounced id={id} by the administrator", id=qid)
+        return True
+
+    def _get(self, qid: str) -> Envelope:
+        envelope = self.queue.get(qid)
+        if envelope is None:
+            raise KeyError(f"no message {qid} in the queue")
+        if any(q == qid for q, _ in self._inflight):
+            raise ValueError(f"message {qid} is being delivered right now; try again shortly")
+        return envelope
+
+    def keys_for_domain(self, domain: str) -> list[str]:
+        """The targets ETRN may flush for ``domain``: its route (exact or wildcard)."""
+        route = self.routes.lookup(domain)
+        return [route.domain] if route is not None else []
+
     # -- monitoring ----------------------------------------------------------------------------
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}

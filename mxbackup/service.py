@@ -15,8 +15,10 @@ from twisted.internet import defer, endpoints, ssl, threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
+from . import config as config_module
 from . import smtp_out
 from .config import Config, ConfigError
+from .control import Commands, ControlFactory, prepare_socket_path
 from .nexthop import NextHop
 from .scheduler import Scheduler
 from .smtp_in import SMTPFactory
@@ -51,6 +53,51 @@ class MXBackupService(service.MultiService):
     def startService(self) -> None:
         super().startService()
         self.scheduler.start()
+        self._install_sighup()
+
+    def _install_sighup(self) -> None:
+        import signal
+
+        from twisted.internet import reactor
+
+        def on_sighup(signum: int, frame: Any) -> None:
+            reactor.callFromThread(self._reload_logged)
+
+        signal.signal(signal.SIGHUP, on_sighup)
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except ValueError as e:
+            log.error("reload refused, the old configuration stays: {e}", e=str(e))
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the configuration and address-list files; apply them without dropping
+        connections or queue state.  A bad new configuration is refused (ValueError with
+        its error lines) and the old one stays."""
+        try:
+            new = config_module.load(self.config.source)
+        except ConfigError as e:
+            raise ValueError("\n".join(e.errors)) from None
+        restart_needed = [
+            key
+            for key in ("listen", "spool", "tls", "control_socket")
+            if getattr(new.server, key) != getattr(self.config.server, key)
+        ]
+        self.smtp_factory.reconfigure(new)
+        self.scheduler.reconfigure(new)
+        self.config = new
+        log.info(
+            "configuration reloaded from {source}: {routes} routes",
+            source=new.source,
+            routes=len(new.routes),
+        )
+        if restart_needed:
+            log.warn(
+                "reload: changes to server.{keys} take effect after a restart",
+                keys=", server.".join(restart_needed),
+            )
+        return {"routes": len(new.routes), "restart_needed_for": restart_needed}
 
     def stopService(self) -> Any:
         self.scheduler.stop()
@@ -166,6 +213,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         tls_context=load_tls_context(config),
         wakeup=scheduler.wakeup,
         stats=stats,
+        etrn=scheduler,
     )
     top = MXBackupService(config, spool, factory, scheduler, stats)
     for i, description in enumerate(config.server.listen):
@@ -178,6 +226,14 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         listener = internet.StreamServerEndpointService(endpoint, factory)
         listener.setServiceParent(top)
         _remember_own_address(listener, nexthop)
+    commands = Commands(scheduler, spool, top.reload)
+    socket_path = config.control_socket
+    prepare_socket_path(socket_path)
+    control = internet.StreamServerEndpointService(
+        endpoints.UNIXServerEndpoint(reactor, socket_path, mode=0o600, wantPID=False),
+        ControlFactory(commands),
+    )
+    control.setServiceParent(top)
     log.info(
         "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
         routes=len(config.routes),

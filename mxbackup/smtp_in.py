@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
@@ -55,8 +55,17 @@ MAX_AUTH_LINE = 12288  # octets of one SASL response line (RFC 4954 4)
 CLOSE_GRACE = 10.0  # seconds a closing connection may take to flush before it is aborted
 HARD_ERROR_LIMIT = 20  # like Postfix's smtpd_hard_error_limit
 _HELO_UNSAFE = re.compile(r"[^!-~]|[()\\]")
+_DOMAIN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?\Z")
 
 PasswordCheck = Callable[[str, str], defer.Deferred]
+
+
+class QueueFlusher(Protocol):
+    """What ETRN needs of the queue (the scheduler provides it; injected, not imported)."""
+
+    def keys_for_domain(self, domain: str) -> list[str]: ...
+
+    def flush(self, key: str | None = None) -> int: ...
 
 
 class Policy:
@@ -82,6 +91,7 @@ class SMTPFactory(smtp.SMTPFactory):
         tls_context: Any = None,
         wakeup: Callable[[Envelope], None] = lambda envelope: None,
         stats: Stats | None = None,
+        etrn: QueueFlusher | None = None,
     ) -> None:
         super().__init__()
         self.policy = Policy(config)
@@ -91,6 +101,7 @@ class SMTPFactory(smtp.SMTPFactory):
         self.tls_context = tls_context
         self.wakeup = wakeup
         self.stats = stats or Stats()
+        self.etrn = etrn
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
 
@@ -125,7 +136,6 @@ class SMTPServer(smtp.ESMTP):
     def __init__(self, factory: SMTPFactory) -> None:
         super().__init__(chal={}, contextFactory=factory.tls_context)
         self.factory = factory
-        self.policy = factory.policy
         self.host = self.policy.server.hostname
         self.timeout = self.policy.server.idle_timeout
         self.callLater = factory.clock.callLater
@@ -142,6 +152,11 @@ class SMTPServer(smtp.ESMTP):
         self._auth: _AuthExchange | None = None
         self._abort_call: Any = None
         self._reset_transaction()
+
+    @property
+    def policy(self) -> Policy:
+        """Read at every use, so a reload applies to connected clients too."""
+        return self.factory.policy
 
     # -- connection ----------------------------------------------------------------------
     def connectionMade(self) -> None:
@@ -362,6 +377,8 @@ class SMTPServer(smtp.ESMTP):
             ext.append("STARTTLS")
         if self._auth_offered():
             ext.append("AUTH PLAIN LOGIN")
+        if self._etrn_allowed():
+            ext.append("ETRN")
         return ext
 
     def do_RSET(self, rest: str) -> None:
@@ -376,6 +393,51 @@ class SMTPServer(smtp.ESMTP):
             self._error(replies.BAD_SYNTAX)
         else:
             self._reply(replies.VRFY_CANNOT)
+
+    # -- ETRN (RFC 1985) -----------------------------------------------------------------
+    def _etrn_allowed(self) -> bool:
+        ip_range = self.policy.access.range_for(self.client_ip)
+        return self.factory.etrn is not None and ip_range is not None and ip_range.allow_etrn
+
+    def do_ETRN(self, rest: str) -> None:
+        node = rest.strip()
+        if not self._etrn_allowed():
+            self._error(replies.ETRN_NOT_ALLOWED.format(node or "-", "not from your address"))
+            return
+        if self._from is not None:
+            self._error(replies.ETRN_IN_TRANSACTION)
+            return
+        domain = node[1:] if node[:1] in ("@", "#") else node
+        if not domain or not _DOMAIN.match(domain.lower()):
+            self._error(replies.ETRN_SYNTAX)
+            return
+        flusher = self.factory.etrn
+        assert flusher is not None
+        keys = self._etrn_keys(node, domain.lower().rstrip("."), flusher)
+        if not keys:
+            self._error(replies.ETRN_NOT_ALLOWED.format(node, "not a domain we back up"))
+            return
+        try:
+            count = sum(flusher.flush(key) for key in keys)
+        except Exception:  # noqa: BLE001
+            log.failure("ETRN {node} failed", node=node)
+            self._error(replies.ETRN_UNABLE.format(node))
+            return
+        log.info("etrn node={node} client={ip} messages={n}", node=node, ip=self.client_ip, n=count)
+        if count:
+            self._reply(replies.ETRN_STARTED_COUNT.format(count, node))
+        else:
+            self._reply(replies.ETRN_NOTHING.format(node))
+
+    def _etrn_keys(self, node: str, domain: str, flusher: QueueFlusher) -> list[str]:
+        """``domain``: its route; ``@domain``: routes of it and its subdomains; ``#name``:
+        the queue named like a route."""
+        routes = [r.domain for r in self.policy.config.routes]
+        if node.startswith("#"):
+            return [r for r in routes if r == domain]
+        if node.startswith("@"):
+            return [r for r in routes if r.removeprefix("*.") == domain or r.endswith("." + domain)]
+        return flusher.keys_for_domain(domain)
 
     def do_EXPN(self, rest: str) -> None:
         self._error(replies.NOT_IMPLEMENTED)
@@ -801,5 +863,6 @@ _COMMANDS: dict[str, Callable[[SMTPServer, str], defer.Deferred | None]] = {
     "HELP": SMTPServer.do_HELP,
     "QUIT": SMTPServer.do_QUIT,
     "STARTTLS": SMTPServer.ext_STARTTLS,
+    "ETRN": SMTPServer.do_ETRN,
     "AUTH": SMTPServer.ext_AUTH,
 }
