@@ -86,6 +86,7 @@ def test_starttls_with_smtplib_then_auth_and_relay(server):
         c.login("relay-user", "s3cret")
         refused = c.sendmail("s@sender.test", ["x@elsewhere.test"], BODY)
         assert refused == {}
+    assert "s3cret" not in server.logtext()  # never a secret in the log
     assert "with ESMTPSA" in "".join(
         (server.tmp / "spool" / "new" / n).read_text(errors="replace")
         for n in spool_files(server.tmp / "spool", "new")
