@@ -35,6 +35,7 @@ class Recipient:
     next_attempt: float = 0.0
     last_reply: str = ""
     params: dict[str, str | None] = field(default_factory=dict)  # NOTIFY, ORCPT
+    inflight: bool = False  # an attempt was started and its outcome is not yet written
 
 
 @dataclass

@@ -86,6 +86,7 @@ class Scheduler:
         self._by_target: dict[str, set[str]] = defaultdict(set)
         self._inflight: set[tuple[str, str]] = set()
         self._seq = 0
+        self._startup_probes: set[str] = set()
         self._loop: task.LoopingCall | None = None
         self.reconfigure(config)
 
@@ -97,15 +98,20 @@ class Scheduler:
 
     # -- the queue ---------------------------------------------------------------------------
     def load(self, envelopes: list[Envelope]) -> None:
+        """The queue at start-up.  Every target with mail is probed at the first tick and
+        flushed if it answers; attempts a crash interrupted are retried at once."""
         for envelope in envelopes:
             self.add(envelope)
+        self._startup_probes = set(self._by_target)
 
     def add(self, envelope: Envelope) -> None:
         """A message entered the queue (accepted, or loaded at start-up): schedule it."""
         self.queue[envelope.id] = envelope
+        now = self.clock.seconds()
         for key, rcpts in self._pending_by_target(envelope).items():
             self._by_target[key].add(envelope.id)
-            self._schedule(envelope.id, key, min(r.next_attempt for r in rcpts))
+            when = min(now if r.inflight else r.next_attempt for r in rcpts)
+            self._schedule(envelope.id, key, when)
 
     def wakeup(self, envelope: Envelope) -> None:
         """Called by the SMTP side after a commit: first try at the next tick."""
@@ -169,6 +175,11 @@ class Scheduler:
                 started.add(key)
         for key in started:
             self._start_connections(self.targets[key])
+        while self._startup_probes:
+            key = self._startup_probes.pop()
+            target = self.targets.setdefault(key, Target(key))
+            if not target.probing and not target.down:
+                self._run(self._probe(target))
         for target in list(self.targets.values()):
             if target.down and not target.probing and target.next_probe <= now:
                 if self._by_target.get(target.key):
@@ -219,6 +230,7 @@ class Scheduler:
                 rule = self._rule(key)
                 for rcpt in rcpts:
                     rcpt.attempts += 1
+                    rcpt.inflight = True
                     rcpt.next_attempt = (
                         rule.next_attempt(rcpt.attempts, envelope.received_at, now) or 0.0
                     )
@@ -245,6 +257,9 @@ class Scheduler:
         except Exception:  # noqa: BLE001
             log.failure("delivery to {key} failed locally", key=key)
             for qid in qids:
+                envelope = self.queue.get(qid)
+                for rcpt in envelope.recipients if envelope else ():
+                    rcpt.inflight = False
                 if (qid, key) in self._inflight:
                     self._inflight.discard((qid, key))
                     self._schedule(qid, key, self.clock.seconds() + 60)
@@ -296,14 +311,18 @@ class Scheduler:
         finally:
             target.probing = False
         now = self.clock.seconds()
-        if attempt.connected:
+        if attempt.connected and target.down:
             log.info(
                 "target {key} is back ({remote}): flushing", key=target.key, remote=attempt.remote
             )
             self._mark_up(target)
-        else:
+        elif attempt.connected:  # the start-up probe: it answers, so hand over its queue now
+            self.flush(target.key)
+        elif target.down:
             target.last_error = attempt.error
             target.next_probe = now + self.delivery.probe_interval
+        else:
+            self._mark_down(target, attempt.error)
 
     def _mark_up(self, target: Target) -> None:
         was_down = target.down
@@ -344,6 +363,7 @@ class Scheduler:
                 if rcpt.state != "pending" or target_key(rcpt) != target.key or outcome is None:
                     continue
                 rcpt.last_reply = outcome.reply
+                rcpt.inflight = False
                 self._log_attempt(envelope, rcpt, outcome)
                 if outcome.kind == "delivered":
                     rcpt.state = "delivered"

@@ -247,23 +247,58 @@ def test_tick_cost_follows_what_is_due_not_queue_size(w, monkeypatch):
     assert len(w.scheduler._heap) == pops_before  # nothing popped, nothing scanned
 
 
+def restarted(tmp_path, w: World, primary_up: bool) -> World:
+    """A new process on the same spool, at the same time."""
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.up = primary_up
+    w2.scheduler.load(w2.spool.recover())
+    return w2
+
+
 def test_restart_resumes_from_the_envelopes(tmp_path):
     w = World(tmp_path)
     w.deliver.up = False
     env = w.queue()
     w.advance(1)
     attempts, when = env.recipients[0].attempts, env.recipients[0].next_attempt
-    # A new process: the same spool, a new scheduler.
-    w2 = World(tmp_path)
-    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
-    w2.scheduler.load(w2.spool.recover())
+    w2 = restarted(tmp_path, w, primary_up=False)
     (loaded,) = w2.scheduler.queue.values()
     assert loaded.recipients[0].attempts == attempts == 1
     assert loaded.recipients[0].next_attempt == when
+    assert not loaded.recipients[0].inflight
     w2.advance(14 * MINUTE)
-    assert w2.deliver.connections_with_mail == []
-    w2.advance(MINUTE + 1)
+    assert w2.deliver.connections_with_mail == []  # down: only probes
+    assert w2.deliver.probes >= 1
+    w2.deliver.up = True
+    w2.advance(31)
     assert w2.scheduler.stats.delivered == 1
+
+
+def test_restart_with_the_primary_up_delivers_at_once(tmp_path):
+    w = World(tmp_path)
+    w.deliver.up = False
+    w.queue()
+    w.advance(1)
+    w2 = restarted(tmp_path, w, primary_up=True)
+    w2.advance(2)  # the start-up probe answers: the queue is handed over now
+    assert w2.scheduler.stats.delivered == 1
+
+
+def test_attempt_interrupted_by_a_crash_is_retried_at_once(tmp_path):
+    w = World(tmp_path)
+    w.deliver.hold = True  # the attempt starts and never finishes: then the process dies
+    env = w.queue()
+    w.advance(1)
+    assert env.recipients[0].inflight and env.recipients[0].attempts == 1
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.hold = False
+    w2.scheduler.load(w2.spool.recover())
+    (loaded,) = w2.scheduler.queue.values()
+    assert loaded.recipients[0].inflight  # the outcome was never written
+    w2.advance(1)
+    assert w2.scheduler.stats.delivered == 1  # retried at once, not in 15 minutes
 
 
 @pytest.mark.parametrize(
