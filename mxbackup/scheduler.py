@@ -381,7 +381,11 @@ class Scheduler:
     def _fail_untried(
         self, envelope: Envelope, key: str, rcpts: list[Recipient], target: Target
     ) -> Any:
-        """The target is down: this try fails without a connection (it still counts)."""
+        """The target is down: this try fails without a connection (it still counts).
+
+        Nothing was acted on, so the new count is kept in memory only (written with the next
+        real state change): a crash can forget it, which costs one more retry, never mail.
+        This keeps a dead primary from costing a disk write per message and interval."""
         now = self.clock.seconds()
         rule = self._rule(key)
         failed: list[tuple[Recipient, Outcome]] = []
@@ -411,18 +415,22 @@ class Scheduler:
         untried: bool = False,
     ) -> Any:
         """Send the DSN for ``failed`` (first: a crash then repeats it, never loses it),
-        then write the envelope, or remove the message when nothing is pending."""
+        then write the envelope, or remove the message when nothing is pending.  A try that
+        made no connection (``untried``) changes nothing worth a disk write by itself."""
+        changed = not untried or bool(failed)
         if failed:
             yield self._notify(envelope, failed, now, "failed")
         elif self._wants_delay_warning(envelope, now):
             delayed = [(r, Outcome("tempfail", 0, r.last_reply)) for r in envelope.pending()]
             envelope.delay_warned = True
+            changed = True
             yield self._notify(envelope, delayed, now, "delayed")
         if not envelope.pending():
             yield self.spool.remove(envelope.id)
             self._forget(envelope)
             return
-        yield self.spool.update(envelope)
+        if changed:
+            yield self.spool.update(envelope)
         rcpts = self._pending_by_target(envelope).get(key)
         if rcpts:
             when = min(r.next_attempt for r in rcpts)

@@ -28,6 +28,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from twisted.internet import defer
@@ -38,6 +39,7 @@ from .envelope import Envelope, EnvelopeError, new_queue_id
 log = Logger()
 
 RunInThread = Callable[..., defer.Deferred]
+_STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 SUBDIRS = ("tmp", "new", "cur", "env", "corrupt")
 
 
@@ -71,34 +73,53 @@ def _unlink_quietly(path: str) -> None:
         pass
 
 
+SPILL = 256 * 1024  # a message larger than this is written to tmp/ while it arrives
+
+
 class Incoming:
-    """A message being received into ``tmp/``.  Writes go to the page cache (fast); the
-    fsync happens in ``Spool.commit``.  A write error is kept and reported at commit."""
+    """A message being received.  Up to ``SPILL`` octets stay in memory, so the reactor never
+    waits on the file system; larger messages spill to ``tmp/`` as they arrive (writes to the
+    page cache).  Creation, the rest of the writing and the fsync happen in ``Spool.commit``'s
+    worker thread.  A write error is kept and reported at commit."""
 
     def __init__(self, spool: Spool, queue_id: str) -> None:
         self.id = queue_id
         self.path = spool.path("tmp", queue_id)
         self.size = 0
         self.error: OSError | None = None
+        self._chunks: list[bytes] = []
         self._file: Any = None
-        try:
-            self._file = open(self.path, "xb", buffering=1 << 16)  # noqa: SIM115
-        except OSError as e:
-            self.error = e
 
     def write(self, data: bytes) -> None:
-        if self.error is not None or self._file is None:
+        if self.error is not None:
+            return
+        self.size += len(data)
+        if self._file is None:
+            self._chunks.append(data)
+            if self.size > SPILL:
+                self._spill()
             return
         try:
             self._file.write(data)
-            self.size += len(data)
         except OSError as e:
             self.error = e
 
+    def _spill(self) -> None:
+        try:
+            self._file = open(self.path, "xb", buffering=1 << 16)  # noqa: SIM115
+            self._file.writelines(self._chunks)
+        except OSError as e:
+            self.error = e
+        self._chunks = []
+
     def _finish(self) -> None:
-        """Flush, fsync and close (worker thread)."""
+        """Write what is in memory, fsync and close (worker thread)."""
         if self.error is not None:
             raise self.error
+        if self._file is None:
+            _write_durably(self.path, b"".join(self._chunks))
+            self._chunks = []
+            return
         f, self._file = self._file, None
         try:
             f.flush()
@@ -107,6 +128,7 @@ class Incoming:
             f.close()
 
     def abort(self) -> None:
+        self._chunks = []
         if self._file is not None:
             try:
                 self._file.close()
@@ -184,18 +206,26 @@ class Spool:
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._next_round())
 
+    def _stage(self, item: tuple[Incoming, Envelope]) -> OSError | None:
+        """Message and envelope written and fsync'd in tmp/ (one of a round's parallel jobs)."""
+        inc, env = item
+        try:
+            inc._finish()
+            _write_durably(self.path("tmp", inc.id + ".env"), env.to_json())
+        except OSError as e:
+            self._discard(inc.id)
+            return e
+        return None
+
     def _commit_batch(self, work: list[tuple[Incoming, Envelope]]) -> list[OSError | None]:
-        """Worker thread: one round of the commit protocol for many messages."""
-        results: list[OSError | None] = [None] * len(work)
-        staged: list[int] = []
-        for i, (inc, env) in enumerate(work):
-            try:
-                inc._finish()
-                _write_durably(self.path("tmp", inc.id + ".env"), env.to_json())
-                staged.append(i)
-            except OSError as e:
-                results[i] = e
-                self._discard(inc.id)
+        """Worker thread: one round of the commit protocol for many messages.  The files are
+        written and fsync'd in parallel (concurrent fsyncs share the file system's journal
+        commits), then renamed, then each directory is fsync'd once for the whole round."""
+        if len(work) == 1:
+            results: list[OSError | None] = [self._stage(work[0])]
+        else:
+            results = list(_STAGING.map(self._stage, work))
+        staged = [i for i, error in enumerate(results) if error is None]
         renamed: list[int] = []
         for i in staged:
             qid = work[i][0].id

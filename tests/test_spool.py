@@ -144,3 +144,25 @@ def test_envelope_versions():
         Envelope.from_json(b"not json")
     with pytest.raises(EnvelopeError):
         Envelope.from_json(b'{"version": 1, "id": "X"}')
+
+
+def test_large_message_spills_to_tmp_and_commits_whole(spool, tmp_path):
+    from mxbackup.spool import SPILL
+
+    inc = spool.incoming()
+    chunk = b"x" * 65534 + b"\r\n"
+    for _ in range(SPILL // len(chunk) + 3):
+        inc.write(chunk)
+    assert spool_files(tmp_path / "spool", "tmp") == [inc.id]  # spilled while arriving
+    d = spool.commit(inc, envelope(inc.id))
+    assert d.called and d.result is None
+    data = (tmp_path / "spool" / "new" / inc.id).read_bytes()
+    assert data == chunk * (SPILL // len(chunk) + 3)
+
+
+def test_small_message_never_touches_the_disk_before_commit(spool, tmp_path):
+    inc = spool.incoming()
+    inc.write(b"small\r\n")
+    assert spool_files(tmp_path / "spool", "tmp") == []
+    inc.abort()
+    assert spool_files(tmp_path / "spool", "tmp") == []
