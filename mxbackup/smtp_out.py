@@ -21,9 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.internet import defer, error, ssl
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import defer, error, protocol, ssl
 from twisted.logger import Logger
 from twisted.mail import smtp
+from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from .config import Route
@@ -123,17 +126,23 @@ class Sender(smtp.ESMTPSender):
 
     @property
     def stage(self) -> str:
+        """Where the session is; kept on the factory, which outlives the protocol."""
         return self.factory.stage
 
-    @stage.setter
-    def stage(self, value: str) -> None:
-        self.factory.stage = value
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ESMTPClient.__setattr__ writes straight into __dict__, which bypasses a property
+        # setter: without this the factory never learnt the stage.
+        if name == "stage":
+            self.factory.stage = value
+        else:
+            super().__setattr__(name, value)
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.job: Job | None = None
         self.extensions: dict[bytes, bytes | None] = {}
         self._stuffer = DotStuffer()
+        self._file: Any = None
 
     def _registerAuthenticators(self) -> None:
         self.registerAuthenticator(smtp.PLAINAuthenticator(self.username))
@@ -157,6 +166,8 @@ class Sender(smtp.ESMTPSender):
             word, _, value = line.partition(b" ")
             items[word.upper()] = value or None
         self.extensions = items
+        if self._tlsMode and self.factory.tls_started:
+            self.factory.tls_done = True  # the EHLO answered inside TLS: the handshake worked
         if b"STARTTLS" in items and self.context is not None and not self._tlsMode:
             self.stage = "starttls"
         super().esmtpState_serverConfig(code, resp)
@@ -185,7 +196,22 @@ class Sender(smtp.ESMTPSender):
     def getMailData(self) -> Any:
         assert self.job is not None
         self._stuffer = DotStuffer()
-        return open(self.job.path, "rb")  # noqa: SIM115 - FileSender reads it; closed in sentMail
+        self._close_file()
+        # FileSender reads it; closed when the transfer ends or the connection does
+        self._file = open(self.job.path, "rb")  # noqa: SIM115
+        return self._file
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._close_file()
+        # The TLS layer hands its own reason (a failed certificate check...) to the protocol;
+        # the factory only hears that the TCP connection was aborted.
+        self.factory.lost_reason = reason
+        super().connectionLost(reason)
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         self._from = self.getMailFrom()
@@ -223,11 +249,26 @@ class Sender(smtp.ESMTPSender):
         else:
             self.sendLine(b"RCPT TO:<" + self.lastAddress.encode() + b">")
 
+    def smtpState_data(self, code: int, resp: bytes) -> None:
+        sender = basic.FileSender()
+        d = sender.beginFileTransfer(self.getMailData(), self.transport, self.transformChunk)
+        d.addCallbacks(self.finishedFileTransfer, self._transferFailed)
+        self._expected = smtp.SUCCESS
+        self._okresponse = self.smtpState_msgSent
+
+    def _transferFailed(self, failure: Failure) -> None:
+        """FileSender gives up only when the transport stops it, i.e. the connection is
+        going away: its "Consumer asked us to stop producing" is no reason worth keeping."""
+        self._close_file()
+        if self.transport is not None and self.transport.connected:
+            self.sendError(failure.value)
+
     def transformChunk(self, chunk: bytes) -> bytes:
         self.resetTimeout()
         return self._stuffer(chunk)
 
     def finishedFileTransfer(self, lastsent: bytes) -> None:
+        self._close_file()
         self.sendLine(b"." if self._stuffer.ends_with_crlf() else b"\r\n.")
 
     def sentMail(self, code: int, resp: bytes, numOk: int, addresses: list, log: Any) -> None:
@@ -251,8 +292,11 @@ class Sender(smtp.ESMTPSender):
     def sendError(self, exc: Exception) -> None:
         """Anything that ends the session early: the rest of the jobs are tempfailed by the
         factory when the connection closes; before MAIL nothing is final (auth, TLS...)."""
-        self.factory.session_error = _describe(exc, self.stage)
-        if self.stage == "starttls" or isinstance(exc, smtp.TLSError):
+        if not self.factory.session_error:  # the first error is the cause
+            self.factory.session_error = _describe(exc, self.stage)
+        if self.stage == "starttls" or isinstance(exc, smtp.TLSError | smtp.TLSRequiredError):
+            # TLS was refused, failed, or is required and not offered: this target cannot
+            # take the mail as the route wants it (the next candidate may)
             self.factory.tls_failed = True
         smtp.SMTPClient.sendError(self, exc)
 
@@ -286,8 +330,10 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         self.remote = remote
         self.session_started = False
         self.tls_started = False
+        self.tls_done = False
         self.tls_failed = False
         self.session_error = ""
+        self.lost_reason: Failure | None = None
         self.stage = "connect"
         self.finished: defer.Deferred = defer.Deferred()
         self._position = 0
@@ -312,12 +358,12 @@ class SenderFactory(smtp.ESMTPSenderFactory):
     def _end(self, reason: Failure) -> None:
         if self.finished.called:
             return
+        if self.lost_reason is not None:
+            reason = self.lost_reason
         why = self.session_error or _describe(reason.value, self.stage)
-        tls_failed = (self.tls_failed or self.tls_started) and self.stage in (
-            "starttls",
-            "ehlo",
-            "auth",
-        )
+        # A handshake that fails ends the connection without a reply; one that works is
+        # followed by an EHLO answer inside TLS.  Anything later (AUTH...) is no TLS failure.
+        tls_failed = self.tls_failed or (self.tls_started and not self.tls_done)
         pending = Outcome("tempfail", 0, why, self.remote)
         for job in self.jobs:
             if not job.done:
@@ -333,11 +379,20 @@ def _text(resp: bytes | str) -> str:
 
 
 def _describe(exc: BaseException, stage: str) -> str:
+    if isinstance(exc, error.TimeoutError | smtp.SMTPTimeoutError):
+        return f"{stage}: timed out"
+    if isinstance(exc, smtp.TLSRequiredError):  # its 502 is Twisted's, not the target's
+        return f"{stage}: the target does not offer STARTTLS, and the route needs TLS"
+    if isinstance(exc, smtp.AUTHRequiredError):
+        return f"{stage}: the target offers no AUTH mechanism we can use (PLAIN, LOGIN)"
+    if isinstance(exc, VerificationError):
+        return f"{stage}: TLS certificate not valid for the target's name"
+    if isinstance(exc, SSL.Error):
+        reasons = [r[-1] for r in (exc.args[0] if exc.args else []) if isinstance(r, tuple) and r]
+        return f"{stage}: TLS failed: {'; '.join(reasons) or exc}"
     if isinstance(exc, smtp.SMTPClientError):
         code = exc.code if exc.code and exc.code > 0 else ""
         return f"{stage}: {code} {_text(exc.resp)}".replace("  ", " ").strip()
-    if isinstance(exc, error.TimeoutError | smtp.SMTPTimeoutError):
-        return f"{stage}: timed out"
     if isinstance(exc, error.ConnectionDone) and stage != "connect":
         return f"{stage}: connection closed by the target"
     return f"{stage}: {exc.__class__.__name__}: {exc}".rstrip(": ")
@@ -373,6 +428,9 @@ def deliver(
 
     Fires with an ``Attempt``; every job's ``outcomes`` is complete afterwards."""
     errors: list[str] = []
+    # Outcomes the caller already has (a job finished elsewhere) survive a failed candidate:
+    # only what this call added is forgotten before the next try, or it would be sent twice.
+    before = [dict(job.outcomes) for job in jobs]
     for candidate in candidates:
         host, port, tls_name = candidate.ip, candidate.port, candidate.name
         remote = f"{tls_name}[{host}]:{port}" if tls_name != host else f"[{host}]:{port}"
@@ -385,12 +443,12 @@ def deliver(
                     remote=remote,
                     why=attempt.error,
                 )
-                _reset(jobs)
+                _reset(jobs, before)
                 attempt = yield _connect_once(reactor, host, port, tls_name, plain, jobs, remote)
         if attempt.connected:
             return attempt
         errors.append(f"{remote}: {attempt.error}")
-        _reset(jobs)
+        _reset(jobs, before)
     why = "; ".join(errors) or "no address to connect to"
     for job in jobs:
         job.finish_all(Outcome("tempfail", 0, why, ""))
@@ -403,9 +461,10 @@ def _plain(settings: Settings) -> Settings | None:
     return replace(settings, security="none")
 
 
-def _reset(jobs: list[Job]) -> None:
-    for job in jobs:
+def _reset(jobs: list[Job], before: list[dict[str, Outcome]]) -> None:
+    for job, outcomes in zip(jobs, before, strict=True):
         job.outcomes.clear()
+        job.outcomes.update(outcomes)
 
 
 def _connect_once(
