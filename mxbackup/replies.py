@@ -7,7 +7,17 @@ class agrees with its basic code (2xx -> 2.x.x, 4xx -> 4.x.x, 5xx -> 5.x.x).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# RFC 5321 4.2: textstring = 1*(%d09 / %d32-126).  What a client sent is echoed only in this
+# form, so no control character (terminal escapes, NUL, CR/LF) ever goes back on the wire.
+_NOT_TEXT = re.compile(r"[^\t\x20-\x7e]")
+
+
+def printable(value: object) -> str:
+    """``value`` as reply text: anything outside HT and printable US-ASCII becomes ``?``."""
+    return _NOT_TEXT.sub("?", str(value))
 
 
 @dataclass(frozen=True)
@@ -20,7 +30,8 @@ class Reply:
         return Reply(self.code, self.status, text)
 
     def format(self, *args: object) -> Reply:
-        return Reply(self.code, self.status, self.text.format(*args))
+        """Fill in the placeholders; every argument is made printable (it may be the client's)."""
+        return Reply(self.code, self.status, self.text.format(*(printable(a) for a in args)))
 
     @property
     def message(self) -> str:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use as real peers: swaks (client), Postfix's smtp-sink/smtp-source.
+# Debian packages the tests use as real peers: swaks (client), Postfix's smtp-sink/smtp-source,
+# nmap (its smtp-open-relay script judges the relay policy in tests/test_relay_suite.py).
 # Installs only what is missing; without root (and no sudo) the tests that need them skip.
 set -u
 missing=()
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v nmap >/dev/null 2>&1 || missing+=(nmap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" != 0 ]; then
