@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mxbackup tests twisted
-	$(VENV)/bin/ruff format --check mxbackup tests twisted
+	$(VENV)/bin/ruff check mxbackup tests twisted bench packaging
+	$(VENV)/bin/ruff format --check mxbackup tests twisted bench packaging
 
 clean:
 	rm -rf $(VENV) *.egg-info spool twisted/plugins/dropin.cache
