@@ -145,6 +145,7 @@ class ManholeConfig:
 
     authorized_keys: str
     listen: str = "tcp:2222:interface=127.0.0.1"
+    host_key: str = ""  # default: <spool>/manhole_host_key (generated on first start)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,15 @@ class Config:
         import os
 
         return self.server.control_socket or os.path.join(self.server.spool, "control.sock")
+
+    @property
+    def manhole_host_key(self) -> str:
+        """Where the manhole's SSH host key is kept (created on first start)."""
+        import os
+
+        if self.manhole is None:
+            return ""
+        return self.manhole.host_key or os.path.join(self.server.spool, "manhole_host_key")
 
 
 # --------------------------------------------------------------------------------------------
@@ -595,12 +605,13 @@ def _delivery(r: _Reader, value: object, path: str) -> DeliveryConfig:
 def _manhole(r: _Reader, value: object, path: str) -> ManholeConfig | None:
     if value is _MISSING or value is None:
         return None
-    m = _Map.open(r, value, path, ("listen", "authorized_keys"))
+    m = _Map.open(r, value, path, ("listen", "authorized_keys", "host_key"))
     if m is None:
         return None
     keys = m.readable_file("authorized_keys")
     listen = m.text("listen") if m.has("listen") else ManholeConfig.listen
-    return ManholeConfig(authorized_keys=keys, listen=listen)
+    host_key = m.text("host_key") if m.has("host_key") else ""
+    return ManholeConfig(authorized_keys=keys, listen=listen, host_key=host_key)
 
 
 def _metrics(r: _Reader, value: object, path: str) -> MetricsConfig | None:

@@ -19,6 +19,8 @@ from . import config as config_module
 from . import smtp_out
 from .config import Config, ConfigError
 from .control import Commands, ControlFactory, prepare_socket_path
+from .manhole import make_manhole_service
+from .metrics import make_metrics_service
 from .nexthop import NextHop
 from .scheduler import Scheduler
 from .smtp_in import SMTPFactory
@@ -49,6 +51,16 @@ class MXBackupService(service.MultiService):
         self.smtp_factory = factory
         self.scheduler = scheduler
         self.stats = stats
+        # What an operator finds at the manhole's prompt: the live objects (kept current
+        # across reloads).
+        self.namespace: dict[str, Any] = {
+            "config": config,
+            "spool": spool,
+            "scheduler": scheduler,
+            "stats": stats,
+            "smtp_factory": factory,
+            "service": self,
+        }
 
     def startService(self) -> None:
         super().startService()
@@ -83,10 +95,13 @@ class MXBackupService(service.MultiService):
             key
             for key in ("listen", "spool", "tls", "control_socket")
             if getattr(new.server, key) != getattr(self.config.server, key)
+        ] + [
+            key for key in ("manhole", "metrics") if getattr(new, key) != getattr(self.config, key)
         ]
         self.smtp_factory.reconfigure(new)
         self.scheduler.reconfigure(new)
         self.config = new
+        self.namespace["config"] = new
         log.info(
             "configuration reloaded from {source}: {routes} routes",
             source=new.source,
@@ -234,6 +249,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         ControlFactory(commands),
     )
     control.setServiceParent(top)
+    _add_monitoring(config, top, reactor)
     log.info(
         "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
         routes=len(config.routes),
@@ -241,3 +257,28 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         spool=spool.root,
     )
     return top
+
+
+def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
+    """The optional SSH manhole and Prometheus listener (loopback by default)."""
+    if config.manhole is not None:
+        _check_endpoint(reactor, config, "manhole.listen", config.manhole.listen)
+        try:
+            manhole = make_manhole_service(
+                config.manhole, top.namespace, reactor, config.manhole_host_key
+            )
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                [f"{config.source}: manhole: cannot use {config.manhole_host_key}: {e}"]
+            ) from None
+        manhole.setServiceParent(top)
+    if config.metrics is not None:
+        _check_endpoint(reactor, config, "metrics.listen", config.metrics.listen)
+        make_metrics_service(config.metrics, top, reactor).setServiceParent(top)
+
+
+def _check_endpoint(reactor: Any, config: Config, key: str, description: str) -> None:
+    try:
+        endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError([f"{config.source}: {key}: bad endpoint {description!r}: {e}"]) from None
