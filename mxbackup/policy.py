@@ -74,6 +74,9 @@ class Outcome:
     code: int  # the SMTP reply code, or 0 when there was no reply (connection, timeout)
     text: str  # the reply text (with its enhanced status), or what went wrong locally
     remote: str = ""  # the target that answered
+    # False: the session ended before this message's transaction began (a broken connection,
+    # a 421): nothing was tried, so the try does not count against the route's retries.
+    tried: bool = True
 
     @property
     def reply(self) -> str:

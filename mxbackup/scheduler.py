@@ -350,7 +350,10 @@ class Scheduler:
     # -- outcomes ------------------------------------------------------------------------------
     @defer.inlineCallbacks
     def _apply(self, target: Target, jobs: list[Job], attempt: Attempt) -> Any:
-        if attempt.connected:
+        # A session that broke (reset, timeout, 421) makes the target "down" even if it took
+        # some mail: what it did not take waits for the probe, and is flushed when the
+        # target answers again, instead of waiting for minutes_between_retries.
+        if attempt.connected and not attempt.broken:
             self._mark_up(target)
         else:
             self._mark_down(target, attempt.error)
@@ -364,6 +367,8 @@ class Scheduler:
                     continue
                 rcpt.last_reply = outcome.reply
                 rcpt.inflight = False
+                if not outcome.tried:
+                    self._untry(envelope, rcpt, key=target.key, now=now)
                 self._log_attempt(envelope, rcpt, outcome)
                 if outcome.kind == "delivered":
                     rcpt.state = "delivered"
@@ -376,6 +381,14 @@ class Scheduler:
                     self.stats.deferred += 1
             self._inflight.discard((job.qid, target.key))
             yield self._settle(envelope, target.key, failed, now)
+
+    def _untry(self, envelope: Envelope, rcpt: Recipient, key: str, now: float) -> None:
+        """The try counted before the connection never reached this recipient: take it back.
+        It waits for its next attempt (or for the flush when the target answers again)."""
+        rcpt.attempts = max(0, rcpt.attempts - 1)
+        if rcpt.next_attempt == 0.0:  # counted as the last try: it is not
+            when = self._rule(key).next_attempt(rcpt.attempts, envelope.received_at, now)
+            rcpt.next_attempt = when or 0.0
 
     @defer.inlineCallbacks
     def _fail_untried(
@@ -391,6 +404,10 @@ class Scheduler:
         failed: list[tuple[Recipient, Outcome]] = []
         outcome = Outcome("tempfail", 0, f"4.4.1 target is down: {target.last_error}")
         for rcpt in rcpts:
+            if rcpt.next_attempt > now:
+                # Not due by its own schedule (a flush made it due, then the target went
+                # down before it was tried): no try to count; it keeps its next attempt.
+                continue
             rcpt.attempts += 1
             rcpt.last_reply = outcome.reply
             when = rule.next_attempt(rcpt.attempts, envelope.received_at, now)

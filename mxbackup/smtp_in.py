@@ -189,6 +189,12 @@ class SMTPServer(smtp.ESMTP):
 
     def timeoutConnection(self) -> None:
         log.info("idle timeout client={ip}", ip=self.client_ip)
+        if self._output_paused:
+            # It does not read what we send: a 421 would never reach it, and waiting for
+            # the close to flush would keep its slot for CLOSE_GRACE more seconds.
+            self._closing = True
+            self.transport.abortConnection()
+            return
         self._close_with(replies.IDLE_TIMEOUT)
 
     def _close_with(self, reply: Reply) -> None:
@@ -237,7 +243,11 @@ class SMTPServer(smtp.ESMTP):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self.resetTimeout()
+        # The idle timeout counts from the last complete line, not the last byte (Postfix's
+        # per-record deadline): a client trickling bytes of a line that never ends does not
+        # hold its connection slot forever.
+        if b"\n" in data:
+            self.resetTimeout()
         self._buffer += data
         self._pump()
 

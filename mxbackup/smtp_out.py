@@ -96,6 +96,9 @@ class Attempt:
     remote: str
     error: str = ""
     tls_failed: bool = False  # STARTTLS or its handshake failed before any transaction
+    # The session ended before all its jobs were done (connection reset or closed, timeout,
+    # 421): the target is in trouble even if it took some of the mail.
+    broken: bool = False
 
 
 class DotStuffer:
@@ -365,11 +368,15 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         # followed by an EHLO answer inside TLS.  Anything later (AUTH...) is no TLS failure.
         tls_failed = self.tls_failed or (self.tls_started and not self.tls_done)
         pending = Outcome("tempfail", 0, why, self.remote)
-        for job in self.jobs:
+        untried = Outcome("tempfail", 0, why, self.remote, tried=False)
+        broken = False
+        for i, job in enumerate(self.jobs):
             if not job.done:
-                job.finish_all(pending)
+                broken = True
+                # jobs before _position were started (MAIL sent); the rest never were
+                job.finish_all(pending if i < self._position else untried)
         connected = self.session_started and not tls_failed
-        self.finished.callback(Attempt(connected, self.remote, why, tls_failed))
+        self.finished.callback(Attempt(connected, self.remote, why, tls_failed, broken))
 
 
 def _text(resp: bytes | str) -> str:

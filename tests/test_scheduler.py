@@ -374,3 +374,33 @@ def test_tries_without_connection_cost_no_disk_write_and_flush_reaches_them(tmp_
     w.scheduler.flush("example.com")
     w.advance(2)
     assert w.scheduler.stats.delivered == 6
+
+
+def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
+    """The target takes the first message, then the connection breaks (reset, 421): the
+    message in flight counts a try, the ones never started do not, and all of them are
+    handed over as soon as the probe finds the target back, not after 15 minutes."""
+    w = World(tmp_path, routes={"retries": 1})
+    w.deliver.hold = True
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(3)]
+    w.clock.advance(1)
+    assert len(w.deliver.pending) == 1
+    d, jobs = w.deliver.pending.pop()
+    assert [j.qid for j in jobs] == [e.id for e in envs]
+    jobs[0].outcomes[jobs[0].recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+    broken = Outcome("tempfail", 0, "data: connection lost")
+    jobs[1].finish_all(broken)
+    untried = Outcome("tempfail", 0, "data: connection lost", tried=False)
+    jobs[2].finish_all(untried)
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25", "data: connection lost", broken=True))
+    target = w.scheduler.targets["example.com"]
+    assert target.down
+    assert envs[1].recipients[0].attempts == 1
+    assert envs[2].recipients[0].attempts == 0  # never reached: not a try
+    w.deliver.hold = False
+    w.advance(31)  # the probe
+    assert w.deliver.probes == 1
+    assert not target.down
+    assert w.scheduler.queue == {}  # both delivered at the flush, none bounced
+    assert w.dsns() == []
+    assert w.clock.seconds() < envs[0].received_at + 60

@@ -409,6 +409,28 @@ def test_idle_timeout(h):
     assert c.transport.disconnecting
 
 
+def test_idle_timeout_counts_from_the_last_complete_line(h):
+    """Trickling bytes of a line that never ends does not reset the timer (slowloris)."""
+    c = h.connect()
+    c.read()
+    lines = []
+    for _ in range(10):
+        h.clock.advance(50)
+        lines += c.read()
+        c.send(b"N")  # 500 s of trickle, no CRLF
+    assert lines[0].startswith("421 4.4.2"), lines
+    assert c.transport.disconnecting
+
+
+def test_idle_client_that_does_not_read_is_aborted_at_once(h):
+    """Its output is paused (it does not read): no 421 would reach it; the slot is freed."""
+    c = h.connect()
+    c.read()
+    c.proto.pauseProducing()  # the transport's buffer is full
+    h.clock.advance(301)
+    assert c.transport.disconnected  # aborted, not a graceful close waiting on the client
+
+
 def test_idle_timeout_in_data_removes_partial_message(h, tmp_path):
     c = h.connect()
     c.send(TXN + b"Subject: partial\r\n")
