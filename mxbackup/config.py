@@ -50,6 +50,7 @@ class ServerConfig:
     max_received_headers: int = 50
     min_free_space: int = 104857600
     control_socket: str = ""  # default: <spool>/control.sock
+    spool_sync: str = ""  # "syncfs" | "fsync"; default: syncfs where the system has it
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ def _server(r: _Reader, value: object, path: str) -> ServerConfig | None:
             "max_received_headers",
             "min_free_space",
             "control_socket",
+            "spool_sync",
         ),
     )
     if m is None:
@@ -336,6 +338,7 @@ def _server(r: _Reader, value: object, path: str) -> ServerConfig | None:
         max_received_headers=m.integer("max_received_headers", d.max_received_headers, 1),
         min_free_space=m.integer("min_free_space", d.min_free_space, 0),
         control_socket=m.text("control_socket") if m.has("control_socket") else "",
+        spool_sync=m.choice("spool_sync", ("syncfs", "fsync"), "") if m.has("spool_sync") else "",
     )
 
 

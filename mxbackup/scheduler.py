@@ -51,6 +51,10 @@ class Target:
     last_error: str = ""
     active: int = 0
     probing: bool = False
+    # Known to take mail now (a session or probe worked since it was last down): until
+    # then one connection at a time, so an unknown or dead target does not cost a full
+    # set of connections, each with its batch of envelope writes.
+    proven: bool = False
     waiting: deque[str] = field(default_factory=deque)
 
     @property
@@ -204,7 +208,7 @@ class Scheduler:
 
     # -- connections ---------------------------------------------------------------------------
     def _start_connections(self, target: Target) -> None:
-        limit = self.delivery.max_connections_per_target
+        limit = self.delivery.max_connections_per_target if target.proven else 1
         while target.waiting and target.active < limit and not target.down:
             batch = []
             while target.waiting and len(batch) < self.delivery.max_messages_per_connection:
@@ -265,7 +269,7 @@ class Scheduler:
                     self._schedule(qid, key, self.clock.seconds() + 60)
         finally:
             target.active -= 1
-            self._start_connections(target)
+            self._start_connections(target)  # more of them, if this one proved the target
 
     @defer.inlineCallbacks
     def _attempt(self, key: str, jobs: list[Job]) -> Any:
@@ -317,6 +321,7 @@ class Scheduler:
             )
             self._mark_up(target)
         elif attempt.connected:  # the start-up probe: it answers, so hand over its queue now
+            target.proven = True
             self.flush(target.key)
         elif target.down:
             target.last_error = attempt.error
@@ -326,6 +331,7 @@ class Scheduler:
 
     def _mark_up(self, target: Target) -> None:
         was_down = target.down
+        target.proven = True
         target.down_since = 0.0
         target.last_error = ""
         if was_down:
@@ -333,6 +339,7 @@ class Scheduler:
 
     def _mark_down(self, target: Target, error: str) -> None:
         now = self.clock.seconds()
+        target.proven = False
         if not target.down:
             log.info("target {key} is down: {error}", key=target.key, error=error)
             target.down_since = now

@@ -191,13 +191,17 @@ def _remember_own_address(listener: Any, nexthop: NextHop) -> None:
 def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
-    spool = Spool(
-        config.server.spool,
-        run_in_thread=lambda fn, *a: threads.deferToThreadPool(
-            reactor, reactor.getThreadPool(), fn, *a
-        ),
-        clock=reactor.seconds,
-    )
+    try:
+        spool = Spool(
+            config.server.spool,
+            run_in_thread=lambda fn, *a: threads.deferToThreadPool(
+                reactor, reactor.getThreadPool(), fn, *a
+            ),
+            clock=reactor.seconds,
+            sync=config.server.spool_sync,
+        )
+    except ValueError as e:
+        raise ConfigError([f"{config.source}: server.spool_sync: {e}"]) from None
     try:
         live = spool.recover()
     except OSError as e:

@@ -9,11 +9,17 @@ Layout under the spool root::
     cur/        unused, present so the tree is a valid Maildir
     corrupt/    envelopes that could not be read, with their message, for the operator
 
-Commit protocol (``commit``): the message file is fsync'd, the envelope is written to tmp/ and
-fsync'd, the message is renamed into new/, the envelope into env/, and both directories are
-fsync'd.  Only then does the Deferred fire, and only then does the SMTP side say 250.  Many
-concurrent transactions share one round of this work (group commit) in a worker thread, so
-the reactor never waits on the disk.
+Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
+renamed into new/, the envelope into env/, and all of it is made durable: file data and
+directory entries.  Only then does the Deferred fire, and only then does the SMTP side say 250.
+
+Every change to the spool (commits, envelope updates, removals) goes through *rounds*: what
+arrives while a round is on the disk waits for the next one, and a round does the work of all
+its operations with one durability step (group commit), in a worker thread, so the reactor
+never waits on the disk.  The step is either ``fsync`` (each file, then each directory: the
+classic discipline) or ``syncfs`` (one ``syncfs(2)`` for the spool's file system, which writes
+back and commits everything dirty on it: the same guarantee for all the round's files at the
+cost of one journal commit; the default on Linux).
 
 A message is live iff both ``new/<id>`` and ``env/<id>`` exist.  A crash at any instant leaves
 either both (committed: the client may or may not have had its 250, it is kept), or one or
@@ -24,11 +30,14 @@ removes as already done.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -55,15 +64,41 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_durably(path: str, data: bytes) -> None:
+def _write_new(path: str, data: bytes, durable: bool) -> None:
+    """Create ``path`` with ``data``; fsync it when ``durable`` (else a later sync covers it).
+    A partial file is removed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+        if durable:
+            os.fsync(fd)
+    except OSError:
         os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], None] | None:
+    """``syncfs(2)`` from the C library, or None where there is none (not Linux)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+    def syncfs(fd: int) -> None:
+        if call(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+
+    return syncfs
+
+
+SYNCFS = _load_syncfs()
+SYNC_MODES = ("syncfs", "fsync") if SYNCFS is not None else ("fsync",)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -112,18 +147,19 @@ class Incoming:
             self.error = e
         self._chunks = []
 
-    def _finish(self) -> None:
-        """Write what is in memory, fsync and close (worker thread)."""
+    def _finish(self, durable: bool) -> None:
+        """Write what is in memory and close; fsync when ``durable`` (worker thread)."""
         if self.error is not None:
             raise self.error
         if self._file is None:
-            _write_durably(self.path, b"".join(self._chunks))
+            _write_new(self.path, b"".join(self._chunks), durable)
             self._chunks = []
             return
         f, self._file = self._file, None
         try:
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         finally:
             f.close()
 
@@ -138,18 +174,39 @@ class Incoming:
         _unlink_quietly(self.path)
 
 
+@dataclass
+class _Op:
+    """One change to the spool, done in the next round."""
+
+    kind: str  # "commit" | "update" | "remove"
+    qid: str
+    done: defer.Deferred
+    incoming: Incoming | None = None
+    envelope: Envelope | None = None
+    tmp: str = ""  # the envelope's file in tmp/ (commit, update)
+    data: bytes = b""  # the envelope as it was when the change was asked for
+    renamed: bool = False
+
+
 class Spool:
     def __init__(
         self,
         root: str,
         run_in_thread: RunInThread,
         clock: Callable[[], float] = time.time,
+        sync: str = "",
     ) -> None:
+        """``sync``: "syncfs" or "fsync" (see the module's docstring); default: syncfs where
+        the system has it."""
         self.root = os.path.abspath(root)
         self._run = run_in_thread
         self._clock = clock
-        self._pending: list[tuple[Incoming, Envelope, defer.Deferred]] = []
+        self.sync = sync or SYNC_MODES[0]
+        if self.sync not in SYNC_MODES:
+            raise ValueError(f"spool sync must be one of {', '.join(SYNC_MODES)}")
+        self._pending: list[_Op] = []
         self._committing = False
+        self._serial = 0
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, sub: str, name: str = "") -> str:
@@ -168,83 +225,159 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    # -- acceptance ----------------------------------------------------------------------
+    # -- the three changes -----------------------------------------------------------------
     def incoming(self) -> Incoming:
         return Incoming(self, new_queue_id(self._clock()))
 
     def commit(self, incoming: Incoming, envelope: Envelope) -> defer.Deferred:
         """Make ``incoming`` and ``envelope`` durable.  Fires with None when the message is
-        in the queue (file, envelope and directory entries fsync'd), or fails with the
+        in the queue (file, envelope and directory entries on disk), or fails with the
         OSError that prevented it, having removed every trace of the message."""
-        d: defer.Deferred = defer.Deferred()
-        self._pending.append((incoming, envelope, d))
+        return self._submit(_Op("commit", incoming.id, defer.Deferred(), incoming, envelope))
+
+    def update(self, envelope: Envelope) -> defer.Deferred:
+        """Replace the envelope atomically and durably."""
+        return self._submit(_Op("update", envelope.id, defer.Deferred(), envelope=envelope))
+
+    def remove(self, queue_id: str) -> defer.Deferred:
+        """Remove a finished message: the envelope (the commit marker) durably first, then
+        the file; a crash in between leaves a message without envelope, which ``recover``
+        removes as done."""
+        return self._submit(_Op("remove", queue_id, defer.Deferred()))
+
+    # -- rounds ----------------------------------------------------------------------------
+    def _submit(self, op: _Op) -> defer.Deferred:
+        if op.kind != "remove":
+            self._serial += 1
+            suffix = ".env" if op.kind == "commit" else f".env.{os.getpid()}.{self._serial}"
+            op.tmp = self.path("tmp", op.qid + suffix)
+            # Serialised now, as it is at this moment: the caller may go on changing the
+            # object while the round runs.
+            assert op.envelope is not None
+            op.data = op.envelope.to_json()
+        self._pending.append(op)
         if not self._committing:
             self._next_round()
-        return d
+        return op.done
 
     def _next_round(self) -> None:
         if not self._pending:
             self._committing = False
             return
         self._committing = True
-        batch, self._pending = self._pending, []
-        work = [(inc, env) for inc, env, _ in batch]
-        d = self._run(self._commit_batch, work)
+        ops, self._pending = self._pending, []
+        d = self._run(self._round, ops)
 
         def done(results: list[OSError | None]) -> None:
-            for (_, _, waiter), error in zip(batch, results, strict=True):
+            for op, error in zip(ops, results, strict=True):
                 if error is None:
-                    waiter.callback(None)
+                    op.done.callback(None)
                 else:
-                    waiter.errback(error)
+                    op.done.errback(error)
 
         def failed(failure: Any) -> None:  # the worker itself failed: nothing is trusted
-            for inc, _, waiter in batch:
-                inc.abort()
-                waiter.errback(failure)
+            for op in ops:
+                if op.incoming is not None:
+                    op.incoming.abort()
+                op.done.errback(failure)
 
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._next_round())
 
-    def _stage(self, item: tuple[Incoming, Envelope]) -> OSError | None:
-        """Message and envelope written and fsync'd in tmp/ (one of a round's parallel jobs)."""
-        inc, env = item
+    def _round(self, ops: list[_Op]) -> list[OSError | None]:
+        """Worker thread: the work of many operations, made durable once.
+
+        1. write: message files and envelopes into tmp/;
+        2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
+           commits), or one syncfs;
+        3. rename them into new/ and env/; unlink the envelopes of removed messages;
+        4. make the names durable: fsync new/ and env/, or one syncfs;
+        5. unlink the removed messages' files (no sync needed: see ``remove``)."""
+        durable = self.sync == "fsync"
+        results: list[OSError | None] = [None] * len(ops)
+        writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
+        if durable and len(writes) > 1:
+            errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
+        else:
+            errors = [self._write(ops[i], durable) for i in writes]
+        for i, error in zip(writes, errors, strict=True):
+            results[i] = error
+        if not durable and any(e is None for e in errors):
+            # syncfs: the files' data must be on disk before any name points to it, or a
+            # crash could leave a truncated message under a live name.
+            try:
+                self._sync()
+            except OSError as e:
+                for i in writes:
+                    if results[i] is None:
+                        results[i] = e
+                        self._unwrite(ops[i])
+        for i, op in enumerate(ops):
+            if results[i] is None:
+                results[i] = self._rename(op)
+        if any(op.renamed for op in ops):
+            try:
+                self._sync()
+            except OSError as e:
+                for i, op in enumerate(ops):
+                    if op.renamed:
+                        results[i] = e
+                        if op.kind == "commit":
+                            self._discard(op.qid)
+        for i, op in enumerate(ops):
+            if op.kind == "remove" and results[i] is None:
+                _unlink_quietly(self.path("new", op.qid))
+        return results
+
+    def _write(self, op: _Op, durable: bool) -> OSError | None:
         try:
-            inc._finish()
-            _write_durably(self.path("tmp", inc.id + ".env"), env.to_json())
+            if op.incoming is not None:
+                op.incoming._finish(durable)
+            _write_new(op.tmp, op.data, durable)
         except OSError as e:
-            self._discard(inc.id)
+            self._unwrite(op)
             return e
         return None
 
-    def _commit_batch(self, work: list[tuple[Incoming, Envelope]]) -> list[OSError | None]:
-        """Worker thread: one round of the commit protocol for many messages.  The files are
-        written and fsync'd in parallel (concurrent fsyncs share the file system's journal
-        commits), then renamed, then each directory is fsync'd once for the whole round."""
-        if len(work) == 1:
-            results: list[OSError | None] = [self._stage(work[0])]
+    def _unwrite(self, op: _Op) -> None:
+        """Remove what ``_write`` left of a failed operation."""
+        if op.kind == "commit":
+            self._discard(op.qid)
         else:
-            results = list(_STAGING.map(self._stage, work))
-        staged = [i for i, error in enumerate(results) if error is None]
-        renamed: list[int] = []
-        for i in staged:
-            qid = work[i][0].id
+            _unlink_quietly(op.tmp)
+
+    def _rename(self, op: _Op) -> OSError | None:
+        try:
+            if op.kind == "commit":
+                os.rename(self.path("tmp", op.qid), self.path("new", op.qid))
+                op.renamed = True
+                os.rename(op.tmp, self.path("env", op.qid))
+            elif op.kind == "update":
+                os.rename(op.tmp, self.path("env", op.qid))
+                op.renamed = True
+            else:
+                _unlink_quietly(self.path("env", op.qid))
+                op.renamed = True
+        except OSError as e:
+            if op.kind == "commit":
+                self._discard(op.qid)
+            else:
+                _unlink_quietly(op.tmp)
+            op.renamed = False
+            return e
+        return None
+
+    def _sync(self) -> None:
+        if self.sync == "syncfs":
+            assert SYNCFS is not None
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                os.rename(self.path("tmp", qid), self.path("new", qid))
-                os.rename(self.path("tmp", qid + ".env"), self.path("env", qid))
-                renamed.append(i)
-            except OSError as e:
-                results[i] = e
-                self._discard(qid)
-        if renamed:
-            try:
-                _fsync_dir(self.path("new"))
-                _fsync_dir(self.path("env"))
-            except OSError as e:
-                for i in renamed:
-                    results[i] = e
-                    self._discard(work[i][0].id)
-        return results
+                SYNCFS(fd)
+            finally:
+                os.close(fd)
+        else:
+            _fsync_dir(self.path("new"))
+            _fsync_dir(self.path("env"))
 
     def _discard(self, qid: str) -> None:
         for path in (
@@ -257,30 +390,6 @@ class Spool:
                 _unlink_quietly(path)
             except OSError:
                 log.error("spool: could not remove {path}", path=path)
-
-    # -- state changes (used by the delivery side) ---------------------------------------
-    def update(self, envelope: Envelope) -> defer.Deferred:
-        """Replace the envelope atomically and durably."""
-        return self._run(self._replace_envelope, envelope)
-
-    def _replace_envelope(self, envelope: Envelope) -> None:
-        tmp = self.path("tmp", f"{envelope.id}.env.{os.getpid()}.{time.monotonic_ns()}")
-        try:
-            _write_durably(tmp, envelope.to_json())
-            os.rename(tmp, self.path("env", envelope.id))
-        except OSError:
-            _unlink_quietly(tmp)
-            raise
-        _fsync_dir(self.path("env"))
-
-    def remove(self, queue_id: str) -> defer.Deferred:
-        """Remove a finished message: envelope first (the commit marker), then the file."""
-        return self._run(self._remove, queue_id)
-
-    def _remove(self, queue_id: str) -> None:
-        _unlink_quietly(self.path("env", queue_id))
-        _fsync_dir(self.path("env"))
-        _unlink_quietly(self.path("new", queue_id))
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[Envelope]:

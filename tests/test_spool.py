@@ -8,8 +8,9 @@ import pytest
 from twisted.internet import defer
 
 from helpers import spool_files, sync_thread
+from mxbackup import spool as spool_module
 from mxbackup.envelope import Envelope, EnvelopeError, Recipient
-from mxbackup.spool import Spool
+from mxbackup.spool import SYNC_MODES, Spool
 
 
 def envelope(qid: str) -> Envelope:
@@ -28,9 +29,9 @@ def commit(spool: Spool, data: bytes = b"hello\r\n") -> tuple[str, defer.Deferre
     return inc.id, spool.commit(inc, envelope(inc.id))
 
 
-@pytest.fixture
-def spool(tmp_path):
-    s = Spool(str(tmp_path / "spool"), sync_thread)
+@pytest.fixture(params=SYNC_MODES)
+def spool(tmp_path, request):
+    s = Spool(str(tmp_path / "spool"), sync_thread, sync=request.param)
     s.recover()
     return s
 
@@ -46,7 +47,9 @@ def test_commit_makes_message_and_envelope_live(spool, tmp_path):
     assert env.id == qid and env.recipients[0].address == "u@example.com"
 
 
-def test_commit_fsyncs_file_envelope_and_directories_before_firing(spool, monkeypatch):
+def test_commit_fsyncs_file_envelope_and_directories_before_firing(tmp_path, monkeypatch):
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="fsync")
+    spool.recover()
     synced: list[str] = []
     real = os.fsync
 
@@ -63,6 +66,44 @@ def test_commit_fsyncs_file_envelope_and_directories_before_firing(spool, monkey
     assert any(p.endswith(f"/tmp/{qid}.env") for p in seen)  # envelope data
     assert any(p.endswith("/spool/new") for p in seen)  # directory entries
     assert any(p.endswith("/spool/env") for p in seen)
+
+
+@pytest.mark.skipif("syncfs" not in SYNC_MODES, reason="no syncfs(2) here")
+def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch):
+    """syncfs mode: a syncfs(2) of the spool's file system while the files are only in tmp/
+    (their data is on disk before any name points to it), then one after both renames,
+    before the Deferred fires."""
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="syncfs")
+    spool.recover()
+    seen: list[tuple[list[str], list[str]]] = []
+    real = spool_module.SYNCFS
+    root = tmp_path / "spool"
+
+    def syncfs(fd):
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(root)
+        seen.append((spool_files(root, "tmp"), spool_files(root, "new"), spool_files(root, "env")))
+        return real(fd)
+
+    monkeypatch.setattr(spool_module, "SYNCFS", syncfs)
+    qid, d = commit(spool)
+    assert d.called and d.result is None
+    assert seen == [([qid, qid + ".env"], [], []), ([], [qid], [qid])]
+
+
+def test_a_failed_sync_is_a_failed_commit(tmp_path, monkeypatch):
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="fsync")
+    spool.recover()
+
+    def broken(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spool_module, "_fsync_dir", broken)
+    qid, d = commit(spool)
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].value.errno == 5
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
 
 
 def test_group_commit_batches_concurrent_transactions(tmp_path):
@@ -126,7 +167,7 @@ def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
     def boom(*a):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mxbackup.spool._write_durably", boom)
+    monkeypatch.setattr("mxbackup.spool._write_new", boom)
     qid, d = commit(spool)
     failures: list = []
     d.addErrback(failures.append)
