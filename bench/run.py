@@ -1502,7 +1502,7 @@ def default_notes(bench: Bench) -> list[str]:
         "(run at once after the sink is up) or it waits for its next queue run (queue_run_delay"
         " 300 s, minimal_backoff_time 300 s); mxbackup notices by itself through its probe, "
         "here with delivery.probe_interval = 1 s (default 30 s). Default concurrency: Postfix "
-        "20 connections per destination, mxbackup 10 per target × 100 messages each.",
+        "20 connections per destination, mxbackup 20 per target × 100 messages each.",
         f"Scale (mxbackup only): {p['scale_messages']:,} messages written straight into a spool "
         "(format of Envelope.to_json(), ids from new_queue_id, next attempt in the future); "
         "start-up = process start to the 'mxbackup ready' log line, warm page cache. The tick "

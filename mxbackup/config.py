@@ -133,7 +133,7 @@ class DeliveryConfig:
     probe_interval: float = 30.0  # a target that is down is probed this often
     connect_timeout: float = 30.0
     reply_timeout: float = 300.0  # for every SMTP reply from the target
-    max_connections_per_target: int = 10
+    max_connections_per_target: int = 20  # Postfix: default_destination_concurrency_limit
     max_messages_per_connection: int = 100
     helo_name: str = ""  # empty: server.hostname
     dns_servers: tuple[tuple[str, int], ...] = ()  # empty: the system's resolv.conf

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 VERSION = 1
@@ -55,7 +55,15 @@ class Envelope:
         return [r for r in self.recipients if r.state == "pending"]
 
     def to_json(self) -> bytes:
-        data = {"version": VERSION, **asdict(self)}
+        # By hand, not dataclasses.asdict (a deep copy of everything): this runs for every
+        # state change of every message.
+        data: dict[str, Any] = {"version": VERSION}
+        for name in _ENVELOPE_FIELDS:
+            data[name] = getattr(self, name)
+        data["params"] = dict(self.params)
+        data["recipients"] = [
+            {name: getattr(r, name) for name in _RECIPIENT_FIELDS} for r in self.recipients
+        ]
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -74,3 +82,7 @@ class Envelope:
             return cls(recipients=recipients, **data)
         except (TypeError, KeyError) as e:
             raise EnvelopeError(f"bad envelope: {e}") from None
+
+
+_RECIPIENT_FIELDS = tuple(f.name for f in fields(Recipient))
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name not in ("recipients", "params"))

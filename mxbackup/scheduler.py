@@ -92,6 +92,7 @@ class Scheduler:
         self._seq = 0
         self._startup_probes: set[str] = set()
         self._loop: task.LoopingCall | None = None
+        self._kicked = False
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -118,8 +119,20 @@ class Scheduler:
             self._schedule(envelope.id, key, when)
 
     def wakeup(self, envelope: Envelope) -> None:
-        """Called by the SMTP side after a commit: first try at the next tick."""
+        """Called by the SMTP side after a commit: the first try starts at once (in the next
+        reactor turn, shared with whatever else arrives meanwhile), not at the next tick."""
         self.add(envelope)
+        self._kick()
+
+    def _kick(self) -> None:
+        """Run a tick soon: new or flushed mail goes out without waiting up to ``tick``."""
+        if not self._kicked:
+            self._kicked = True
+            self.clock.callLater(0, self._kicked_tick)
+
+    def _kicked_tick(self) -> None:
+        self._kicked = False
+        self.tick()
 
     def flush(self, key: str | None = None) -> int:
         """Make every pending recipient (of one target, or all) due now; returns how many
@@ -135,6 +148,8 @@ class Scheduler:
                 if (qid, k) not in self._inflight:
                     self._schedule(qid, k, now)
                     count += 1
+        if count:
+            self._kick()
         return count
 
     def _pending_by_target(self, envelope: Envelope) -> dict[str, list[Recipient]]:

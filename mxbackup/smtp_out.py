@@ -146,6 +146,8 @@ class Sender(smtp.ESMTPSender):
         self.extensions: dict[bytes, bytes | None] = {}
         self._stuffer = DotStuffer()
         self._file: Any = None
+        self._in_transaction = False  # MAIL accepted, final reply to the data not yet read
+        self._rcpts_waiting: list[str] = []
 
     def _registerAuthenticators(self) -> None:
         self.registerAuthenticator(smtp.PLAINAuthenticator(self.username))
@@ -219,6 +221,7 @@ class Sender(smtp.ESMTPSender):
     def smtpState_from(self, code: int, resp: bytes) -> None:
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
+        self._in_transaction = False
         if self._from is None:
             self._disconnectFromServer()
             return
@@ -230,8 +233,79 @@ class Sender(smtp.ESMTPSender):
         if self.job.eight_bit and b"8BITMIME" in self.extensions:
             params += b" BODY=8BITMIME"
         self.sendLine(b"MAIL FROM:<" + self._from.encode() + b">" + params)
+        if b"PIPELINING" in self.extensions:
+            self._pipeline()
+            return
         self._expected = [250]
-        self._okresponse = self.smtpState_to
+        self._okresponse = self._mail_accepted
+
+    def _mail_accepted(self, code: int, resp: bytes) -> None:
+        self._in_transaction = True
+        self.smtpState_to(code, resp)
+
+    # -- PIPELINING (RFC 2920): MAIL, every RCPT and DATA in one go, then their replies ------
+    def _pipeline(self) -> None:
+        """The MAIL line is sent: send the RCPTs and DATA behind it (one write: the transport
+        sends what a reactor turn wrote at once), then read the replies in order."""
+        self._rcpts_waiting = list(self.getMailTo())
+        for address in self._rcpts_waiting:
+            self.sendLine(b"RCPT TO:<" + address.encode() + b">")
+        self.sendLine(b"DATA")
+        self.toAddressesResult = []
+        self.successAddresses = []
+        self._mail_reply: tuple[int, bytes] | None = None
+        self._expected = range(0, 1000)  # every reply goes to the handler of its command
+        self._okresponse = self._failresponse = self._pipelined_mail
+
+    def _pipelined_mail(self, code: int, resp: bytes) -> None:
+        if code in smtp.SUCCESS:
+            self._in_transaction = True
+        else:
+            self._mail_reply = (code, resp)  # refused: the RCPT and DATA replies mean nothing
+        self.stage = "rcpt"
+        self._okresponse = self._failresponse = self._pipelined_rcpt
+
+    def _pipelined_rcpt(self, code: int, resp: bytes) -> None:
+        address = self._rcpts_waiting.pop(0)
+        self.toAddressesResult.append((address, code, resp))
+        if code in smtp.SUCCESS:
+            self.successAddresses.append(address)
+        if not self._rcpts_waiting:
+            self.stage = "data"
+            self._okresponse = self._failresponse = self._pipelined_data
+
+    def _pipelined_data(self, code: int, resp: bytes) -> None:
+        if code == 354 and self._mail_reply is None and self.successAddresses:
+            self.smtpState_data(code, resp)
+            return
+        if code == 354:
+            # DATA accepted with nothing to deliver (RFC 2920 says it must be refused): end
+            # it with an empty message would be wrong; end the session instead.
+            self.sendError(smtp.SMTPProtocolError(-1, b"354 to DATA without a recipient"))
+            return
+        if self._mail_reply is not None:
+            self.stage = "mail"  # sentMail: every recipient shares the MAIL reply's fate
+            self.smtpState_msgSent(*self._mail_reply)
+        elif self.successAddresses:
+            self.smtpState_msgSent(code, resp)  # DATA refused: so are the accepted recipients
+        else:
+            self.smtpState_msgSent(code, b"No recipients accepted")
+
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        """The message is done with (sent, or refused).  Twisted always sends RSET next, a
+        round trip per message; it is needed only while a transaction is open (MAIL was
+        accepted, the final reply to the data was not received)."""
+        if self._from is not None:
+            self.sentMail(code, resp, len(self.successAddresses), self.toAddressesResult, self.log)
+        self.toAddressesResult = []
+        self._from = None
+        if self._in_transaction:
+            self._in_transaction = False
+            self.sendLine(b"RSET")
+            self._expected = smtp.SUCCESS
+            self._okresponse = self.smtpState_from
+            return
+        self.smtpState_from(code, resp)
 
     def smtpState_toOrData(self, code: int, resp: bytes) -> None:
         self.stage = "rcpt"
@@ -253,6 +327,7 @@ class Sender(smtp.ESMTPSender):
             self.sendLine(b"RCPT TO:<" + self.lastAddress.encode() + b">")
 
     def smtpState_data(self, code: int, resp: bytes) -> None:
+        self._in_transaction = False  # the reply to the end of data closes it, whatever it is
         sender = basic.FileSender()
         d = sender.beginFileTransfer(self.getMailData(), self.transport, self.transformChunk)
         d.addCallbacks(self.finishedFileTransfer, self._transferFailed)

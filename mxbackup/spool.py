@@ -240,9 +240,11 @@ class Spool:
         return self._submit(_Op("update", envelope.id, defer.Deferred(), envelope=envelope))
 
     def remove(self, queue_id: str) -> defer.Deferred:
-        """Remove a finished message: the envelope (the commit marker) durably first, then
-        the file; a crash in between leaves a message without envelope, which ``recover``
-        removes as done."""
+        """Remove a finished message: envelope and file, made durable with the round.  A crash
+        that keeps only one of the two leaves an envelope without message or a message
+        without envelope, both of which ``recover`` removes as done; one that keeps both
+        (the round was not on disk yet) delivers the message again: a duplicate, never a
+        loss."""
         return self._submit(_Op("remove", queue_id, defer.Deferred()))
 
     # -- rounds ----------------------------------------------------------------------------
@@ -290,9 +292,8 @@ class Spool:
         1. write: message files and envelopes into tmp/;
         2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
            commits), or one syncfs;
-        3. rename them into new/ and env/; unlink the envelopes of removed messages;
-        4. make the names durable: fsync new/ and env/, or one syncfs;
-        5. unlink the removed messages' files (no sync needed: see ``remove``)."""
+        3. rename them into new/ and env/; unlink removed messages and their envelopes;
+        4. make the names durable: fsync new/ and env/, or one syncfs."""
         durable = self.sync == "fsync"
         results: list[OSError | None] = [None] * len(ops)
         writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
@@ -324,9 +325,6 @@ class Spool:
                         results[i] = e
                         if op.kind == "commit":
                             self._discard(op.qid)
-        for i, op in enumerate(ops):
-            if op.kind == "remove" and results[i] is None:
-                _unlink_quietly(self.path("new", op.qid))
         return results
 
     def _write(self, op: _Op, durable: bool) -> OSError | None:
@@ -357,6 +355,7 @@ class Spool:
                 op.renamed = True
             else:
                 _unlink_quietly(self.path("env", op.qid))
+                _unlink_quietly(self.path("new", op.qid))
                 op.renamed = True
         except OSError as e:
             if op.kind == "commit":

@@ -139,6 +139,7 @@ class Session:
 
     number: int
     commands: list[bytes] = field(default_factory=list)
+    packets: list[bytes] = field(default_factory=list)  # what each read brought, outside DATA
     tls: bool = False
     auth: bytes | None = None
     auth_attempts: list[tuple[bytes, bytes, bytes]] = field(default_factory=list)  # mech, u, p
@@ -189,6 +190,14 @@ class FakePrimaryProtocol(basic.LineReceiver):
         for line in lines[:-1]:
             self.transport.write(b"%d-%s\r\n" % (code, line))
         self.transport.write(b"%d %s\r\n" % (code, lines[-1]))
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._in_data_mode():
+            self.session.packets.append(data)
+        super().dataReceived(data)
+
+    def _in_data_mode(self) -> bool:
+        return self.line_mode == 0
 
     # -- commands ----------------------------------------------------------------------------
     def lineReceived(self, line: bytes) -> None:
