@@ -93,6 +93,8 @@ class Scheduler:
         self._startup_probes: set[str] = set()
         self._loop: task.LoopingCall | None = None
         self._kicked = False
+        # (message, target) whose outcome was recorded while its connection went on
+        self._applied: set[tuple[str, str]] = set()
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -261,6 +263,7 @@ class Scheduler:
                         path=self.spool.message_path(qid),
                         size=envelope.size,
                         eight_bit=(envelope.params.get("BODY") or "").upper() == "8BITMIME",
+                        on_done=lambda job, target=target: self._job_done(target, job),
                     )
                 )
             if not jobs:
@@ -379,30 +382,46 @@ class Scheduler:
             self._mark_up(target)
         else:
             self._mark_down(target, attempt.error)
-        now = self.clock.seconds()
         for job in jobs:
-            envelope = self.queue[job.qid]
-            failed: list[tuple[Recipient, Outcome]] = []
-            for rcpt in envelope.recipients:
-                outcome = job.outcomes.get(rcpt.address)
-                if rcpt.state != "pending" or target_key(rcpt) != target.key or outcome is None:
-                    continue
-                rcpt.last_reply = outcome.reply
-                rcpt.inflight = False
-                if not outcome.tried:
-                    self._untry(envelope, rcpt, key=target.key, now=now)
-                self._log_attempt(envelope, rcpt, outcome)
-                if outcome.kind == "delivered":
-                    rcpt.state = "delivered"
-                    self.stats.delivered += 1
-                elif outcome.kind == "permfail" or rcpt.next_attempt == 0.0:
-                    rcpt.state = "failed"
-                    failed.append((rcpt, outcome))
-                    self.stats.bounced += 1
-                else:
-                    self.stats.deferred += 1
+            if (job.qid, target.key) not in self._applied:
+                yield self._apply_job(target, job)
+            self._applied.discard((job.qid, target.key))
+
+    def _job_done(self, target: Target, job: Job) -> None:
+        """A transaction ended while the connection goes on: record its outcome now (a crash
+        later in the session then repeats nothing that is known to be delivered)."""
+        if job.done:
+            self._applied.add((job.qid, target.key))
+            self._run(self._apply_job(target, job))
+
+    @defer.inlineCallbacks
+    def _apply_job(self, target: Target, job: Job) -> Any:
+        now = self.clock.seconds()
+        envelope = self.queue.get(job.qid)
+        if envelope is None:  # deleted by the operator meanwhile
             self._inflight.discard((job.qid, target.key))
-            yield self._settle(envelope, target.key, failed, now)
+            return
+        failed: list[tuple[Recipient, Outcome]] = []
+        for rcpt in envelope.recipients:
+            outcome = job.outcomes.get(rcpt.address)
+            if rcpt.state != "pending" or target_key(rcpt) != target.key or outcome is None:
+                continue
+            rcpt.last_reply = outcome.reply
+            rcpt.inflight = False
+            if not outcome.tried:
+                self._untry(envelope, rcpt, key=target.key, now=now)
+            self._log_attempt(envelope, rcpt, outcome)
+            if outcome.kind == "delivered":
+                rcpt.state = "delivered"
+                self.stats.delivered += 1
+            elif outcome.kind == "permfail" or rcpt.next_attempt == 0.0:
+                rcpt.state = "failed"
+                failed.append((rcpt, outcome))
+                self.stats.bounced += 1
+            else:
+                self.stats.deferred += 1
+        self._inflight.discard((job.qid, target.key))
+        yield self._settle(envelope, target.key, failed, now)
 
     def _untry(self, envelope: Envelope, rcpt: Recipient, key: str, now: float) -> None:
         """The try counted before the connection never reached this recipient: take it back.

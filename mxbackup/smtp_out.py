@@ -18,6 +18,7 @@ It knows no spool paths beyond the file it is told to send, and nothing of the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,6 +48,9 @@ class Job:
     size: int
     eight_bit: bool = False
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # Called when its transaction has ended in a session that goes on (its outcomes are
+    # final then): the caller may record them before the connection closes.
+    on_done: Callable[[Job], None] | None = None
 
     @property
     def done(self) -> bool:
@@ -425,7 +429,8 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         return None
 
     def job_done(self, job: Job) -> None:
-        pass
+        if job.on_done is not None:
+            job.on_done(job)
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self._end(reason)

@@ -415,3 +415,25 @@ def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
     assert w.scheduler.queue == {}  # both delivered at the flush, none bounced
     assert w.dsns() == []
     assert w.clock.seconds() < envs[0].received_at + 60
+
+
+def test_each_transaction_is_recorded_when_it_ends_not_when_the_connection_does(tmp_path):
+    """The first message of a connection is delivered: its envelope goes at once, while the
+    connection still carries the others (a crash then cannot deliver it twice)."""
+    w = World(tmp_path)
+    w.deliver.hold = True
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(3)]
+    w.clock.advance(1)
+    (d, jobs) = w.deliver.pending.pop()
+    first = jobs[0]
+    first.outcomes[first.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+    first.on_done(first)
+    assert envs[0].id not in spool_files(w.root, "env")
+    assert envs[0].id not in w.scheduler.queue
+    assert all(e.id in spool_files(w.root, "env") for e in envs[1:])
+    for job in jobs[1:]:
+        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    assert w.scheduler.queue == {}
+    assert w.scheduler.stats.delivered == 3  # the first one was not counted twice
+    assert spool_files(w.root, "env") == []
