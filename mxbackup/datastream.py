@@ -24,8 +24,6 @@ from . import replies
 from .replies import Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
-# 999 octets of text + CR or more, tried only at line starts (linear time)
-_LONG_LINE = re.compile(rb"^[^\n]{%d}" % MAX_TEXT_LINE, re.M)
 _HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
 _RECEIVED = re.compile(rb"^received[ \t]*:", re.I | re.M)
 
@@ -77,7 +75,8 @@ class DataReader:
             part = part[1:]
         part = part.replace(b"\r\n.", b"\r\n")
         # The limit counts the text, not the dot added for transparency (RFC 5321 4.5.3.1.6).
-        if _LONG_LINE.search(part):
+        # (split + max: several times faster than a regular expression over each line)
+        if len(part) >= MAX_TEXT_LINE and max(map(len, part.split(b"\n"))) >= MAX_TEXT_LINE:
             self._fail(replies.TEXT_LINE_TOO_LONG)
         if self._first:
             self._first = False

@@ -8,11 +8,15 @@ OpenSMTPD model, kept in a single file so a state change is one atomic rename).
 from __future__ import annotations
 
 import json
+import random
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 VERSION = 1
+# Seeded once from the system's randomness: ids need to be unpredictable across restarts and
+# unique within a microsecond, not cryptographic (a collision fails O_EXCL: 451, retried).
+_RANDOM = random.Random(secrets.token_bytes(16))
 
 State = Literal["pending", "delivered", "failed"]
 
@@ -23,7 +27,7 @@ class EnvelopeError(ValueError):
 
 def new_queue_id(now: float) -> str:
     """Unique, sortable by arrival, safe as a file name: 13 hex digits of µs + 6 random."""
-    return f"{int(now * 1_000_000):013X}{secrets.token_hex(3).upper()}"
+    return f"{int(now * 1_000_000):013X}{_RANDOM.getrandbits(24):06X}"
 
 
 @dataclass

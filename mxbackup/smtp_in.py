@@ -54,6 +54,7 @@ MAX_COMMAND_LINE = 512  # octets including CRLF (RFC 5321 4.5.3.1.4)
 MAX_AUTH_LINE = 12288  # octets of one SASL response line (RFC 4954 4)
 CLOSE_GRACE = 10.0  # seconds a closing connection may take to flush before it is aborted
 HARD_ERROR_LIMIT = 20  # like Postfix's smtpd_hard_error_limit
+BUSY_BUFFER = 64 * 1024  # octets read ahead while a command waits, before reading pauses
 _HELO_UNSAFE = re.compile(r"[^!-~]|[()\\]")
 _DOMAIN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?\Z")
 
@@ -231,7 +232,11 @@ class SMTPServer(smtp.ESMTP):
         self._closing = True
 
     def _update_reading(self) -> None:
-        want_pause = (self._busy or self._output_paused) and not self._closing
+        # While a command waits (the commit of its message, a password check), what the
+        # client pipelines behind it stays in the buffer; reading stops only when that
+        # grows past BUSY_BUFFER, so a quiet client costs no pause/resume system calls.
+        busy_full = self._busy and len(self._buffer) > BUSY_BUFFER
+        want_pause = (busy_full or self._output_paused) and not self._closing
         if want_pause != self._reading_paused:
             self._reading_paused = want_pause
             if want_pause:
@@ -249,6 +254,8 @@ class SMTPServer(smtp.ESMTP):
         if b"\n" in data:
             self.resetTimeout()
         self._buffer += data
+        if self._busy:
+            self._update_reading()
         self._pump()
 
     def _pump(self) -> None:

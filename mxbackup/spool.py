@@ -49,6 +49,7 @@ log = Logger()
 
 RunInThread = Callable[..., defer.Deferred]
 _STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
+FREE_SPACE_TTL = 0.2  # seconds between two statvfs of the spool
 SUBDIRS = ("tmp", "new", "cur", "env", "corrupt")
 
 
@@ -206,6 +207,7 @@ class Spool:
             raise ValueError(f"spool sync must be one of {', '.join(SYNC_MODES)}")
         self._pending: list[_Op] = []
         self._committing = False
+        self._free, self._free_at = 0, -FREE_SPACE_TTL
         self._serial = 0
 
     # -- paths ---------------------------------------------------------------------------
@@ -222,8 +224,14 @@ class Spool:
         _fsync_dir(self.root)
 
     def free_space(self) -> int:
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
+        """Octets free for us on the spool's file system; measured at most every
+        FREE_SPACE_TTL seconds (a statvfs per MAIL command is measurable at high rates), less
+        what was queued since."""
+        now = self._clock()
+        if not (0 <= now - self._free_at < FREE_SPACE_TTL):
+            st = os.statvfs(self.root)
+            self._free, self._free_at = st.f_bavail * st.f_frsize, now
+        return self._free
 
     # -- the three changes -----------------------------------------------------------------
     def incoming(self) -> Incoming:
@@ -233,6 +241,7 @@ class Spool:
         """Make ``incoming`` and ``envelope`` durable.  Fires with None when the message is
         in the queue (file, envelope and directory entries on disk), or fails with the
         OSError that prevented it, having removed every trace of the message."""
+        self._free -= incoming.size
         return self._submit(_Op("commit", incoming.id, defer.Deferred(), incoming, envelope))
 
     def update(self, envelope: Envelope) -> defer.Deferred:

@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from helpers import Harness, base_config, spool_files
+from mxbackup.smtp_in import BUSY_BUFFER
 
 MSG = b"Subject: hi\r\n\r\nbody\r\n.\r\n"
 TXN = b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n"
@@ -132,9 +133,14 @@ def test_reading_pauses_while_a_commit_is_pending(tmp_path):
     h = Harness(tmp_path, run_in_thread=manual)
     c = h.connect()
     c.send(TXN + MSG)
+    # A quiet client costs no pause/resume while its commit is pending ...
+    assert c.transport.producerState == "producing"
+    # ... but what it pipelines meanwhile is held only up to BUSY_BUFFER, then reading stops.
+    c.send(b"NOOP\r\n" * (BUSY_BUFFER // 6 + 1))
     assert c.transport.producerState == "paused"
     manual.release_all()
     assert c.transport.producerState == "producing"
+    assert c.read().count("250 2.0.0 Ok") >= BUSY_BUFFER // 6  # answered, in order, after
 
 
 # -- pitfall 3: STARTTLS discards pipelined plaintext and resets the session ------------------
