@@ -39,6 +39,7 @@ from .spool import Spool
 from .stats import Stats
 
 log = Logger(namespace="mxbackup.scheduler")
+APPLY_EVERY = 50  # finished transactions recorded together while their connection goes on
 
 Deliver = Callable[[list[Any], Settings, list[Job]], defer.Deferred]
 
@@ -239,6 +240,7 @@ class Scheduler:
     @defer.inlineCallbacks
     def _connection(self, target: Target, qids: list[str]) -> Any:
         key = target.key
+        done: list[Job] = []  # finished in the session, not yet recorded
         try:
             now = self.clock.seconds()
             jobs: list[Job] = []
@@ -263,7 +265,7 @@ class Scheduler:
                         path=self.spool.message_path(qid),
                         size=envelope.size,
                         eight_bit=(envelope.params.get("BODY") or "").upper() == "8BITMIME",
-                        on_done=lambda job, target=target: self._job_done(target, job),
+                        on_done=lambda job: self._job_done(target, job, done),
                     )
                 )
             if not jobs:
@@ -275,7 +277,7 @@ class Scheduler:
             if not all(ok for ok, _ in results):
                 raise OSError("could not write envelopes before delivery")
             attempt = yield self._attempt(key, jobs)
-            yield self._apply(target, jobs, attempt)
+            yield self._apply(target, jobs, attempt, done)
         except Exception:  # noqa: BLE001
             log.failure("delivery to {key} failed locally", key=key)
             for qid in qids:
@@ -374,7 +376,7 @@ class Scheduler:
 
     # -- outcomes ------------------------------------------------------------------------------
     @defer.inlineCallbacks
-    def _apply(self, target: Target, jobs: list[Job], attempt: Attempt) -> Any:
+    def _apply(self, target: Target, jobs: list[Job], attempt: Attempt, done: list[Job]) -> Any:
         # A session that broke (reset, timeout, 421) makes the target "down" even if it took
         # some mail: what it did not take waits for the probe, and is flushed when the
         # target answers again, instead of waiting for minutes_between_retries.
@@ -382,17 +384,27 @@ class Scheduler:
             self._mark_up(target)
         else:
             self._mark_down(target, attempt.error)
+        unrecorded = {id(job) for job in done}  # finished, still waiting for their batch
         for job in jobs:
-            if (job.qid, target.key) not in self._applied:
+            key = (job.qid, target.key)
+            if key not in self._applied or id(job) in unrecorded:
                 yield self._apply_job(target, job)
-            self._applied.discard((job.qid, target.key))
+            self._applied.discard(key)
 
-    def _job_done(self, target: Target, job: Job) -> None:
-        """A transaction ended while the connection goes on: record its outcome now (a crash
-        later in the session then repeats nothing that is known to be delivered)."""
-        if job.done:
-            self._applied.add((job.qid, target.key))
-            self._run(self._apply_job(target, job))
+    def _job_done(self, target: Target, job: Job, done: list[Job]) -> None:
+        """A transaction ended while the connection goes on: its outcome is recorded with
+        the next APPLY_EVERY finished ones (or at the end of the connection), so a crash
+        repeats at most that many deliveries known to have worked.  (Recording each at once
+        cost a quarter of the drain's speed here: a spool round beside every few messages.)"""
+        if not job.done:
+            return
+        self._applied.add((job.qid, target.key))
+        done.append(job)
+        if len(done) >= APPLY_EVERY:
+            batch = done[:]
+            done.clear()
+            for finished in batch:
+                self._run(self._apply_job(target, finished))
 
     @defer.inlineCallbacks
     def _apply_job(self, target: Target, job: Job) -> Any:

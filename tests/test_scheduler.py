@@ -13,7 +13,7 @@ from mxbackup import config as config_module
 from mxbackup.envelope import Envelope, Recipient
 from mxbackup.nexthop import Candidate
 from mxbackup.policy import Outcome, RetryRule, classify
-from mxbackup.scheduler import Scheduler
+from mxbackup.scheduler import APPLY_EVERY, Scheduler
 from mxbackup.smtp_out import Attempt
 from mxbackup.spool import Spool
 
@@ -417,23 +417,26 @@ def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
     assert w.clock.seconds() < envs[0].received_at + 60
 
 
-def test_each_transaction_is_recorded_when_it_ends_not_when_the_connection_does(tmp_path):
-    """The first message of a connection is delivered: its envelope goes at once, while the
-    connection still carries the others (a crash then cannot deliver it twice)."""
+def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_path):
+    """Every APPLY_EVERY finished transactions are recorded (envelopes removed) while the
+    connection still carries the others: a crash then repeats at most that many."""
     w = World(tmp_path)
     w.deliver.hold = True
-    envs = [w.queue((f"u{i}@example.com",)) for i in range(3)]
+    n = APPLY_EVERY + 5
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(n)]
     w.clock.advance(1)
     (d, jobs) = w.deliver.pending.pop()
-    first = jobs[0]
-    first.outcomes[first.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
-    first.on_done(first)
-    assert envs[0].id not in spool_files(w.root, "env")
-    assert envs[0].id not in w.scheduler.queue
-    assert all(e.id in spool_files(w.root, "env") for e in envs[1:])
-    for job in jobs[1:]:
+    assert len(jobs) == n
+    for job in jobs[:APPLY_EVERY]:
         job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+        job.on_done(job)
+    left = spool_files(w.root, "env")
+    assert all(e.id not in left for e in envs[:APPLY_EVERY])
+    assert all(e.id in left for e in envs[APPLY_EVERY:])
+    for job in jobs[APPLY_EVERY:]:
+        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+        job.on_done(job)  # fewer than APPLY_EVERY: recorded at the end of the connection
     d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
     assert w.scheduler.queue == {}
-    assert w.scheduler.stats.delivered == 3  # the first one was not counted twice
+    assert w.scheduler.stats.delivered == n  # none counted twice
     assert spool_files(w.root, "env") == []

@@ -499,9 +499,7 @@ class PipeliningTests(WireTestCase):
             self.assertEqual(self.kinds(first), {"x@example.com": "permfail"})
             self.assertEqual(self.kinds(second), {"bob@example.com": "delivered"})
             self.assertEqual(self.kinds(third), {"bob@example.com": "delivered"})
-            verbs = [
-                c.split(b" ")[0].split(b":")[0].upper() for c in primary.sessions[0].commands
-            ]
+            verbs = [c.split(b" ")[0].split(b":")[0].upper() for c in primary.sessions[0].commands]
             mails = [i for i, v in enumerate(verbs) if v == b"MAIL"]
             self.assertEqual(verbs[mails[1] - 1], b"RSET", (pipelining, verbs))
             self.assertNotEqual(verbs[mails[2] - 1], b"RSET", (pipelining, verbs))
