@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from helpers import Harness, base_config, spool_files
+from mxbackup import replies
 from mxbackup.smtp_in import BUSY_BUFFER
 
 MSG = b"Subject: hi\r\n\r\nbody\r\n.\r\n"
@@ -383,7 +384,6 @@ def test_sequence_errors(h):
 
 
 def test_every_reply_code_matches_its_enhanced_status():
-    from mxbackup import replies
 
     for reply in replies.ALL:
         if reply.status:
@@ -623,3 +623,44 @@ def test_connection_that_does_not_close_is_aborted(h):
     c.transport.abortConnection = lambda: aborted.append(True)
     h.clock.advance(11)  # still not gone (e.g. stuck in a TLS handshake): aborted
     assert aborted == [True]
+
+
+# -- our override: replies written straight to the socket when nothing is buffered ----------
+class _Sock:
+    def __init__(self, accept: int) -> None:
+        self.accept = accept
+        self.sent = b""
+
+    def send(self, data: bytes) -> int:
+        n = min(self.accept, len(data))
+        self.sent += data[:n]
+        return n
+
+
+def test_reply_goes_to_the_socket_and_the_rest_through_the_transport(h):
+    c = h.connect()
+    c.read()
+    t = c.transport
+    t.socket, t.TLS, t.dataBuffer, t._tempDataBuffer = _Sock(accept=5), False, b"", []
+    c.proto._reply(replies.NOOP_OK)
+    assert t.socket.sent + t.value() == b"250 2.0.0 Ok\r\n"  # in order, nothing lost
+    assert t.socket.sent == b"250 2"
+
+
+def test_reply_waits_behind_what_the_transport_still_buffers(h):
+    c = h.connect()
+    c.read()
+    t = c.transport
+    t.socket, t.TLS, t.dataBuffer, t._tempDataBuffer = _Sock(accept=100), False, b"x", []
+    c.proto._reply(replies.NOOP_OK)
+    assert t.socket.sent == b""  # would overtake the buffered octets
+    assert t.value() == b"250 2.0.0 Ok\r\n"
+
+
+def test_multiline_reply_is_one_write(h):
+    c = h.connect()
+    c.read()
+    writes: list[bytes] = []
+    c.transport.write = writes.append
+    c.proto.sendCode(250, b"a\nb\nc")
+    assert writes == [b"250-a\r\n250-b\r\n250 c\r\n"]
