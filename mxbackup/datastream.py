@@ -24,6 +24,7 @@ from . import replies
 from .replies import Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
+_ALL_BUT_CR_LF = bytes(b for b in range(256) if b not in b"\r\n")
 _HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
 _RECEIVED = re.compile(rb"^received[ \t]*:", re.I | re.M)
 
@@ -68,8 +69,11 @@ class DataReader:
     def _take(self, part: bytes, at_line_start: bool) -> None:
         if not part:
             return
-        crlf = part.count(b"\r\n")
-        if part.count(b"\r") != crlf or part.count(b"\n") != crlf:
+        # Every CR and LF, in order: a bare one breaks the CRLF pairs (one pass, and a
+        # comparison of a string a 40th of the size; three count() calls take three times
+        # longer).
+        ends = part.translate(None, _ALL_BUT_CR_LF)
+        if ends != b"\r\n" * (len(ends) // 2):
             self._fail(replies.BARE_NEWLINE)
         if at_line_start and part[:1] == b".":
             part = part[1:]
