@@ -83,6 +83,9 @@ def test_queued_while_primary_down_arrives_intact_when_it_returns(tmp_path):
         assert wait_for(lambda: spool_files(tmp_path / "sink", "") != []), server.logtext()
         elapsed = time.monotonic() - up_at
         assert elapsed < 5, f"took {elapsed:.1f}s after the primary came up"
+        # The dump file appears as the message arrives; it is complete once the sink has
+        # answered the end of data, i.e. once we logged the delivery.
+        assert wait_for(lambda: "outcome=delivered" in server.logtext()), server.logtext()
         (dump,) = (tmp_path / "sink").iterdir()
         received = dump.read_bytes()
         # smtp-sink writes LF line ends and one extra LF at the end; after its headers and our
