@@ -43,6 +43,7 @@ from .address import Mailbox, PathError, parse_params, parse_path, split_command
 from .config import Config
 from .datastream import DataReader
 from .envelope import Envelope, Recipient
+from .fastwrite import write_now
 from .replies import Reply
 from .routes import RouteTable
 from .spool import Incoming, Spool, is_out_of_space
@@ -341,32 +342,8 @@ class SMTPServer(smtp.ESMTP):
         self._send(data + b"%03d " % code + lines[-1] + b"\r\n")
 
     def _send(self, data: bytes) -> None:
-        """Write ``data`` to the client.  When nothing is waiting in the transport's buffer
-        (the usual case: one reply, then the client's next command), it goes straight to the
-        socket: the transport would otherwise register for writability, wait for the end of
-        the reactor's turn and unregister, two epoll_ctl calls and some latency per reply.
-        What the socket does not take goes through the transport as usual, so order and
-        flow control are kept."""
-        t = self.transport
-        sock = getattr(t, "socket", None)
-        if (
-            sock is not None
-            and not getattr(t, "TLS", True)
-            and not t.dataBuffer
-            and not t._tempDataBuffer
-            and t.connected
-            and not t.disconnecting
-        ):
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport's own write finds the error and closes
-            data = data[sent:]
-            if not data:
-                return
-        t.write(data)
+        """Straight to the socket when nothing is buffered (see ``fastwrite``)."""
+        write_now(self.transport, data)
 
     def _error(self, reply: Reply) -> None:
         self._reply(reply)

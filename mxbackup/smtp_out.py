@@ -31,10 +31,12 @@ from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from .config import Route
+from .fastwrite import write_now
 from .nexthop import Candidate
 from .policy import Outcome, classify
 
 log = Logger(namespace="mxbackup.smtp_out")
+WHOLE_MESSAGE = 256 * 1024  # up to this size a message is read and sent in one write
 
 
 @dataclass
@@ -236,10 +238,11 @@ class Sender(smtp.ESMTPSender):
             params += b" SIZE=%d" % self.job.size
         if self.job.eight_bit and b"8BITMIME" in self.extensions:
             params += b" BODY=8BITMIME"
-        self.sendLine(b"MAIL FROM:<" + self._from.encode() + b">" + params)
+        mail = b"MAIL FROM:<" + self._from.encode() + b">" + params
         if b"PIPELINING" in self.extensions:
-            self._pipeline()
+            self._pipeline(mail)
             return
+        self.sendLine(mail)
         self._expected = [250]
         self._okresponse = self._mail_accepted
 
@@ -248,13 +251,11 @@ class Sender(smtp.ESMTPSender):
         self.smtpState_to(code, resp)
 
     # -- PIPELINING (RFC 2920): MAIL, every RCPT and DATA in one go, then their replies ------
-    def _pipeline(self) -> None:
-        """The MAIL line is sent: send the RCPTs and DATA behind it (one write: the transport
-        sends what a reactor turn wrote at once), then read the replies in order."""
+    def _pipeline(self, mail: bytes) -> None:
+        """Send MAIL, the RCPTs and DATA in one write, then read the replies in order."""
         self._rcpts_waiting = list(self.getMailTo())
-        for address in self._rcpts_waiting:
-            self.sendLine(b"RCPT TO:<" + address.encode() + b">")
-        self.sendLine(b"DATA")
+        lines = [mail, *(b"RCPT TO:<" + a.encode() + b">" for a in self._rcpts_waiting), b"DATA"]
+        self._send_lines(lines)
         self.toAddressesResult = []
         self.successAddresses = []
         self._mail_reply: tuple[int, bytes] | None = None
@@ -330,8 +331,30 @@ class Sender(smtp.ESMTPSender):
         else:
             self.sendLine(b"RCPT TO:<" + self.lastAddress.encode() + b">")
 
+    def sendLine(self, line: bytes) -> None:
+        self._send_lines([line])
+
+    def _send_lines(self, lines: list[bytes]) -> None:
+        if self.debug:
+            for line in lines:
+                self.log.append(b">>> " + line)
+        write_now(self.transport, b"".join(line + b"\r\n" for line in lines))
+
     def smtpState_data(self, code: int, resp: bytes) -> None:
         self._in_transaction = False  # the reply to the end of data closes it, whatever it is
+        assert self.job is not None
+        if self.job.size <= WHOLE_MESSAGE:
+            # Small enough to send in one write, end of data included: no producer to set up
+            # and take down for a single chunk.
+            self._stuffer = DotStuffer()
+            with open(self.job.path, "rb") as f:
+                data = self._stuffer(f.read())
+            end = b".\r\n" if self._stuffer.ends_with_crlf() else b"\r\n.\r\n"
+            self.resetTimeout()
+            write_now(self.transport, data + end)
+            self._expected = smtp.SUCCESS
+            self._okresponse = self.smtpState_msgSent
+            return
         sender = basic.FileSender()
         d = sender.beginFileTransfer(self.getMailData(), self.transport, self.transformChunk)
         d.addCallbacks(self.finishedFileTransfer, self._transferFailed)

@@ -625,38 +625,7 @@ def test_connection_that_does_not_close_is_aborted(h):
     assert aborted == [True]
 
 
-# -- our override: replies written straight to the socket when nothing is buffered ----------
-class _Sock:
-    def __init__(self, accept: int) -> None:
-        self.accept = accept
-        self.sent = b""
-
-    def send(self, data: bytes) -> int:
-        n = min(self.accept, len(data))
-        self.sent += data[:n]
-        return n
-
-
-def test_reply_goes_to_the_socket_and_the_rest_through_the_transport(h):
-    c = h.connect()
-    c.read()
-    t = c.transport
-    t.socket, t.TLS, t.dataBuffer, t._tempDataBuffer = _Sock(accept=5), False, b"", []
-    c.proto._reply(replies.NOOP_OK)
-    assert t.socket.sent + t.value() == b"250 2.0.0 Ok\r\n"  # in order, nothing lost
-    assert t.socket.sent == b"250 2"
-
-
-def test_reply_waits_behind_what_the_transport_still_buffers(h):
-    c = h.connect()
-    c.read()
-    t = c.transport
-    t.socket, t.TLS, t.dataBuffer, t._tempDataBuffer = _Sock(accept=100), False, b"x", []
-    c.proto._reply(replies.NOOP_OK)
-    assert t.socket.sent == b""  # would overtake the buffered octets
-    assert t.value() == b"250 2.0.0 Ok\r\n"
-
-
+# -- our override: a reply is one write (the direct socket path: tests/test_fastwrite.py)
 def test_multiline_reply_is_one_write(h):
     c = h.connect()
     c.read()
