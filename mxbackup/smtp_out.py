@@ -408,6 +408,7 @@ class Sender(smtp.ESMTPSender):
 
 class SenderFactory(smtp.ESMTPSenderFactory):
     protocol = Sender
+    noisy = False  # no "Starting/Stopping factory" lines: each attempt logs its own line
 
     def __init__(self, jobs: list[Job], settings: Settings, context: Any, remote: str) -> None:
         username = (settings.username or "").encode()
