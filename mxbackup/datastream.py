@@ -69,11 +69,11 @@ class DataReader:
     def _take(self, part: bytes, at_line_start: bool) -> None:
         if not part:
             return
-        # Every CR and LF, in order: a bare one breaks the CRLF pairs (one pass, and a
-        # comparison of a string a 40th of the size; three count() calls take three times
-        # longer).
-        ends = part.translate(None, _ALL_BUT_CR_LF)
-        if ends != b"\r\n" * (len(ends) // 2):
+        # No bare CR or LF: every CR and every LF belongs to an adjacent CRLF pair, i.e. there
+        # are exactly twice as many CRs and LFs as CRLF pairs.  (translate() counts both in
+        # one pass, faster than a count() for each.)
+        ends = len(part.translate(None, _ALL_BUT_CR_LF))
+        if ends != 2 * part.count(b"\r\n"):
             self._fail(replies.BARE_NEWLINE)
         if at_line_start and part[:1] == b".":
             part = part[1:]

@@ -286,6 +286,19 @@ def test_line_of_exactly_998_octets_is_accepted(h, tmp_path):
 SMUGGLE_ENDINGS = [b"\n.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r\n\x00.\r\n"]
 
 
+@pytest.mark.parametrize(
+    "body", [b"a\rb\n.\r\n", b"x\r\n\nq\r\r\n", b"\n\r\r\n", b"one\rtwo\r\nthree\n"], ids=repr
+)
+def test_bare_cr_and_bare_lf_do_not_pass_as_a_pair(h, tmp_path, body):
+    """As many CRs as LFs, but not adjacent: still bare ones (a CR early and an LF before a
+    dot later must not pass as one CRLF, or the dot line could end DATA at the primary)."""
+    c = h.connect()
+    c.send(TXN)
+    lines = c.send(b"Subject: x\r\n\r\n" + body + b"\r\n.\r\n")
+    assert final_codes(lines) == [554]
+    assert spool_files(tmp_path / "spool", "new") == []
+
+
 @pytest.mark.parametrize("fake_end", SMUGGLE_ENDINGS, ids=repr)
 def test_smuggled_end_of_data_never_makes_a_second_message(h, tmp_path, fake_end):
     c = h.connect()
