@@ -95,8 +95,6 @@ class Scheduler:
         self._startup_probes: set[str] = set()
         self._loop: task.LoopingCall | None = None
         self._kicked = False
-        # (message, target) whose outcome was recorded while its connection went on
-        self._applied: set[tuple[str, str]] = set()
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -298,7 +296,7 @@ class Scheduler:
             if not all(ok for ok, _ in results):
                 raise OSError("could not write envelopes before delivery")
             attempt = yield self._attempt(key, jobs)
-            yield self._apply(target, jobs, attempt, done)
+            yield self._apply(target, jobs, attempt)
         except Exception:  # noqa: BLE001
             log.failure("delivery to {key} failed locally", key=key)
             for qid in qids:
@@ -356,14 +354,16 @@ class Scheduler:
         finally:
             target.probing = False
         now = self.clock.seconds()
-        if attempt.connected and target.down:
+        usable = attempt.connected and not attempt.broken  # e.g. AUTH refused: not "up"
+        if usable and target.down:
             log.info(
                 "target {key} is back ({remote}): flushing", key=target.key, remote=attempt.remote
             )
             self._mark_up(target)
-        elif attempt.connected:  # the start-up probe: it answers, so hand over its queue now
+        elif usable:  # the start-up probe: it answers, so hand over its queue now
             target.proven = True
             self.flush(target.key)
+            self._start_connections(target)
         elif target.down:
             target.last_error = attempt.error
             target.next_probe = now + self.delivery.probe_interval
@@ -377,6 +377,7 @@ class Scheduler:
         target.last_error = ""
         if was_down:
             self.flush(target.key)
+        self._start_connections(target)  # proven: what waits may have more connections now
 
     def _mark_down(self, target: Target, error: str) -> None:
         now = self.clock.seconds()
@@ -397,7 +398,7 @@ class Scheduler:
 
     # -- outcomes ------------------------------------------------------------------------------
     @defer.inlineCallbacks
-    def _apply(self, target: Target, jobs: list[Job], attempt: Attempt, done: list[Job]) -> Any:
+    def _apply(self, target: Target, jobs: list[Job], attempt: Attempt) -> Any:
         # A session that broke (reset, timeout, 421) makes the target "down" even if it took
         # some mail: what it did not take waits for the probe, and is flushed when the
         # target answers again, instead of waiting for minutes_between_retries.
@@ -405,12 +406,9 @@ class Scheduler:
             self._mark_up(target)
         else:
             self._mark_down(target, attempt.error)
-        unrecorded = {id(job) for job in done}  # finished, still waiting for their batch
         for job in jobs:
-            key = (job.qid, target.key)
-            if key not in self._applied or id(job) in unrecorded:
-                yield self._apply_job(target, job)
-            self._applied.discard(key)
+            if not job.recorded:
+                yield self._record(target, job)
 
     def _job_done(self, target: Target, job: Job, done: list[Job]) -> None:
         """A transaction ended while the connection goes on: its outcome is recorded with
@@ -419,13 +417,28 @@ class Scheduler:
         cost a quarter of the drain's speed here: a spool round beside every few messages.)"""
         if not job.done:
             return
-        self._applied.add((job.qid, target.key))
         done.append(job)
         if len(done) >= APPLY_EVERY:
             batch = done[:]
             done.clear()
             for finished in batch:
-                self._run(self._apply_job(target, finished))
+                self._run(self._record(target, finished))
+
+    @defer.inlineCallbacks
+    def _record(self, target: Target, job: Job) -> Any:
+        """Record one job's outcome, once; a local failure (the envelope cannot be written)
+        leaves it for a retry in a minute instead of stuck in flight."""
+        job.recorded = True
+        try:
+            yield self._apply_job(target, job)
+        except Exception:  # noqa: BLE001
+            log.failure("recording the outcome of id={id} failed", id=job.qid)
+            envelope = self.queue.get(job.qid)
+            for rcpt in envelope.recipients if envelope else ():
+                rcpt.inflight = False
+            self._inflight.discard((job.qid, target.key))
+            if envelope is not None:
+                self._schedule(job.qid, target.key, self.clock.seconds() + 60)
 
     @defer.inlineCallbacks
     def _apply_job(self, target: Target, job: Job) -> Any:

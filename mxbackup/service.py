@@ -93,7 +93,7 @@ class MXBackupService(service.MultiService):
             raise ValueError("\n".join(e.errors)) from None
         restart_needed = [
             key
-            for key in ("listen", "spool", "tls", "control_socket")
+            for key in ("listen", "spool", "tls", "control_socket", "spool_sync")
             if getattr(new.server, key) != getattr(self.config.server, key)
         ] + [
             key for key in ("manhole", "metrics") if getattr(new, key) != getattr(self.config, key)

@@ -53,6 +53,7 @@ class Job:
     # Called when its transaction has ended in a session that goes on (its outcomes are
     # final then): the caller may record them before the connection closes.
     on_done: Callable[[Job], None] | None = None
+    recorded: bool = False  # the caller has recorded its outcomes (set by the caller)
 
     @property
     def done(self) -> bool:
@@ -263,6 +264,9 @@ class Sender(smtp.ESMTPSender):
         self._okresponse = self._failresponse = self._pipelined_mail
 
     def _pipelined_mail(self, code: int, resp: bytes) -> None:
+        if code == 421:
+            self._server_closing(code, resp)
+            return
         if code in smtp.SUCCESS:
             self._in_transaction = True
         else:
@@ -283,11 +287,21 @@ class Sender(smtp.ESMTPSender):
         if code == 354 and self._mail_reply is None and self.successAddresses:
             self.smtpState_data(code, resp)
             return
-        if code == 354:
-            # DATA accepted with nothing to deliver (RFC 2920 says it must be refused): end
-            # it with an empty message would be wrong; end the session instead.
-            self.sendError(smtp.SMTPProtocolError(-1, b"354 to DATA without a recipient"))
+        if code == 421:
+            self._server_closing(code, resp)
             return
+        if code == 354:
+            # DATA accepted although nothing can be delivered: RFC 2920 3.1 says to send the
+            # lone dot; its reply closes the (empty) transaction, then the MAIL and RCPT
+            # replies decide, as when DATA is refused.
+            self._in_transaction = False
+            self.sendLine(b".")
+            self._expected = range(0, 1000)
+            self._okresponse = self._failresponse = self._pipelined_refused
+            return
+        self._pipelined_refused(code, resp)
+
+    def _pipelined_refused(self, code: int, resp: bytes) -> None:
         if self._mail_reply is not None:
             self.stage = "mail"  # sentMail: every recipient shares the MAIL reply's fate
             self.smtpState_msgSent(*self._mail_reply)
@@ -295,6 +309,18 @@ class Sender(smtp.ESMTPSender):
             self.smtpState_msgSent(code, resp)  # DATA refused: so are the accepted recipients
         else:
             self.smtpState_msgSent(code, b"No recipients accepted")
+
+    def _server_closing(self, code: int, resp: bytes) -> None:
+        """421 (RFC 5321 3.8): the target is closing the session.  No more MAIL into it; a
+        message refused with it at MAIL was not tried."""
+        self.factory.current_untried = self.stage == "mail"
+        self.sendError(smtp.SMTPClientError(code, resp))
+
+    def smtpTransferFailed(self, code: int, resp: bytes) -> None:
+        if code == 421:
+            self._server_closing(code, resp)
+            return
+        super().smtpTransferFailed(code, resp)
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
         """The message is done with (sent, or refused).  Twisted always sends RSET next, a
@@ -309,6 +335,7 @@ class Sender(smtp.ESMTPSender):
             self.sendLine(b"RSET")
             self._expected = smtp.SUCCESS
             self._okresponse = self.smtpState_from
+            self._failresponse = self._server_closing  # a target that refuses RSET: done
             return
         self.smtpState_from(code, resp)
 
@@ -354,12 +381,14 @@ class Sender(smtp.ESMTPSender):
             write_now(self.transport, data + end)
             self._expected = smtp.SUCCESS
             self._okresponse = self.smtpState_msgSent
+            self._failresponse = self.smtpTransferFailed
             return
         sender = basic.FileSender()
         d = sender.beginFileTransfer(self.getMailData(), self.transport, self.transformChunk)
         d.addCallbacks(self.finishedFileTransfer, self._transferFailed)
         self._expected = smtp.SUCCESS
         self._okresponse = self.smtpState_msgSent
+        self._failresponse = self.smtpTransferFailed
 
     def _transferFailed(self, failure: Failure) -> None:
         """FileSender gives up only when the transport stops it, i.e. the connection is
@@ -403,7 +432,15 @@ class Sender(smtp.ESMTPSender):
             # TLS was refused, failed, or is required and not offered: this target cannot
             # take the mail as the route wants it (the next candidate may)
             self.factory.tls_failed = True
+        if self.stage in ("greeting", "ehlo", "auth") and _refusal(exc):
+            # The target answered, and said no (bad credentials, no usable AUTH, 5xx to
+            # EHLO): the mail was tried, and the target is not usable as it is.
+            self.factory.refused = True
         smtp.SMTPClient.sendError(self, exc)
+        if isinstance(exc, smtp.SMTPTimeoutError) and self.transport is not None:
+            # loseConnection waits for our output to drain, which a stalled target never
+            # reads: the connection (and its messages) would stay in flight for ever.
+            self.transport.abortConnection()
 
 
 class SenderFactory(smtp.ESMTPSenderFactory):
@@ -439,6 +476,8 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         self.tls_done = False
         self.tls_failed = False
         self.session_error = ""
+        self.refused = False  # the target refused us before any MAIL (AUTH, EHLO)
+        self.current_untried = False  # a 421 at MAIL: the message being started was not tried
         self.lost_reason: Failure | None = None
         self.stage = "connect"
         self.finished: defer.Deferred = defer.Deferred()
@@ -472,15 +511,28 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         # followed by an EHLO answer inside TLS.  Anything later (AUTH...) is no TLS failure.
         tls_failed = self.tls_failed or (self.tls_started and not self.tls_done)
         pending = Outcome("tempfail", 0, why, self.remote)
-        untried = Outcome("tempfail", 0, why, self.remote, tried=False)
-        broken = False
+        # Not tried: the session ended before the message's MAIL (a lost connection, a
+        # timeout, a 421), unless the target refused us outright (then it counts).
+        untried = pending if self.refused else replace(pending, tried=False)
+        first_untried = self._position - (1 if self.current_untried else 0)
+        broken = self.refused
         for i, job in enumerate(self.jobs):
             if not job.done:
                 broken = True
                 # jobs before _position were started (MAIL sent); the rest never were
-                job.finish_all(pending if i < self._position else untried)
+                job.finish_all(pending if i < first_untried else untried)
         connected = self.session_started and not tls_failed
         self.finished.callback(Attempt(connected, self.remote, why, tls_failed, broken))
+
+
+def _refusal(exc: BaseException) -> bool:
+    """A "no" from the target (not a lost connection, a timeout or a 421)."""
+    if isinstance(exc, smtp.AUTHDeclinedError | smtp.AUTHRequiredError):
+        return True
+    if isinstance(exc, smtp.SMTPTimeoutError):
+        return False
+    code = getattr(exc, "code", 0) or 0
+    return isinstance(exc, smtp.SMTPClientError) and code >= 400 and code != 421
 
 
 def _text(resp: bytes | str) -> str:

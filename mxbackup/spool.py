@@ -34,6 +34,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import platform
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -82,8 +84,23 @@ def _write_new(path: str, data: bytes, durable: bool) -> None:
     os.close(fd)
 
 
+def _kernel_reports_syncfs_errors() -> bool:
+    """Linux reports write-back errors through syncfs(2) since 5.8; before, a failed write
+    could go unnoticed, so syncfs is not offered there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
 def _load_syncfs() -> Callable[[int], None] | None:
-    """``syncfs(2)`` from the C library, or None where there is none (not Linux)."""
+    """``syncfs(2)`` from the C library, or None where there is none or it cannot be trusted
+    to report errors."""
+    if not _kernel_reports_syncfs_errors():
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         call = libc.syncfs

@@ -521,6 +521,46 @@ class PipeliningTests(WireTestCase):
         self.assertEqual(primary.sessions[0].commands[-1], b"QUIT")
 
 
+class ServerClosingTests(WireTestCase):
+    """421 anywhere means the target is closing the session (RFC 5321 3.8)."""
+
+    @defer.inlineCallbacks
+    def test_421_at_mail_ends_the_session_and_nothing_counts_as_tried(self) -> Any:
+        for pipelining in (True, False):
+            primary = self.primary(pipelining=pipelining, mail_reply=(421, "4.3.2 closing"))
+            jobs = [self.job(), self.job(("carol@example.com",))]
+            attempt = yield self.deliver(primary, jobs)
+            self.assertTrue(attempt.broken, pipelining)
+            for job in jobs:
+                self.assertEqual(set(self.kinds(job).values()), {"tempfail"})
+                self.assertFalse(any(o.tried for o in job.outcomes.values()), pipelining)
+            mails = [c for c in primary.sessions[0].commands if c.upper().startswith(b"MAIL")]
+            self.assertEqual(len(mails), 1, pipelining)  # no second MAIL into a closing session
+
+
+class DataWithoutRecipientsTests(WireTestCase):
+    @defer.inlineCallbacks
+    def test_354_without_an_accepted_recipient_gets_the_lone_dot(self) -> Any:
+        """RFC 2920 3.1: a server that answers 354 although every RCPT was refused gets a lone
+        dot; the recipients keep their own (permanent) refusals and the session goes on."""
+        primary = self.primary(rcpt_replies={"x@example.com": (550, "5.1.1 no such user")})
+        real_data = primary.protocol.smtp_DATA
+
+        def data_anyway(proto: Any, arg: bytes) -> None:
+            if proto.txn is not None and not proto.txn.rcpts:
+                proto.txn.rcpts.append(b"(none)")  # misbehave: accept DATA all the same
+            real_data(proto, arg)
+
+        primary.protocol = type("Lax", (primary.protocol,), {"smtp_DATA": data_anyway})
+        first, second = self.job(("x@example.com",)), self.job()
+        attempt = yield self.deliver(primary, [first, second])
+        self.assertFalse(attempt.broken)
+        self.assertEqual(self.kinds(first), {"x@example.com": "permfail"})
+        self.assertEqual(first.outcomes["x@example.com"].code, 550)
+        self.assertEqual(self.kinds(second), {"bob@example.com": "delivered"})
+        self.assertEqual(primary.complete[0].message, b"")  # the lone dot
+
+
 class ExtensionTests(WireTestCase):
     @defer.inlineCallbacks
     def test_size_and_body_when_offered(self) -> Any:
@@ -878,6 +918,18 @@ class AuthTests(WireTestCase):
         self.assertFalse(attempt.tls_failed)
         self.assertEqual(primary.transactions, [])
         self.assertEqual(primary.connections, 1)
+        # A refusal, not a lost connection: the try counts (retries run out, then a DSN),
+        # and the target is not usable as it is.
+        self.assertTrue(all(o.tried for o in job.outcomes.values()))
+        self.assertTrue(attempt.broken)
+
+    @defer.inlineCallbacks
+    def test_probe_with_a_wrong_password_does_not_find_the_target_up(self) -> Any:
+        primary = self.auth_primary(("PLAIN", "LOGIN"))
+        settings = self.auth_settings("starttls_required", password=b"wrong")
+        attempt = yield self.deliver(primary, [], settings)
+        self.assertTrue(attempt.connected)
+        self.assertTrue(attempt.broken)  # the scheduler's probe: still down
 
     @defer.inlineCallbacks
     def test_wrong_password_opportunistic_is_not_retried_in_plain_text(self) -> Any:
