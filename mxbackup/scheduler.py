@@ -35,7 +35,7 @@ from .envelope import Envelope, Recipient
 from .nexthop import NextHop, NoRoute
 from .policy import Outcome, RetryRule
 from .routes import RouteTable
-from .smtp_out import Attempt, Job, Settings
+from .smtp_out import Attempt, Gate, Job, Settings
 from .spool import Spool
 from .stats import Stats
 
@@ -62,6 +62,11 @@ class Target:
     @property
     def down(self) -> bool:
         return self.down_since > 0
+
+
+def _all_written(results: list[tuple[bool, Any]]) -> None:
+    if not all(ok for ok, _ in results):
+        raise OSError("could not write the envelopes before delivery")
 
 
 def target_key(rcpt: Recipient) -> str:
@@ -289,12 +294,14 @@ class Scheduler:
                 )
             if not jobs:
                 return
-            # The new state is on disk before we act on it.
-            results = yield defer.DeferredList(
+            # The new state is on disk before we act on it: the connection and EHLO go on
+            # meanwhile, the first MAIL waits for the writes (the jobs' gate).
+            written = defer.DeferredList(
                 [self.spool.update(self.queue[j.qid]) for j in jobs], consumeErrors=True
             )
-            if not all(ok for ok, _ in results):
-                raise OSError("could not write envelopes before delivery")
+            gate = Gate(written.addCallback(_all_written))
+            for job in jobs:
+                job.gate = gate
             attempt = yield self._attempt(key, jobs)
             yield self._apply(target, jobs, attempt)
         except Exception:  # noqa: BLE001

@@ -39,6 +39,35 @@ log = Logger(namespace="mxbackup.smtp_out")
 WHOLE_MESSAGE = 256 * 1024  # up to this size a message is read and sent in one write
 
 
+class Gate:
+    """Opens once, or fails once, when a Deferred fires; callers wait with ``when_settled``."""
+
+    def __init__(self, d: defer.Deferred) -> None:
+        self.state = "waiting"  # waiting | open | failed
+        self.why = ""
+        self._waiters: list[Callable[[], None]] = []
+        d.addCallbacks(self._settle, self._fail)
+
+    def _settle(self, _: object) -> None:
+        self.state = "open"
+        self._wake()
+
+    def _fail(self, failure: Failure) -> None:
+        self.state, self.why = "failed", str(failure.value) or failure.type.__name__
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter()
+
+    def when_settled(self, waiter: Callable[[], None]) -> None:
+        if self.state == "waiting":
+            self._waiters.append(waiter)
+        else:
+            waiter()
+
+
 @dataclass
 class Job:
     """One message for one target: all its pending recipients there."""
@@ -54,6 +83,9 @@ class Job:
     # final then): the caller may record them before the connection closes.
     on_done: Callable[[Job], None] | None = None
     recorded: bool = False  # the caller has recorded its outcomes (set by the caller)
+    # Opens when the caller may start the transaction (its state is on disk): connecting
+    # and EHLO go on meanwhile.
+    gate: Gate | None = None
 
     @property
     def done(self) -> bool:
@@ -226,6 +258,16 @@ class Sender(smtp.ESMTPSender):
         super().connectionLost(reason)
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
+        job = self.factory.peek_job()
+        if job is not None and job.gate is not None and job.gate.state != "open":
+            gate = job.gate
+            if gate.state == "waiting":  # its state is still on its way to the disk
+                gate.when_settled(lambda: self._still_connected(code, resp))
+                return
+            local = Outcome("tempfail", 0, f"local: {gate.why}", self.factory.remote, tried=False)
+            job.finish_all(local)  # not sent: next_job skips it
+            self.smtpState_from(code, resp)
+            return
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
         self._in_transaction = False
@@ -246,6 +288,10 @@ class Sender(smtp.ESMTPSender):
         self.sendLine(mail)
         self._expected = [250]
         self._okresponse = self._mail_accepted
+
+    def _still_connected(self, code: int, resp: bytes) -> None:
+        if self.transport is not None and self.transport.connected:
+            self.smtpState_from(code, resp)
 
     def _mail_accepted(self, code: int, resp: bytes) -> None:
         self._in_transaction = True
@@ -483,6 +529,13 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         self.finished: defer.Deferred = defer.Deferred()
         self._position = 0
 
+    def peek_job(self) -> Job | None:
+        """The job ``next_job`` would return, without taking it."""
+        for job in self.jobs[self._position :]:
+            if not job.done:
+                return job
+        return None
+
     def next_job(self) -> Job | None:
         while self._position < len(self.jobs):
             job = self.jobs[self._position]
@@ -511,9 +564,11 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         # followed by an EHLO answer inside TLS.  Anything later (AUTH...) is no TLS failure.
         tls_failed = self.tls_failed or (self.tls_started and not self.tls_done)
         pending = Outcome("tempfail", 0, why, self.remote)
-        # Not tried: the session ended before the message's MAIL (a lost connection, a
-        # timeout, a 421), unless the target refused us outright (then it counts).
-        untried = pending if self.refused else replace(pending, tried=False)
+        # Not tried: the session was up and ended before the message's MAIL (a lost
+        # connection, a timeout, a 421).  A connection that never came up, or a target that
+        # refused us outright (AUTH...), counts as a try.
+        reached = self.session_started and not self.refused
+        untried = replace(pending, tried=False) if reached else pending
         first_untried = self._position - (1 if self.current_untried else 0)
         broken = self.refused
         for i, job in enumerate(self.jobs):

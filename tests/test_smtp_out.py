@@ -18,11 +18,12 @@ from fakeprimary import FakePrimary, TestCA, unstuff
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mxbackup.nexthop import Candidate
 from mxbackup.policy import Outcome
-from mxbackup.smtp_out import Attempt, DotStuffer, Job, Settings, deliver
+from mxbackup.smtp_out import Attempt, DotStuffer, Gate, Job, SenderFactory, Settings, deliver
 
 CHUNK = 2**14  # twisted.protocols.basic.FileSender.CHUNK_SIZE
 NAME = "mx.primary.test"
@@ -559,6 +560,45 @@ class DataWithoutRecipientsTests(WireTestCase):
         self.assertEqual(first.outcomes["x@example.com"].code, 550)
         self.assertEqual(self.kinds(second), {"bob@example.com": "delivered"})
         self.assertEqual(primary.complete[0].message, b"")  # the lone dot
+
+
+class GateTests(WireTestCase):
+    """The caller's gate: connect and EHLO go on, MAIL waits until the state is on disk."""
+
+    def test_mail_waits_for_the_gate(self) -> None:
+        opened: defer.Deferred = defer.Deferred()
+        job = self.job()
+        job.gate = Gate(opened)
+        factory = SenderFactory([job], self.settings(), None, "[127.0.0.1]:25")
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"220 primary.test ESMTP\r\n")
+        proto.dataReceived(b"250-primary.test\r\n250 PIPELINING\r\n")
+        self.assertTrue(transport.value().startswith(b"EHLO"))
+        self.assertNotIn(b"MAIL", transport.value())  # EHLO done, the gate is shut
+        opened.callback(None)
+        self.assertIn(b"MAIL FROM:<" + SENDER.encode() + b">", transport.value())
+        self.assertIn(b"RCPT TO:<bob@example.com>\r\nDATA\r\n", transport.value())
+        proto.setTimeout(None)  # no reply timer left in the reactor
+
+    @defer.inlineCallbacks
+    def test_a_failed_gate_sends_nothing_and_tries_nothing(self) -> Any:
+        primary = self.primary()
+        job = self.job()
+        job.gate = Gate(defer.fail(OSError(28, "No space left on device")))
+        attempt = yield self.deliver(primary, [job])
+        self.assertEqual(primary.transactions, [])
+        outcome = job.outcomes["bob@example.com"]
+        self.assertEqual((outcome.kind, outcome.tried), ("tempfail", False))
+        self.assertIn("No space left", outcome.text)
+        self.assertFalse(attempt.broken)
+
+    @defer.inlineCallbacks
+    def test_a_refused_connection_counts_as_a_try(self) -> Any:
+        job = self.job()
+        yield self.deliver([closed_port()], [job])
+        self.assertTrue(job.outcomes["bob@example.com"].tried)
 
 
 class ExtensionTests(WireTestCase):
