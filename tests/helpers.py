@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.conch.ssh import keys
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -176,3 +179,56 @@ class Conn:
 
     def codes(self, data: bytes) -> list[int]:
         return [int(line[:3]) for line in self.send(data) if line[3:4] == " "]
+
+
+# -- listeners and keys shared by the manhole, metrics and monitoring tests ---------------
+def track_connections(factory: Any) -> list[defer.Deferred[None]]:
+    """A Deferred per server-side connection, fired when it is gone (trial wants a clean
+    reactor at the end of each test)."""
+    lost: list[defer.Deferred[None]] = []
+    build = factory.buildProtocol
+
+    def build_and_track(addr: Any) -> Any:
+        protocol = build(addr)
+        done: defer.Deferred[None] = defer.Deferred()
+        lost.append(done)
+        connection_lost = protocol.connectionLost
+
+        def connectionLost(reason: Any) -> None:
+            connection_lost(reason)
+            done.callback(None)
+
+        protocol.connectionLost = connectionLost
+        return protocol
+
+    factory.buildProtocol = build_and_track
+    return lost
+
+
+def listening_port(svc: Any) -> defer.Deferred[Any]:
+    """The port a started ``strports`` service listens on (without consuming the result the
+    service needs to stop listening)."""
+    d: defer.Deferred[Any] = defer.Deferred()
+
+    def got(port: Any) -> Any:
+        d.callback(port)
+        return port
+
+    svc._waitingForPort.addCallback(got)
+    return d
+
+
+def make_client_key(directory: Path, name: str) -> tuple[Path, str]:
+    """An ed25519 key pair: the private key file (0600, as ssh insists) and the public line."""
+    private = ed25519.Ed25519PrivateKey.generate()
+    path = directory / name
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    public = keys.Key(private).public().toString("OPENSSH").decode("ascii")
+    return path, f"{public} {name}@test"

@@ -11,12 +11,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from helpers import listening_port, make_client_key, track_connections
 from mxbackup.config import ManholeConfig
 from mxbackup.manhole import AuthorizedKeysFile, load_or_create_host_key, make_manhole_service
 
@@ -31,62 +30,10 @@ def temp_dir(case: SynchronousTestCase) -> Path:
     return path
 
 
-def make_client_key(directory: Path, name: str) -> tuple[Path, str]:
-    """An ed25519 key pair: the private key file (0600, as ssh insists) and the public line."""
-    private = ed25519.Ed25519PrivateKey.generate()
-    path = directory / name
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    public = keys.Key(private).public().toString("OPENSSH").decode("ascii")
-    return path, f"{public} {name}@test"
-
-
 def screen_lines(output: bytes) -> list[str]:
     """What the terminal shows, one line a string, without the escape sequences."""
     text = _ESCAPE.sub("", output.decode("utf-8", "replace"))
     return [line.strip() for line in re.split(r"[\r\n]+", text)]
-
-
-def track_connections(factory: Any) -> list[defer.Deferred[None]]:
-    """A Deferred per server-side connection, fired when it is gone (trial wants a clean
-    reactor at the end of each test)."""
-    lost: list[defer.Deferred[None]] = []
-    build = factory.buildProtocol
-
-    def build_and_track(addr: Any) -> Any:
-        p = build(addr)
-        done: defer.Deferred[None] = defer.Deferred()
-        lost.append(done)
-        connection_lost = p.connectionLost
-
-        def connectionLost(reason: Any) -> None:
-            connection_lost(reason)
-            done.callback(None)
-
-        p.connectionLost = connectionLost
-        return p
-
-    factory.buildProtocol = build_and_track
-    return lost
-
-
-def listening_port(svc: Any) -> defer.Deferred[Any]:
-    """The port a started ``strports`` service listens on (without consuming the result the
-    service needs to stop listening)."""
-    d: defer.Deferred[Any] = defer.Deferred()
-
-    def got(port: Any) -> Any:
-        d.callback(port)
-        return port
-
-    svc._waitingForPort.addCallback(got)
-    return d
 
 
 class _SSHProcess(protocol.ProcessProtocol):

@@ -10,6 +10,7 @@ from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 
+from helpers import listening_port, track_connections
 from mxbackup.config import MetricsConfig
 from mxbackup.metrics import make_metrics_service
 from mxbackup.stats import Stats
@@ -31,42 +32,6 @@ class FakeScheduler:
 
     def oldest_age(self) -> float:
         return self.age
-
-
-def track_connections(factory: Any) -> list[defer.Deferred[None]]:
-    """A Deferred per server-side connection, fired when it is gone (trial wants a clean
-    reactor at the end of each test)."""
-    lost: list[defer.Deferred[None]] = []
-    build = factory.buildProtocol
-
-    def build_and_track(addr: Any) -> Any:
-        protocol = build(addr)
-        done: defer.Deferred[None] = defer.Deferred()
-        lost.append(done)
-        connection_lost = protocol.connectionLost
-
-        def connectionLost(reason: Any) -> None:
-            connection_lost(reason)
-            done.callback(None)
-
-        protocol.connectionLost = connectionLost
-        return protocol
-
-    factory.buildProtocol = build_and_track
-    return lost
-
-
-def listening_port(svc: Any) -> defer.Deferred[Any]:
-    """The port a started ``strports`` service listens on (without consuming the result the
-    service needs to stop listening)."""
-    d: defer.Deferred[Any] = defer.Deferred()
-
-    def got(port: Any) -> Any:
-        d.callback(port)
-        return port
-
-    svc._waitingForPort.addCallback(got)
-    return d
 
 
 class _Body(protocol.Protocol):

@@ -12,35 +12,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.conch.ssh import keys
 
-from helpers import Twistd, base_config, write_config
+from helpers import Twistd, base_config, make_client_key, write_config
 
 _STARTING = re.compile(rb"(\w+) starting on (\d+)")
-
-
-def _client_key(directory: Path) -> tuple[Path, str]:
-    private = ed25519.Ed25519PrivateKey.generate()
-    path = directory / "operator_key"
-    path.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    return path, keys.Key(private).public().toString("OPENSSH").decode("ascii")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("monitoring")
-    key, public = _client_key(tmp)
-    (tmp / "authorized_keys").write_text(f"# operators\n{public} operator@test\n")
+    key, public = make_client_key(tmp, "operator_key")
+    (tmp / "authorized_keys").write_text(f"# operators\n{public}\n")
     data = base_config(tmp)
     data["delivery"] = {"probe_interval": 3600}  # the primary (port 9) stays down
     data["manhole"] = {
@@ -101,7 +84,7 @@ def test_manhole_reads_the_live_queue_depth(server):
 
 
 def test_manhole_refuses_an_unlisted_key(server, tmp_path):
-    other, _ = _client_key(tmp_path)
+    other, _ = make_client_key(tmp_path, "other_key")
     out = ssh(server, "print(1)\n", key=other)
     assert out.returncode == 255
     assert "Permission denied" in out.stderr
