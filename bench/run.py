@@ -1479,7 +1479,9 @@ def main(argv: list[str]) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     if bench is not None:
-        sys.stdout.write((out_dir / "results.md").read_text())
+        report = out_dir / "results.md"
+        if report.exists():  # a partial run (--only) may have no table to show
+            sys.stdout.write(report.read_text())
         return 1 if bench.errors else 0
     return 1
 
