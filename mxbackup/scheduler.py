@@ -536,6 +536,8 @@ class Scheduler:
             envelope.delay_warned = True
             changed = True
             yield self._notify(envelope, delayed, now, "delayed")
+        if self.queue.get(envelope.id) is not envelope:
+            return  # deleted (by the operator) while the DSN was being queued: nothing to write
         if not envelope.pending():
             yield self.spool.remove(envelope.id)
             self._forget(envelope)
