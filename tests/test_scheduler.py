@@ -440,3 +440,25 @@ def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_pat
     assert w.scheduler.queue == {}
     assert w.scheduler.stats.delivered == n  # none counted twice
     assert spool_files(w.root, "env") == []
+
+
+def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
+    """The operator deletes a message while the DSN for one of its recipients is being
+    queued: the settle that follows must not write its envelope again (an orphan env/)."""
+    w = World(tmp_path)
+    w.deliver.reply = lambda rcpt: (550, "5.1.1 no") if rcpt.startswith("bad") else (451, "4.0.0")
+    held: list[defer.Deferred] = []
+
+    def notify(envelope, rcpts, now, action):
+        d: defer.Deferred = defer.Deferred()
+        held.append(d)
+        return d
+
+    w.scheduler._notify = notify
+    env = w.queue(rcpts=("bad@example.com", "later@example.com"))
+    w.advance(1)
+    assert len(held) == 1  # the DSN is on its way; the message is no longer in flight
+    w.scheduler.delete(env.id)
+    held[0].callback(None)
+    assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
+    assert env.id not in w.scheduler.queue
