@@ -484,10 +484,9 @@ class Scheduler:
             when = self._rule(key).next_attempt(rcpt.attempts, envelope.received_at, now)
             rcpt.next_attempt = when or 0.0
 
-    @defer.inlineCallbacks
     def _fail_untried(
         self, envelope: Envelope, key: str, rcpts: list[Recipient], target: Target
-    ) -> Any:
+    ) -> defer.Deferred:
         """The target is down: this try fails without a connection (it still counts).
 
         Nothing was acted on, so the new count is kept in memory only (written with the next
@@ -514,7 +513,12 @@ class Scheduler:
                 rcpt.next_attempt = when
                 self.stats.deferred += 1
         self._inflight.discard((envelope.id, key))
-        yield self._settle(envelope, key, failed, now, untried=True)
+        if failed or self._wants_delay_warning(envelope, now):
+            return self._settle(envelope, key, failed, now, untried=True)
+        # The common case (a dead target, retries left): nothing to write or send, so no
+        # Deferred machinery either; this runs for every message that falls due meanwhile.
+        self._reschedule(envelope, key, untried=True)
+        return defer.succeed(None)
 
     @defer.inlineCallbacks
     def _settle(
@@ -544,6 +548,10 @@ class Scheduler:
             return
         if changed:
             yield self.spool.update(envelope)
+        self._reschedule(envelope, key, untried)
+
+    def _reschedule(self, envelope: Envelope, key: str, untried: bool) -> None:
+        """File the message's next attempt at ``key``, or forget it there if none is left."""
         rcpts = self._pending_by_target(envelope).get(key)
         if rcpts:
             when = min(r.next_attempt for r in rcpts)
