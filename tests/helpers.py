@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -111,6 +112,39 @@ class Twistd:
 
     def smtp(self, source_ip: str = "127.0.0.1", **kw: Any) -> smtplib.SMTP:
         return smtplib.SMTP("127.0.0.1", self.port, source_address=(source_ip, 0), timeout=10, **kw)
+
+
+class SpoolServer:
+    """A running twistd and its spool, for tests that look at what it queued."""
+
+    def __init__(self, twistd: Twistd, spool: Path) -> None:
+        self.twistd = twistd
+        self.spool = spool
+        self.port = twistd.port
+
+    def new(self) -> list[str]:
+        return spool_files(self.spool, "new")
+
+    def envs(self) -> list[str]:
+        return spool_files(self.spool, "env")
+
+    def envelope(self, queue_id: str) -> dict[str, Any]:
+        return json.loads((self.spool / "env" / queue_id).read_bytes())
+
+    def recipients(self, queue_id: str) -> list[str]:
+        return [r["address"] for r in self.envelope(queue_id)["recipients"]]
+
+    def log(self) -> str:
+        return self.twistd.logtext()
+
+
+def serve(tmp: Path, data: dict[str, Any], kind: type[SpoolServer] = SpoolServer) -> Any:
+    """Start twistd on ``data`` (a generator for a fixture: yields the server, then stops it)."""
+    twistd = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
+    try:
+        yield kind(twistd, tmp / "spool")
+    finally:
+        twistd.stop()
 
 
 def spool_files(spool: Path, sub: str) -> list[str]:

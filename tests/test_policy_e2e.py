@@ -11,7 +11,6 @@ module scope.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import smtplib
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Twistd, base_config, spool_files, write_config
+from tests.helpers import SpoolServer, base_config, serve, spool_files
 
 INTERNET = "127.0.0.9"
 TRUSTED = "127.0.0.1"
@@ -32,12 +31,7 @@ QUEUED = re.compile(r"2\.0\.0 Ok: queued as ([0-9A-Za-z]+)$")
 
 
 # -- servers ------------------------------------------------------------------------------------
-class Server:
-    def __init__(self, twistd: Twistd, spool: Path) -> None:
-        self.twistd = twistd
-        self.spool = spool
-        self.port = twistd.port
-
+class Server(SpoolServer):
     def smtp(self, ip: str = INTERNET) -> smtplib.SMTP:
         s = self.twistd.smtp(ip, local_hostname="client.test")
         code, _ = s.ehlo()
@@ -49,25 +43,9 @@ class Server:
             ("127.0.0.1", self.port), timeout=10, source_address=(ip, 0)
         )
 
-    def new(self) -> list[str]:
-        return spool_files(self.spool, "new")
-
-    def envelope(self, queue_id: str) -> dict[str, Any]:
-        return json.loads((self.spool / "env" / queue_id).read_bytes())
-
-    def recipients(self, queue_id: str) -> list[str]:
-        return [r["address"] for r in self.envelope(queue_id)["recipients"]]
-
-    def log(self) -> str:
-        return self.twistd.logtext()
-
 
 def _start(tmp: Path, data: dict[str, Any]) -> Iterator[Server]:
-    twistd = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
-    try:
-        yield Server(twistd, tmp / "spool")
-    finally:
-        twistd.stop()
+    yield from serve(tmp, data, Server)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ did not change.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import socket
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Twistd, base_config, spool_files, write_config
+from tests.helpers import SpoolServer, base_config, serve
 
 INTERNET = "127.0.0.9"
 HOSTNAME = "mx2.example.net"  # base_config's server.hostname
@@ -39,21 +38,7 @@ ENHANCED = re.compile(r"^(\d)\d\d[ -](\d)\.\d{1,3}\.\d{1,3}( |$)")
 
 
 # -- servers ------------------------------------------------------------------------------------
-class Server:
-    def __init__(self, twistd: Twistd, spool: Path) -> None:
-        self.twistd = twistd
-        self.spool = spool
-        self.port = twistd.port
-
-    def new(self) -> list[str]:
-        return spool_files(self.spool, "new")
-
-    def envs(self) -> list[str]:
-        return spool_files(self.spool, "env")
-
-    def envelope(self, queue_id: str) -> dict[str, Any]:
-        return json.loads((self.spool / "env" / queue_id).read_bytes())
-
+class Server(SpoolServer):
     def client(self, ip: str = INTERNET) -> Client:
         return Client(self.port, ip)
 
@@ -70,11 +55,7 @@ class Server:
 
 
 def _start(tmp: Path, data: dict[str, Any]) -> Iterator[Server]:
-    twistd = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
-    try:
-        yield Server(twistd, tmp / "spool")
-    finally:
-        twistd.stop()
+    yield from serve(tmp, data, Server)
 
 
 def _relay_config(tmp: Path) -> dict[str, Any]:
