@@ -65,8 +65,10 @@ class Target:
 
 
 def _all_written(results: list[tuple[bool, Any]]) -> None:
-    if not all(ok for ok, _ in results):
-        raise OSError("could not write the envelopes before delivery")
+    errors = [str(failure.value) for ok, failure in results if not ok]
+    if errors:
+        log.error("envelopes not written before delivery: {errors}", errors="; ".join(errors))
+        raise OSError(f"could not write the envelopes before delivery: {errors[0]}")
 
 
 def target_key(rcpt: Recipient) -> str:
@@ -442,7 +444,8 @@ class Scheduler:
             log.failure("recording the outcome of id={id} failed", id=job.qid)
             envelope = self.queue.get(job.qid)
             for rcpt in envelope.recipients if envelope else ():
-                rcpt.inflight = False
+                if target_key(rcpt) == target.key:
+                    rcpt.inflight = False
             self._inflight.discard((job.qid, target.key))
             if envelope is not None:
                 self._schedule(job.qid, target.key, self.clock.seconds() + 60)
@@ -474,7 +477,24 @@ class Scheduler:
             else:
                 self.stats.deferred += 1
         self._inflight.discard((job.qid, target.key))
-        yield self._settle(envelope, target.key, failed, now)
+        yield self._settle_or_retry(envelope, target.key, failed, now)
+
+    @defer.inlineCallbacks
+    def _settle_or_retry(
+        self, envelope: Envelope, key: str, failed: list[tuple[Recipient, Outcome]], now: float
+    ) -> Any:
+        """``_settle``; if the spool refuses (disk full...), the outcome is already decided in
+        memory, so writing it (and the DSN) is tried again in a minute, not the delivery."""
+        try:
+            yield self._settle(envelope, key, failed, now)
+        except Exception:  # noqa: BLE001
+            log.failure("recording the outcome of id={id} failed; again in 60 s", id=envelope.id)
+
+            def again() -> None:
+                if self.queue.get(envelope.id) is envelope:
+                    self._run(self._settle_or_retry(envelope, key, failed, self.clock.seconds()))
+
+            self.clock.callLater(60, again)
 
     def _untry(self, envelope: Envelope, rcpt: Recipient, key: str, now: float) -> None:
         """The try counted before the connection never reached this recipient: take it back.

@@ -187,6 +187,8 @@ class Sender(smtp.ESMTPSender):
         self._file: Any = None
         self._in_transaction = False  # MAIL accepted, final reply to the data not yet read
         self._rcpts_waiting: list[str] = []
+        self._gate_waiting = False
+        self._ending = False
 
     def _registerAuthenticators(self) -> None:
         self.registerAuthenticator(smtp.PLAINAuthenticator(self.username))
@@ -225,8 +227,21 @@ class Sender(smtp.ESMTPSender):
         super().authenticate(code, resp, items)
 
     def smtpState_helo(self, code: int, resp: bytes) -> None:
-        self.factory.session_started = True
+        """EHLO was refused: HELO (Twisted's fallback).  Its refusal ends the session; in
+        Twisted the failure handler stays smtpState_helo, which would send HELO for ever."""
         super().smtpState_helo(code, resp)
+        self._okresponse = self._helo_accepted
+        self._failresponse = self._helo_refused
+
+    def _helo_accepted(self, code: int, resp: bytes) -> None:
+        self.factory.session_started = True
+        self.smtpState_from(code, resp)
+
+    def _helo_refused(self, code: int, resp: bytes) -> None:
+        if code == 421:
+            self._server_closing(code, resp)
+        else:
+            self.sendError(smtp.SMTPClientError(code, resp))
 
     # -- the jobs --------------------------------------------------------------------------
     def getMailFrom(self) -> str | None:
@@ -259,14 +274,18 @@ class Sender(smtp.ESMTPSender):
 
     def smtpState_from(self, code: int, resp: bytes) -> None:
         job = self.factory.peek_job()
-        if job is not None and job.gate is not None and job.gate.state != "open":
-            gate = job.gate
-            if gate.state == "waiting":  # its state is still on its way to the disk
-                gate.when_settled(lambda: self._still_connected(code, resp))
-                return
-            local = Outcome("tempfail", 0, f"local: {gate.why}", self.factory.remote, tried=False)
-            job.finish_all(local)  # not sent: next_job skips it
-            self.smtpState_from(code, resp)
+        while job is not None and job.gate is not None and job.gate.state == "failed":
+            why = f"local: {job.gate.why}"
+            job.finish_all(Outcome("tempfail", 0, why, self.factory.remote, tried=False))
+            job = self.factory.peek_job()  # not sent: next_job skips it
+        if job is not None and job.gate is not None and job.gate.state == "waiting":
+            # Its state is still on its way to the disk.  Any reply meanwhile is unasked
+            # for (an idle 421...): the session ends.
+            self._expected = []
+            self._okresponse = self._failresponse = self._server_closing
+            if not self._gate_waiting:
+                self._gate_waiting = True
+                job.gate.when_settled(lambda: self._gate_settled(code, resp))
             return
         self._from = self.getMailFrom()
         self._failresponse = self.smtpTransferFailed
@@ -289,8 +308,11 @@ class Sender(smtp.ESMTPSender):
         self._expected = [250]
         self._okresponse = self._mail_accepted
 
-    def _still_connected(self, code: int, resp: bytes) -> None:
-        if self.transport is not None and self.transport.connected:
+    def _gate_settled(self, code: int, resp: bytes) -> None:
+        self._gate_waiting = False
+        t = self.transport
+        if not self._ending and t is not None and t.connected and not t.disconnecting:
+            self.resetTimeout()  # the reply timer counts from now, not from before the wait
             self.smtpState_from(code, resp)
 
     def _mail_accepted(self, code: int, resp: bytes) -> None:
@@ -343,9 +365,23 @@ class Sender(smtp.ESMTPSender):
             self._in_transaction = False
             self.sendLine(b".")
             self._expected = range(0, 1000)
-            self._okresponse = self._failresponse = self._pipelined_refused
+            self._okresponse = self._failresponse = self._lone_dot_reply
             return
         self._pipelined_refused(code, resp)
+
+    def _lone_dot_reply(self, code: int, resp: bytes) -> None:
+        if code != 421:
+            self._pipelined_refused(code, resp)
+            return
+        # The message's fate is known from its own replies; then no MAIL into a closing session.
+        if self._mail_reply is not None:
+            self.stage = "mail"
+            code_, resp_ = self._mail_reply
+        else:
+            code_, resp_ = code, b"No recipients accepted"
+        self.sentMail(code_, resp_, 0, self.toAddressesResult, self.log)
+        self._from = None
+        self._server_closing(code, resp)
 
     def _pipelined_refused(self, code: int, resp: bytes) -> None:
         if self._mail_reply is not None:
@@ -403,6 +439,10 @@ class Sender(smtp.ESMTPSender):
                 self.smtpState_msgSent(code, b"No recipients accepted")
         else:
             self.sendLine(b"RCPT TO:<" + self.lastAddress.encode() + b">")
+
+    def smtpState_disconnect(self, code: int, resp: bytes) -> None:
+        self.factory.quit_acked = True
+        super().smtpState_disconnect(code, resp)
 
     def sendLine(self, line: bytes) -> None:
         self._send_lines([line])
@@ -472,6 +512,7 @@ class Sender(smtp.ESMTPSender):
     def sendError(self, exc: Exception) -> None:
         """Anything that ends the session early: the rest of the jobs are tempfailed by the
         factory when the connection closes; before MAIL nothing is final (auth, TLS...)."""
+        self._ending = True  # QUIT or close follows: nothing more is started
         if not self.factory.session_error:  # the first error is the cause
             self.factory.session_error = _describe(exc, self.stage)
         if self.stage == "starttls" or isinstance(exc, smtp.TLSError | smtp.TLSRequiredError):
@@ -523,6 +564,7 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         self.tls_failed = False
         self.session_error = ""
         self.refused = False  # the target refused us before any MAIL (AUTH, EHLO)
+        self.quit_acked = False  # the target answered our QUIT
         self.current_untried = False  # a 421 at MAIL: the message being started was not tried
         self.lost_reason: Failure | None = None
         self.stage = "connect"
@@ -570,7 +612,8 @@ class SenderFactory(smtp.ESMTPSenderFactory):
         reached = self.session_started and not self.refused
         untried = replace(pending, tried=False) if reached else pending
         first_untried = self._position - (1 if self.current_untried else 0)
-        broken = self.refused
+        # A probe (no jobs) proves the target usable only by a clean end: QUIT answered.
+        broken = self.refused or (not self.jobs and not self.quit_acked)
         for i, job in enumerate(self.jobs):
             if not job.done:
                 broken = True

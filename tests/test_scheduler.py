@@ -462,3 +462,25 @@ def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
     held[0].callback(None)
     assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
     assert env.id not in w.scheduler.queue
+
+
+def test_outcome_that_cannot_be_written_is_written_again_later(tmp_path):
+    """Delivered, but the spool refuses the removal (disk trouble): the outcome stands in
+    memory and its recording is tried again a minute later; the message is not resent."""
+    w = World(tmp_path)
+    real_remove = w.spool.remove
+    failures = [OSError(5, "Input/output error")]
+
+    def remove(qid):
+        if failures:
+            return defer.fail(failures.pop())
+        return real_remove(qid)
+
+    w.spool.remove = remove
+    env = w.queue()
+    w.advance(1)
+    assert len(w.deliver.connections_with_mail) == 1
+    assert env.id in spool_files(w.root, "env")  # the removal failed
+    w.advance(61)
+    assert spool_files(w.root, "env") == [] and w.scheduler.queue == {}
+    assert len(w.deliver.connections_with_mail) == 1  # delivered once

@@ -18,7 +18,10 @@ from fakeprimary import FakePrimary, TestCA, unstuff
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mxbackup.nexthop import Candidate
@@ -599,6 +602,89 @@ class GateTests(WireTestCase):
         job = self.job()
         yield self.deliver([closed_port()], [job])
         self.assertTrue(job.outcomes["bob@example.com"].tried)
+
+
+class ScriptedSessionTests(SynchronousTestCase):
+    """The sender against a scripted peer on a StringTransport: one reply at a time."""
+
+    def session(self, jobs: list[Job], settings: Settings | None = None) -> tuple[Any, Any]:
+        settings = settings or Settings("mx2.example.net", reply_timeout=10.0)
+        factory = SenderFactory(jobs, settings, None, "[127.0.0.1]:25")
+        self.attempts: list[Attempt] = []
+        factory.finished.addCallback(self.attempts.append)
+        proto = factory.buildProtocol(None)
+        proto.callLater = Clock().callLater  # no real timers
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        self.addCleanup(proto.setTimeout, None)
+        return proto, transport
+
+    def end(self, proto: Any) -> Attempt:
+        proto.connectionLost(Failure(ConnectionDone()))
+        proto.factory.clientConnectionLost(None, Failure(ConnectionDone()))
+        (attempt,) = self.attempts
+        return attempt
+
+    def job(self, rcpt: str = "bob@example.com", size: int = 10) -> Job:
+        return Job("Q1", SENDER, [rcpt], "/nonexistent", size)
+
+    def test_refused_ehlo_and_helo_end_the_session_and_count(self) -> None:
+        job = self.job()
+        proto, t = self.session([job])
+        proto.dataReceived(b"220 x ESMTP\r\n")
+        proto.dataReceived(b"550 5.7.1 no EHLO for you\r\n")
+        self.assertIn(b"HELO ", t.value())
+        t.clear()
+        proto.dataReceived(b"550 5.7.1 no HELO either\r\n")
+        self.assertNotIn(b"HELO", t.value())  # Twisted would send HELO again, for ever
+        attempt = self.end(proto)
+        self.assertTrue(job.outcomes["bob@example.com"].tried)
+        self.assertTrue(attempt.broken or not attempt.connected)
+
+    def test_probe_cut_before_quit_is_answered_is_not_up(self) -> None:
+        proto, t = self.session([])
+        proto.dataReceived(b"220 x ESMTP\r\n")
+        proto.dataReceived(b"250 x\r\n")
+        self.assertIn(b"QUIT", t.value())
+        attempt = self.end(proto)  # no 221
+        self.assertTrue(attempt.broken)
+
+    def test_421_to_the_lone_dot_sends_no_more_mail(self) -> None:
+        first, second = self.job("x@example.com"), self.job("y@example.com")
+        proto, t = self.session([first, second])
+        proto.dataReceived(b"220 x ESMTP\r\n250-x\r\n250 PIPELINING\r\n")
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n354 go\r\n")  # MAIL, RCPT, DATA
+        self.assertTrue(t.value().endswith(b".\r\n"))  # the lone dot
+        t.clear()
+        proto.dataReceived(b"421 4.3.2 closing\r\n")
+        self.assertNotIn(b"MAIL", t.value())
+        self.end(proto)
+        self.assertEqual(first.outcomes["x@example.com"].code, 550)
+        self.assertFalse(second.outcomes["y@example.com"].tried)
+
+    def test_a_reply_while_waiting_at_the_gate_ends_the_session_once(self) -> None:
+        opened: defer.Deferred = defer.Deferred()
+        job = self.job()
+        job.gate = Gate(opened)
+        proto, t = self.session([job], Settings("mx2.example.net", reply_timeout=10.0))
+        proto.dataReceived(b"220 x ESMTP\r\n250-x\r\n250 PIPELINING\r\n")
+        t.clear()
+        proto.dataReceived(b"421 4.4.2 idle too long\r\n")  # unasked for, during the wait
+        opened.callback(None)
+        self.assertNotIn(b"MAIL", t.value())
+        self.end(proto)
+        self.assertFalse(job.outcomes["bob@example.com"].tried)
+
+    def test_many_jobs_behind_a_failed_gate(self) -> None:
+        gate = Gate(defer.fail(OSError(28, "No space left on device")))
+        jobs = [Job(f"Q{i}", SENDER, ["bob@example.com"], "/nonexistent", 10) for i in range(3000)]
+        for job in jobs:
+            job.gate = gate
+        proto, t = self.session(jobs)
+        proto.dataReceived(b"220 x ESMTP\r\n250-x\r\n250 PIPELINING\r\n")  # no RecursionError
+        self.assertNotIn(b"MAIL", t.value())
+        self.assertIn(b"QUIT", t.value())
+        self.assertTrue(all(j.done for j in jobs))
 
 
 class ExtensionTests(WireTestCase):
