@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import bounce
 from .config import Config, Route
@@ -479,22 +480,24 @@ class Scheduler:
         self._inflight.discard((job.qid, target.key))
         yield self._settle_or_retry(envelope, target.key, failed, now)
 
-    @defer.inlineCallbacks
     def _settle_or_retry(
         self, envelope: Envelope, key: str, failed: list[tuple[Recipient, Outcome]], now: float
-    ) -> Any:
+    ) -> defer.Deferred:
         """``_settle``; if the spool refuses (disk full...), the outcome is already decided in
         memory, so writing it (and the DSN) is tried again in a minute, not the delivery."""
-        try:
-            yield self._settle(envelope, key, failed, now)
-        except Exception:  # noqa: BLE001
-            log.failure("recording the outcome of id={id} failed; again in 60 s", id=envelope.id)
+
+        def retry_later(failure: Failure) -> None:
+            log.failure(
+                "recording the outcome of id={id} failed; again in 60 s", failure, id=envelope.id
+            )
 
             def again() -> None:
                 if self.queue.get(envelope.id) is envelope:
                     self._run(self._settle_or_retry(envelope, key, failed, self.clock.seconds()))
 
             self.clock.callLater(60, again)
+
+        return self._settle(envelope, key, failed, now).addErrback(retry_later)
 
     def _untry(self, envelope: Envelope, rcpt: Recipient, key: str, now: float) -> None:
         """The try counted before the connection never reached this recipient: take it back.
