@@ -59,6 +59,7 @@ class Target:
     # set of connections, each with its batch of envelope writes.
     proven: bool = False
     waiting: deque[str] = field(default_factory=deque)
+    reflush: set[str] = field(default_factory=set)  # flushed while their outcome was written
 
     @property
     def down(self) -> bool:
@@ -158,6 +159,11 @@ class Scheduler:
                 if (qid, k) not in self._inflight:
                     self._schedule(qid, k, now)
                     count += 1
+                elif target is not None:
+                    # Its outcome is still being recorded: once it is, it is due at once
+                    # too (else a flush racing with the end of a connection strands it
+                    # until minutes_between_retries).
+                    target.reflush.add(qid)
         if count:
             self._kick()
         return count
@@ -579,13 +585,19 @@ class Scheduler:
         if rcpts:
             when = min(r.next_attempt for r in rcpts)
             target = self.targets.get(key)
-            if untried and target is not None and not target.down:
-                # It failed only because the target was down, and it is back (a flush may
-                # have passed over it while this was being written): try again now.
+            flushed = target is not None and envelope.id in target.reflush
+            if target is not None and not target.down and (untried or flushed):
+                # It failed only because the target was down, and it is back, or a flush
+                # passed over it while its outcome was being written: try again now.
                 when = self.clock.seconds()
+            if flushed:
+                target.reflush.discard(envelope.id)
             self._schedule(envelope.id, key, when)
         else:
             self._by_target[key].discard(envelope.id)
+            target = self.targets.get(key)
+            if target is not None:
+                target.reflush.discard(envelope.id)
 
     def _wants_delay_warning(self, envelope: Envelope, now: float) -> bool:
         after = self.delivery.delay_warning
@@ -597,6 +609,9 @@ class Scheduler:
             key = target_key(rcpt)
             self._by_target[key].discard(envelope.id)
             self._due_at.pop((envelope.id, key), None)
+            target = self.targets.get(key)
+            if target is not None:
+                target.reflush.discard(envelope.id)
             if not self._by_target[key]:
                 del self._by_target[key]
 

@@ -484,3 +484,22 @@ def test_outcome_that_cannot_be_written_is_written_again_later(tmp_path):
     w.advance(61)
     assert spool_files(w.root, "env") == [] and w.scheduler.queue == {}
     assert len(w.deliver.connections_with_mail) == 1  # delivered once
+
+
+def test_a_flush_during_the_recording_of_an_outcome_is_not_lost(tmp_path):
+    """The target is flushed (a probe found it back) while a message's attempt is still in
+    flight; the attempt ends in a tempfail: the message is due at once, not in 15 minutes."""
+    w = World(tmp_path)
+    w.deliver.hold = True
+    env = w.queue()
+    w.clock.advance(1)
+    (d, jobs) = w.deliver.pending.pop()
+    assert w.scheduler.flush("example.com") == 0  # in flight: passed over ...
+    jobs[0].outcomes["u@example.com"] = Outcome("tempfail", 451, "4.3.0 busy")
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    assert env.recipients[0].attempts == 1
+    w.deliver.hold = False
+    w.deliver.reply = lambda rcpt: (250, "2.0.0 Ok")
+    w.advance(2)  # ... but remembered: retried now, not at minutes_between_retries
+    assert w.scheduler.queue == {}
+    assert env.recipients[0].attempts == 2
