@@ -231,7 +231,10 @@ class Session:
         closed_before = self.transport.disconnecting
         if closed_before:
             finals = self.final_lines()
-            assert any(ln[:4] in (b"221 ", b"421 ") for ln in finals), finals[-5:]
+            # Either said goodbye, or aborted a client that had stopped reading at its
+            # idle timeout (a reply would never reach it).
+            aborted = getattr(self.transport, "disconnected", False) and self.proto._output_paused
+            assert aborted or any(ln[:4] in (b"221 ", b"421 ") for ln in finals), finals[-5:]
         else:
             mark = len(self.final_lines())
             for packet in (b"\r\n.\r\n", b"\r\n", b"QUIT\r\n"):
@@ -474,6 +477,8 @@ def test_random_command_streams(events: list[tuple[str, Any]], ip: str, failures
 
 @SETTINGS
 @given(events=mutated_sessions(), ip=client_ip)
+# found by Hypothesis in CI: the client stops reading, then stays idle past the timeout
+@example(events=[("data", b"EHLO c\r\nNOOP\r\n"), ("pause", None), ("tick", 300)], ip="127.0.0.9")
 def test_mutated_valid_sessions(events: list[tuple[str, Any]], ip: str, failures: Any) -> None:
     run_session(events, ip, failures)
 
