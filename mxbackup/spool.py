@@ -367,7 +367,7 @@ class Spool:
         """Remove what ``_write`` left of a failed operation."""
         if op.kind == "commit":
             self._discard(op.qid)
-        else:
+        elif op.tmp:  # an update's new envelope (a removal wrote nothing)
             _unlink_quietly(op.tmp)
 
     def _rename(self, op: _Op) -> OSError | None:
@@ -384,10 +384,7 @@ class Spool:
                 _unlink_quietly(self.path("new", op.qid))
                 op.renamed = True
         except OSError as e:
-            if op.kind == "commit":
-                self._discard(op.qid)
-            else:
-                _unlink_quietly(op.tmp)
+            self._unwrite(op)
             op.renamed = False
             return e
         return None

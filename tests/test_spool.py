@@ -29,6 +29,16 @@ def commit(spool: Spool, data: bytes = b"hello\r\n") -> tuple[str, defer.Deferre
     return inc.id, spool.commit(inc, envelope(inc.id))
 
 
+def assert_commit_fails_leaving_nothing(spool: Spool, tmp_path, errno: int) -> None:
+    """The commit's Deferred fails with ``errno`` and no trace of the message is left."""
+    _, d = commit(spool)
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].value.errno == errno
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
+
+
 @pytest.fixture(params=SYNC_MODES)
 def spool(tmp_path, request):
     s = Spool(str(tmp_path / "spool"), sync_thread, sync=request.param)
@@ -98,12 +108,7 @@ def test_a_failed_sync_is_a_failed_commit(tmp_path, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(spool_module, "_fsync_dir", broken)
-    qid, d = commit(spool)
-    failures: list = []
-    d.addErrback(failures.append)
-    assert failures and failures[0].value.errno == 5
-    root = tmp_path / "spool"
-    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
+    assert_commit_fails_leaving_nothing(spool, tmp_path, errno=5)
 
 
 def test_group_commit_batches_concurrent_transactions(tmp_path):
@@ -168,12 +173,7 @@ def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("mxbackup.spool._write_new", boom)
-    qid, d = commit(spool)
-    failures: list = []
-    d.addErrback(failures.append)
-    assert failures and failures[0].value.errno == 28
-    root = tmp_path / "spool"
-    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
+    assert_commit_fails_leaving_nothing(spool, tmp_path, errno=28)
 
 
 def test_envelope_versions():
