@@ -240,12 +240,13 @@ class Spool:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
         _fsync_dir(self.root)
 
-    def free_space(self) -> int:
+    def free_space(self, fresh: bool = False) -> int:
         """Octets free for us on the spool's file system; measured at most every
         FREE_SPACE_TTL seconds (a statvfs per MAIL command is measurable at high rates), less
-        what was queued since."""
+        what was queued since.  ``fresh`` measures now: a caller about to refuse for lack of
+        space asks again, so acceptance resumes the moment space returns."""
         now = self._clock()
-        if not (0 <= now - self._free_at < FREE_SPACE_TTL):
+        if fresh or not (0 <= now - self._free_at < FREE_SPACE_TTL):
             st = os.statvfs(self.root)
             self._free, self._free_at = st.f_bavail * st.f_frsize, now
         return self._free

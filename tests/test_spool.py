@@ -207,3 +207,28 @@ def test_small_message_never_touches_the_disk_before_commit(spool, tmp_path):
     assert spool_files(tmp_path / "spool", "tmp") == []
     inc.abort()
     assert spool_files(tmp_path / "spool", "tmp") == []
+
+
+def test_free_space_is_cached_but_measured_afresh_on_demand(tmp_path, monkeypatch):
+    """Regression: acceptance must resume as soon as space returns, not FREE_SPACE_TTL later
+    (a refusal asks with fresh=True; the cached figure is only a fast path for yes)."""
+    now = [100.0]
+    s = Spool(str(tmp_path / "spool"), sync_thread, clock=lambda: now[0])
+    s.open()
+    avail = [10]
+
+    class St:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self) -> int:
+            return avail[0]
+
+    monkeypatch.setattr(spool_module.os, "statvfs", lambda path: St())
+    assert s.free_space() == 10 * 4096
+    avail[0] = 1000
+    assert s.free_space() == 10 * 4096  # cached within the TTL
+    assert s.free_space(fresh=True) == 1000 * 4096
+    avail[0] = 5
+    now[0] += spool_module.FREE_SPACE_TTL
+    assert s.free_space() == 5 * 4096  # the TTL ran out
