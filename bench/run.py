@@ -618,8 +618,12 @@ delivery:
             self.proc = None
         wait_port(self.port, False, 15)
 
+    def pids(self) -> list[int]:
+        """twistd and its spool process (same process group)."""
+        return group_members(self.proc.pid) if self.proc else []
+
     def cpu_seconds(self) -> float:
-        return cpu_of(self.proc.pid) if self.proc else 0.0
+        return sum(cpu_of(pid) for pid in self.pids())
 
     def queued(self) -> int:
         try:
@@ -634,8 +638,12 @@ delivery:
             return False
 
     def rss_kb(self) -> dict[str, int | None]:
-        pid = self.proc.pid if self.proc else 0
-        return {"VmRSS": status_kb(pid, "VmRSS"), "VmHWM": status_kb(pid, "VmHWM")}
+        """Summed over twistd and its spool process."""
+        out: dict[str, int | None] = {}
+        for key in ("VmRSS", "VmHWM"):
+            values = [status_kb(pid, key) for pid in self.pids()]
+            out[key] = sum(v for v in values if v is not None) if any(values) else None
+        return out
 
     def version(self) -> str:
         return _git_describe()
@@ -1495,7 +1503,7 @@ def default_notes(bench: Bench) -> list[str]:
         "starts a fresh server with an empty queue; the primary is down throughout. msg/s = "
         "N / smtp-source wall time. CPU = the server's utime+stime from /proc over the run, "
         "until the server is idle again (Postfix: every process of the instance, reaped "
-        "children included; mxbackup: the twistd process, all threads).",
+        "children included; mxbackup: twistd, all threads, and its spool process).",
         f"Latency: our asyncio client (bench/latency.py), {p['latency_concurrency']} connections,"
         f" {p['latency_messages']} messages of 5 KB in all, one transaction after the other per"
         " connection; timed from sending the final CRLF.CRLF to reading the 250.",

@@ -25,6 +25,7 @@ from .nexthop import NextHop
 from .scheduler import Scheduler
 from .smtp_in import SMTPFactory
 from .spool import Spool
+from .spoolproc import SpoolProcess
 from .stats import Stats
 
 log = Logger(namespace="mxbackup.service")
@@ -191,12 +192,11 @@ def _remember_own_address(listener: Any, nexthop: NextHop) -> None:
 def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
+    spool_process = SpoolProcess(reactor)
     try:
         spool = Spool(
             config.server.spool,
-            run_in_thread=lambda fn, *a: threads.deferToThreadPool(
-                reactor, reactor.getThreadPool(), fn, *a
-            ),
+            run_in_thread=spool_process,
             clock=reactor.seconds,
             sync=config.server.spool_sync,
         )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import errno
 import os
 import platform
@@ -61,6 +62,14 @@ def is_out_of_space(error: BaseException) -> bool:
 
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -165,21 +174,21 @@ class Incoming:
             self.error = e
         self._chunks = []
 
-    def _finish(self, durable: bool) -> None:
-        """Write what is in memory and close; fsync when ``durable`` (worker thread)."""
+    def seal(self) -> bytes | None:
+        """Stop writing (reactor thread, at commit): the message's bytes while it is in
+        memory, or None once a spilled file is flushed and closed (the round fsyncs it by
+        name).  Raises the write error kept since the message arrived."""
         if self.error is not None:
             raise self.error
         if self._file is None:
-            _write_new(self.path, b"".join(self._chunks), durable)
-            self._chunks = []
-            return
+            data, self._chunks = b"".join(self._chunks), []
+            return data
         f, self._file = self._file, None
         try:
             f.flush()
-            if durable:
-                os.fsync(f.fileno())
         finally:
             f.close()
+        return None
 
     def abort(self) -> None:
         self._chunks = []
@@ -192,18 +201,25 @@ class Incoming:
         _unlink_quietly(self.path)
 
 
-@dataclass
-class _Op:
-    """One change to the spool, done in the next round."""
+@dataclass(frozen=True)
+class RoundOp:
+    """What a round needs of one change: plain data, so a round can run in another process
+    (see ``spoolproc``)."""
 
-    kind: str  # "commit" | "update" | "remove"
+    kind: str
     qid: str
+    tmp: str = ""
+    data: bytes = b""
+    message: bytes | None = None
+
+
+@dataclass
+class _Pending:
+    """A change waiting for its round, and who waits for it."""
+
+    op: RoundOp
     done: defer.Deferred
     incoming: Incoming | None = None
-    envelope: Envelope | None = None
-    tmp: str = ""  # the envelope's file in tmp/ (commit, update)
-    data: bytes = b""  # the envelope as it was when the change was asked for
-    renamed: bool = False
 
 
 class Spool:
@@ -222,7 +238,7 @@ class Spool:
         self.sync = sync or SYNC_MODES[0]
         if self.sync not in SYNC_MODES:
             raise ValueError(f"spool sync must be one of {', '.join(SYNC_MODES)}")
-        self._pending: list[_Op] = []
+        self._pending: list[_Pending] = []
         self._committing = False
         self._free, self._free_at = 0, -FREE_SPACE_TTL
         self._serial = 0
@@ -260,11 +276,19 @@ class Spool:
         in the queue (file, envelope and directory entries on disk), or fails with the
         OSError that prevented it, having removed every trace of the message."""
         self._free -= incoming.size
-        return self._submit(_Op("commit", incoming.id, defer.Deferred(), incoming, envelope))
+        try:
+            message = incoming.seal()
+        except OSError as e:
+            incoming.abort()
+            return defer.fail(e)
+        op = RoundOp("commit", incoming.id, self.path("tmp", incoming.id + ".env"))
+        return self._submit(op, envelope, incoming, message)
 
     def update(self, envelope: Envelope) -> defer.Deferred:
         """Replace the envelope atomically and durably."""
-        return self._submit(_Op("update", envelope.id, defer.Deferred(), envelope=envelope))
+        self._serial += 1
+        tmp = self.path("tmp", f"{envelope.id}.env.{os.getpid()}.{self._serial}")
+        return self._submit(RoundOp("update", envelope.id, tmp), envelope)
 
     def remove(self, queue_id: str) -> defer.Deferred:
         """Remove a finished message: envelope and file, made durable with the round.  A crash
@@ -272,147 +296,49 @@ class Spool:
         without envelope, both of which ``recover`` removes as done; one that keeps both
         (the round was not on disk yet) delivers the message again: a duplicate, never a
         loss."""
-        return self._submit(_Op("remove", queue_id, defer.Deferred()))
+        return self._submit(RoundOp("remove", queue_id))
 
     # -- rounds ----------------------------------------------------------------------------
-    def _submit(self, op: _Op) -> defer.Deferred:
-        if op.kind != "remove":
-            self._serial += 1
-            suffix = ".env" if op.kind == "commit" else f".env.{os.getpid()}.{self._serial}"
-            op.tmp = self.path("tmp", op.qid + suffix)
+    def _submit(
+        self,
+        op: RoundOp,
+        envelope: Envelope | None = None,
+        incoming: Incoming | None = None,
+        message: bytes | None = None,
+    ) -> defer.Deferred:
+        if envelope is not None:
             # Serialised now, as it is at this moment: the caller may go on changing the
             # object while the round runs.
-            assert op.envelope is not None
-            op.data = op.envelope.to_json()
-        self._pending.append(op)
+            op = dataclasses.replace(op, data=envelope.to_json(), message=message)
+        pending = _Pending(op, defer.Deferred(), incoming)
+        self._pending.append(pending)
         if not self._committing:
             self._next_round()
-        return op.done
+        return pending.done
 
     def _next_round(self) -> None:
         if not self._pending:
             self._committing = False
             return
         self._committing = True
-        ops, self._pending = self._pending, []
-        d = self._run(self._round, ops)
+        pending, self._pending = self._pending, []
+        d = self._run(run_round, self.root, self.sync, [p.op for p in pending])
 
         def done(results: list[OSError | None]) -> None:
-            for op, error in zip(ops, results, strict=True):
+            for p, error in zip(pending, results, strict=True):
                 if error is None:
-                    op.done.callback(None)
+                    p.done.callback(None)
                 else:
-                    op.done.errback(error)
+                    p.done.errback(error)
 
         def failed(failure: Any) -> None:  # the worker itself failed: nothing is trusted
-            for op in ops:
-                if op.incoming is not None:
-                    op.incoming.abort()
-                op.done.errback(failure)
+            for p in pending:
+                if p.incoming is not None:
+                    p.incoming.abort()
+                p.done.errback(failure)
 
         d.addCallbacks(done, failed)
         d.addBoth(lambda _: self._next_round())
-
-    def _round(self, ops: list[_Op]) -> list[OSError | None]:
-        """Worker thread: the work of many operations, made durable once.
-
-        1. write: message files and envelopes into tmp/;
-        2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
-           commits), or one syncfs;
-        3. rename them into new/ and env/; unlink removed messages and their envelopes;
-        4. make the names durable: fsync new/ and env/, or one syncfs."""
-        durable = self.sync == "fsync"
-        results: list[OSError | None] = [None] * len(ops)
-        writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
-        if durable and len(writes) > 1:
-            errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
-        else:
-            errors = [self._write(ops[i], durable) for i in writes]
-        for i, error in zip(writes, errors, strict=True):
-            results[i] = error
-        if not durable and any(e is None for e in errors):
-            # syncfs: the files' data must be on disk before any name points to it, or a
-            # crash could leave a truncated message under a live name.
-            try:
-                self._sync()
-            except OSError as e:
-                for i in writes:
-                    if results[i] is None:
-                        results[i] = e
-                        self._unwrite(ops[i])
-        for i, op in enumerate(ops):
-            if results[i] is None:
-                results[i] = self._rename(op)
-        if any(op.renamed for op in ops):
-            try:
-                self._sync()
-            except OSError as e:
-                for i, op in enumerate(ops):
-                    if op.renamed:
-                        results[i] = e
-                        if op.kind == "commit":
-                            self._discard(op.qid)
-        return results
-
-    def _write(self, op: _Op, durable: bool) -> OSError | None:
-        try:
-            if op.incoming is not None:
-                op.incoming._finish(durable)
-            _write_new(op.tmp, op.data, durable)
-        except OSError as e:
-            self._unwrite(op)
-            return e
-        return None
-
-    def _unwrite(self, op: _Op) -> None:
-        """Remove what ``_write`` left of a failed operation."""
-        if op.kind == "commit":
-            self._discard(op.qid)
-        elif op.tmp:  # an update's new envelope (a removal wrote nothing)
-            _unlink_quietly(op.tmp)
-
-    def _rename(self, op: _Op) -> OSError | None:
-        try:
-            if op.kind == "commit":
-                os.rename(self.path("tmp", op.qid), self.path("new", op.qid))
-                op.renamed = True
-                os.rename(op.tmp, self.path("env", op.qid))
-            elif op.kind == "update":
-                os.rename(op.tmp, self.path("env", op.qid))
-                op.renamed = True
-            else:
-                _unlink_quietly(self.path("env", op.qid))
-                _unlink_quietly(self.path("new", op.qid))
-                op.renamed = True
-        except OSError as e:
-            self._unwrite(op)
-            op.renamed = False
-            return e
-        return None
-
-    def _sync(self) -> None:
-        if self.sync == "syncfs":
-            assert SYNCFS is not None
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                SYNCFS(fd)
-            finally:
-                os.close(fd)
-        else:
-            _fsync_dir(self.path("new"))
-            _fsync_dir(self.path("env"))
-
-    def _discard(self, qid: str) -> None:
-        for path in (
-            self.path("env", qid),
-            self.path("tmp", qid + ".env"),
-            self.path("new", qid),
-            self.path("tmp", qid),
-        ):
-            try:
-                _unlink_quietly(path)
-            except OSError:
-                log.error("spool: could not remove {path}", path=path)
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[Envelope]:
@@ -445,3 +371,125 @@ class Spool:
         for sub in ("tmp", "new", "env", "corrupt"):
             _fsync_dir(self.path(sub))
         return live
+
+
+def run_round(root: str, sync: str, ops: list[RoundOp]) -> list[OSError | None]:
+    """A worker thread or the spool process (``spoolproc``): the work of many operations,
+    made durable once; an OSError or None for each.
+
+    1. write: message files and envelopes into tmp/;
+    2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
+       commits), or one syncfs;
+    3. rename them into new/ and env/; unlink removed messages and their envelopes;
+    4. make the names durable: fsync new/ and env/, or one syncfs."""
+    return _Round(root, sync).run(ops)
+
+
+class _Round:
+    def __init__(self, root: str, sync: str) -> None:
+        self.root = root
+        self.sync = sync
+
+    def path(self, sub: str, name: str) -> str:
+        return os.path.join(self.root, sub, name)
+
+    def run(self, ops: list[RoundOp]) -> list[OSError | None]:
+        durable = self.sync == "fsync"
+        results: list[OSError | None] = [None] * len(ops)
+        renamed = [False] * len(ops)
+        writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
+        if durable and len(writes) > 1:
+            errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
+        else:
+            errors = [self._write(ops[i], durable) for i in writes]
+        for i, error in zip(writes, errors, strict=True):
+            results[i] = error
+        if not durable and any(e is None for e in errors):
+            # syncfs: the files' data must be on disk before any name points to it, or a
+            # crash could leave a truncated message under a live name.
+            try:
+                self._sync()
+            except OSError as e:
+                for i in writes:
+                    if results[i] is None:
+                        results[i] = e
+                        self._unwrite(ops[i])
+        for i, op in enumerate(ops):
+            if results[i] is None:
+                results[i], renamed[i] = self._rename(op)
+        if any(renamed):
+            try:
+                self._sync()
+            except OSError as e:
+                for i, op in enumerate(ops):
+                    if renamed[i]:
+                        results[i] = e
+                        if op.kind == "commit":
+                            self._discard(op.qid)
+        return results
+
+    def _write(self, op: RoundOp, durable: bool) -> OSError | None:
+        try:
+            if op.kind == "commit":
+                message = self.path("tmp", op.qid)
+                if op.message is not None:
+                    _write_new(message, op.message, durable)
+                elif durable:  # spilled: written and closed while it arrived
+                    _fsync_path(message)
+            _write_new(op.tmp, op.data, durable)
+        except OSError as e:
+            self._unwrite(op)
+            return e
+        return None
+
+    def _unwrite(self, op: RoundOp) -> None:
+        """Remove what ``_write`` left of a failed operation."""
+        if op.kind == "commit":
+            self._discard(op.qid)
+        elif op.tmp:  # an update's new envelope (a removal wrote nothing)
+            _unlink_quietly(op.tmp)
+
+    def _rename(self, op: RoundOp) -> tuple[OSError | None, bool]:
+        """Put ``op`` in place; the error, and whether a name changed that the next sync
+        must make durable."""
+        renamed = False
+        try:
+            if op.kind == "commit":
+                os.rename(self.path("tmp", op.qid), self.path("new", op.qid))
+                renamed = True
+                os.rename(op.tmp, self.path("env", op.qid))
+            elif op.kind == "update":
+                os.rename(op.tmp, self.path("env", op.qid))
+                renamed = True
+            else:
+                _unlink_quietly(self.path("env", op.qid))
+                _unlink_quietly(self.path("new", op.qid))
+                renamed = True
+        except OSError as e:
+            self._unwrite(op)
+            return e, False
+        return None, renamed
+
+    def _sync(self) -> None:
+        if self.sync == "syncfs":
+            assert SYNCFS is not None
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                SYNCFS(fd)
+            finally:
+                os.close(fd)
+        else:
+            _fsync_dir(self.path("new", ""))
+            _fsync_dir(self.path("env", ""))
+
+    def _discard(self, qid: str) -> None:
+        for path in (
+            self.path("env", qid),
+            self.path("tmp", qid + ".env"),
+            self.path("new", qid),
+            self.path("tmp", qid),
+        ):
+            try:
+                _unlink_quietly(path)
+            except OSError:
+                log.error("spool: could not remove {path}", path=path)

@@ -116,7 +116,7 @@ def test_group_commit_batches_concurrent_transactions(tmp_path):
     waiting: list[tuple[defer.Deferred, object, tuple]] = []
 
     def manual(fn, *args):
-        rounds.append(len(args[0]))
+        rounds.append(len(args[-1]))  # the operations of the round
         d: defer.Deferred = defer.Deferred()
         waiting.append((d, fn, args))
         return d

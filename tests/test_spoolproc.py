@@ -1,0 +1,170 @@
+"""The spool process: rounds run in a child with a GIL of its own; its failure is a 4xx,
+never a loss; it dies with the server."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, error, reactor
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from helpers import Twistd, base_config, spool_files, write_config
+from mxbackup import spoolproc
+from mxbackup.envelope import Envelope, Recipient
+from mxbackup.spool import RoundOp, Spool, run_round
+from mxbackup.spoolproc import SpoolProcess, SpoolProcessError
+
+
+def frame(obj: Any) -> bytes:
+    payload = pickle.dumps(obj)
+    return spoolproc._HEADER.pack(len(payload)) + payload
+
+
+def replies(data: bytes) -> list[Any]:
+    out = []
+    while data:
+        (size,) = spoolproc._HEADER.unpack_from(data)
+        out.append(pickle.loads(data[4 : 4 + size]))
+        data = data[4 + size :]
+    return out
+
+
+def envelope(qid: str) -> Envelope:
+    return Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[Recipient("u@example.com", "example.com")],
+        received_at=1.0,
+        size=7,
+    )
+
+
+def test_serve_runs_rounds_in_order_and_refuses_anything_else(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool"), lambda fn, *a: defer.succeed(None))
+    spool.open()
+    root, tmp = spool.root, spool.path("tmp", "Q1.env")
+    commit = RoundOp("commit", "Q1", tmp, envelope("Q1").to_json(), b"hello\r\n")
+    stdin = io.BytesIO(
+        frame((run_round, (root, "fsync", [commit])))
+        + frame((os.unlink, (str(tmp_path / "x"),)))
+        + frame((run_round, (root, "fsync", [RoundOp("remove", "Q1")])))
+    )
+    stdout = io.BytesIO()
+    spoolproc.serve(stdin, stdout)  # returns at end of input
+    first, refused, removed = replies(stdout.getvalue())
+    assert first == ("ok", [None])
+    assert refused[0] == "error" and "not a spool round" in refused[1]
+    assert removed == ("ok", [None])
+    assert spool_files(tmp_path / "spool", "new") == spool_files(tmp_path / "spool", "env") == []
+
+
+def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
+    """A failed write (here: the spool does not exist) is an OSError with its errno in the
+    parent, so the SMTP side can tell 452 (disk full) from 451."""
+    commit = RoundOp("commit", "Q1", str(tmp_path / "no" / "tmp" / "Q1.env"), b"{}", b"x")
+    stdout = io.BytesIO()
+    spoolproc.serve(
+        io.BytesIO(frame((run_round, (str(tmp_path / "no"), "fsync", [commit])))), stdout
+    )
+    ((status, (err,)),) = replies(stdout.getvalue())
+    assert status == "ok" and isinstance(err, OSError) and err.errno == 2
+
+
+def test_a_dead_spool_process_fails_every_waiting_round() -> None:
+    """Its outcome is unknown, so the commits fail (the SMTP side answers 451, nothing was
+    acknowledged) and the next call starts a new process."""
+    proc = SpoolProcess(reactor)
+    waiting = [defer.Deferred(), defer.Deferred()]
+    proc._waiting.extend(waiting)
+    proc._transport = object()
+    proc.processEnded(Failure(error.ProcessTerminated(signal=9)))
+    assert proc._transport is None
+    for d in waiting:
+        failure = []
+        d.addErrback(failure.append)
+        assert failure and failure[0].check(SpoolProcessError)
+        assert isinstance(failure[0].value, OSError)
+
+
+class RealProcessTests(TestCase):
+    """A real child on the real reactor."""
+
+    def setUp(self) -> None:
+        self.proc = SpoolProcess(reactor)
+
+    def tearDown(self) -> Any:
+        return self.proc.stop()
+
+    def commit(self, spool: Spool, data: bytes) -> tuple[str, defer.Deferred]:
+        inc = spool.incoming()
+        inc.write(data)
+        return inc.id, spool.commit(inc, envelope(inc.id))
+
+    @defer.inlineCallbacks
+    def test_commit_through_the_process_and_again_after_it_was_killed(self) -> Any:
+        root = Path(self.mktemp()) / "spool"
+        spool = Spool(str(root), self.proc)
+        spool.recover()
+        qid, d = self.commit(spool, b"one\r\n")
+        yield d
+        assert (root / "new" / qid).read_bytes() == b"one\r\n"
+        assert spool_files(root, "env") == [qid]
+        ended = self.proc._ended
+        os.kill(self.proc._transport.pid, signal.SIGKILL)
+        yield ended
+        qid2, d2 = self.commit(spool, b"two\r\n")  # a new child takes over
+        yield d2
+        assert (root / "new" / qid2).read_bytes() == b"two\r\n"
+
+    @defer.inlineCallbacks
+    def test_a_spilled_message_is_committed_whole(self) -> Any:
+        root = Path(self.mktemp()) / "spool"
+        spool = Spool(str(root), self.proc, sync="fsync")
+        spool.recover()
+        body = b"x" * 998 + b"\r\n"
+        qid, d = self.commit(spool, body * 400)  # 400 KB: beyond what stays in memory
+        yield d
+        assert (root / "new" / qid).read_bytes() == body * 400
+        assert spool_files(root, "tmp") == []
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
+    """kill -9 of twistd takes the spool process with it (PR_SET_PDEATHSIG): no orphan can
+    rename files into a spool that a restarted server has already recovered."""
+    config = write_config(tmp_path, base_config(tmp_path))
+    server = Twistd(config, tmp_path / "twistd.log").start()
+    with server.smtp() as c:  # one message, so the spool process is surely running
+        c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+    assert server.proc is not None
+    (child,) = children_of(server.proc.pid)
+    assert b"mxbackup.spoolproc" in Path(f"/proc/{child}/cmdline").read_bytes()
+    server.kill9()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for the kernel to reap it, not waiting for time to pass
+        try:
+            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                break  # dead, a zombie until init reaps it
+        except FileNotFoundError:
+            break
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
