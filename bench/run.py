@@ -24,6 +24,7 @@ import platform
 import shutil
 import signal
 import socket
+import stat
 import statistics
 import subprocess
 import sys
@@ -290,6 +291,24 @@ def _text(b: Any) -> str:
     return b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
 
 
+def set_aside(path: Path, trash: Path, recreate: bool = True) -> None:
+    """Move a used queue directory out of the way and (``recreate``) put an empty one, same
+    owner and mode, in its place; the trash is deleted with the work directory at the end.
+
+    Why not delete: ext4 does not reuse an inode for 30 s after it was freed and scans past
+    every such inode at each file creation (``recently_deleted`` in ``find_inode_bit``,
+    seen with perf: 80 % of the spool's CPU).  A cell started right after deleting the last
+    cell's thousands of queue files ran 2-3 times slower, for Postfix and mxbackup alike."""
+    st = path.stat()
+    trash.mkdir(parents=True, exist_ok=True)
+    path.rename(trash / f"{path.name}-{time.monotonic_ns()}")
+    if not recreate:
+        return
+    path.mkdir(mode=stat.S_IMODE(st.st_mode))
+    os.chown(path, st.st_uid, st.st_gid)
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -433,9 +452,12 @@ class PostfixMX:
         return self.procs.run([str(SBIN / "postfix"), "-c", str(self.etc), *args], timeout)
 
     def clear_queue(self) -> None:
-        if self.queued() == 0 and not count_files(self.queue / "defer"):
-            return
-        self.procs.run([str(SBIN / "postsuper"), "-c", str(self.etc), "-d", "ALL"], 120)
+        """Postfix is stopped: every queue directory with mail in it is set aside (not
+        deleted, see ``set_aside``)."""
+        for name in ("maildrop", "incoming", "active", "deferred", "defer", "hold", "bounce"):
+            sub = self.queue / name
+            if sub.is_dir() and count_files(sub):
+                set_aside(sub, self.dir.parent / "trash")
 
     def start(self, fresh: bool = True) -> dict[str, float]:
         if fresh:
@@ -568,7 +590,7 @@ delivery:
 
     def start(self, fresh: bool = True, timeout: float = 300) -> dict[str, float]:
         if fresh and self.spool.exists():
-            shutil.rmtree(self.spool)
+            set_aside(self.spool, self.dir.parent / "trash", recreate=False)
         log = open(self.log_path, "ab")  # noqa: SIM115
         offset = log.tell()
         t0 = time.monotonic()

@@ -15,8 +15,9 @@ directory entries.  Only then does the Deferred fire, and only then does the SMT
 
 Every change to the spool (commits, envelope updates, removals) goes through *rounds*: what
 arrives while a round is on the disk waits for the next one, and a round does the work of all
-its operations with one durability step (group commit), in a worker thread, so the reactor
-never waits on the disk.  The step is either ``fsync`` (each file, then each directory: the
+its operations with one durability step (group commit), away from the reactor, which never
+waits on the disk: ``run_round`` runs in the spool process (``spoolproc``; in tests, wherever
+the injected runner puts it).  The step is either ``fsync`` (each file, then each directory: the
 classic discipline) or ``syncfs`` (one ``syncfs(2)`` for the spool's file system, which writes
 back and commits everything dirty on it: the same guarantee for all the round's files at the
 cost of one journal commit; the default on Linux).
@@ -141,8 +142,8 @@ SPILL = 256 * 1024  # a message larger than this is written to tmp/ while it arr
 class Incoming:
     """A message being received.  Up to ``SPILL`` octets stay in memory, so the reactor never
     waits on the file system; larger messages spill to ``tmp/`` as they arrive (writes to the
-    page cache).  Creation, the rest of the writing and the fsync happen in ``Spool.commit``'s
-    worker thread.  A write error is kept and reported at commit."""
+    page cache).  Creation, the rest of the writing and the fsync happen in the commit's
+    round.  A write error is kept and reported at commit."""
 
     def __init__(self, spool: Spool, queue_id: str) -> None:
         self.id = queue_id

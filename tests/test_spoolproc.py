@@ -152,12 +152,14 @@ def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
     rename files into a spool that a restarted server has already recovered."""
     config = write_config(tmp_path, base_config(tmp_path))
     server = Twistd(config, tmp_path / "twistd.log").start()
-    with server.smtp() as c:  # one message, so the spool process is surely running
-        c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
-    assert server.proc is not None
-    (child,) = children_of(server.proc.pid)
-    assert b"mxbackup.spoolproc" in Path(f"/proc/{child}/cmdline").read_bytes()
-    server.kill9()
+    try:
+        with server.smtp() as c:  # one message, so the spool process is surely running
+            c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+        assert server.proc is not None
+        (child,) = children_of(server.proc.pid)
+        assert b"mxbackup.spoolproc" in Path(f"/proc/{child}/cmdline").read_bytes()
+    finally:
+        server.kill9()
     deadline = time.monotonic() + 10
     while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
         time.sleep(0.02)  # polling for the kernel to reap it, not waiting for time to pass
@@ -168,3 +170,24 @@ def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
             break
     stat = Path(f"/proc/{child}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
+
+
+def test_a_killed_spool_process_is_replaced(tmp_path: Path) -> None:
+    """The spool process killed on its own: the server goes on, the next message is queued
+    through a new one (and nothing queued before is lost)."""
+    config = write_config(tmp_path, base_config(tmp_path))
+    server = Twistd(config, tmp_path / "twistd.log").start()
+    try:
+        msg = b"Subject: x\r\n\r\nbody\r\n"
+        with server.smtp() as c:
+            c.sendmail("s@sender.test", ["u@example.com"], msg)
+        assert server.proc is not None
+        (child,) = children_of(server.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        with server.smtp() as c:
+            c.sendmail("s@sender.test", ["u@example.com"], msg)
+        assert len(spool_files(tmp_path / "spool", "new")) == 2
+        (new_child,) = children_of(server.proc.pid)
+        assert new_child != child
+    finally:
+        server.stop()
