@@ -6,6 +6,7 @@ thread pool into the stages.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import bcrypt
@@ -65,6 +66,11 @@ class MXBackupService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # Everything that exists now (modules, classes, the recovered queue) lives as long as
+        # the server: keep it out of the cyclic GC's full collections, whose pause grows with
+        # everything tracked (measured: a 38 ms pause, the p99 of time-to-250 at c=50, mostly
+        # Twisted's own objects).  Frozen objects are still freed by reference counting.
+        gc.freeze()
         self.scheduler.start()
         self._install_sighup()
 
