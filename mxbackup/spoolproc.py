@@ -165,8 +165,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the round
             reply = ("error", f"{type(e).__name__}: {e}")
         payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_HEADER.pack(len(payload)) + payload)
-        stdout.flush()
+        try:
+            stdout.write(_HEADER.pack(len(payload)) + payload)
+            stdout.flush()
+        except BrokenPipeError:
+            return  # the server is gone (it stopped while this round ran): nobody waits
 
 
 def main(argv: list[str]) -> None:
@@ -174,6 +177,7 @@ def main(argv: list[str]) -> None:
         signal.signal(signum, signal.SIG_IGN)
     _die_with_parent(int(argv[1]))
     serve(sys.stdin.buffer, sys.stdout.buffer)
+    os._exit(0)  # no flush of sys.stdout at exit: its reader may be gone
 
 
 if __name__ == "__main__":

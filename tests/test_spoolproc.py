@@ -65,6 +65,18 @@ def test_serve_runs_rounds_in_order_and_refuses_anything_else(tmp_path: Path) ->
     assert spool_files(tmp_path / "spool", "new") == spool_files(tmp_path / "spool", "env") == []
 
 
+def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path) -> None:
+    """Regression: a round that ends after the server stopped met a closed pipe; that is a
+    quiet end, not a traceback in the server's log."""
+
+    class Gone(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    request = frame((run_round, (str(tmp_path), "fsync", [RoundOp("remove", "Q1")])))
+    spoolproc.serve(io.BytesIO(request * 2), Gone())  # returns, raises nothing
+
+
 def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
     """A failed write (here: the spool does not exist) is an OSError with its errno in the
     parent, so the SMTP side can tell 452 (disk full) from 451."""
