@@ -199,6 +199,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
     spool_process = SpoolProcess(reactor)
+    reactor.callWhenRunning(spool_process.start)
     try:
         spool = Spool(
             config.server.spool,
