@@ -1,4 +1,7 @@
-"""The maildir-backed queue: the only module that fsyncs or renames spool paths.
+"""The maildir-backed queue: what is in it, and how each change becomes durable.
+
+The writing, fsyncs and renames of a change happen in ``rounds`` (in the spool process);
+this module gathers the changes, recovers after a crash and answers for free space.
 
 Layout under the spool root::
 
@@ -31,16 +34,11 @@ removes as already done.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import errno
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,92 +46,17 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .envelope import Envelope, EnvelopeError, new_queue_id
+from .rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, unlink_quietly
 
 log = Logger()
 
 RunInThread = Callable[..., defer.Deferred]
-_STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 FREE_SPACE_TTL = 0.2  # seconds between two statvfs of the spool
 SUBDIRS = ("tmp", "new", "cur", "env", "corrupt")
 
 
 def is_out_of_space(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: str, data: bytes, durable: bool) -> None:
-    """Create ``path`` with ``data``; fsync it when ``durable`` (else a later sync covers it).
-    A partial file is removed."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        _unlink_quietly(path)
-        raise
-    os.close(fd)
-
-
-def _kernel_reports_syncfs_errors() -> bool:
-    """Linux reports write-back errors through syncfs(2) since 5.8; before, a failed write
-    could go unnoticed, so syncfs is not offered there."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        major, minor = (int(x) for x in platform.release().split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (5, 8)
-
-
-def _load_syncfs() -> Callable[[int], None] | None:
-    """``syncfs(2)`` from the C library, or None where there is none or it cannot be trusted
-    to report errors."""
-    if not _kernel_reports_syncfs_errors():
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-
-    def syncfs(fd: int) -> None:
-        if call(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs: {os.strerror(err)}")
-
-    return syncfs
-
-
-SYNCFS = _load_syncfs()
-SYNC_MODES = ("syncfs", "fsync") if SYNCFS is not None else ("fsync",)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 SPILL = 256 * 1024  # a message larger than this is written to tmp/ while it arrives
@@ -199,19 +122,7 @@ class Incoming:
             except OSError:
                 pass
             self._file = None
-        _unlink_quietly(self.path)
-
-
-@dataclass(frozen=True)
-class RoundOp:
-    """What a round needs of one change: plain data, so a round can run in another process
-    (see ``spoolproc``)."""
-
-    kind: str
-    qid: str
-    tmp: str = ""
-    data: bytes = b""
-    message: bytes | None = None
+        unlink_quietly(self.path)
 
 
 @dataclass
@@ -255,7 +166,7 @@ class Spool:
         """Create the directory tree (synchronously, at start-up)."""
         for sub in SUBDIRS:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def free_space(self, fresh: bool = False) -> int:
         """Octets free for us on the spool's file system; measured at most every
@@ -347,15 +258,15 @@ class Spool:
         the envelope of every live message (sorted by queue id, i.e. by arrival)."""
         self.open()
         for name in os.listdir(self.path("tmp")):
-            _unlink_quietly(self.path("tmp", name))
+            unlink_quietly(self.path("tmp", name))
         messages = set(os.listdir(self.path("new")))
         envelopes = set(os.listdir(self.path("env")))
         for qid in sorted(envelopes - messages):
             log.warn("spool recover: removing envelope {id} without message", id=qid)
-            _unlink_quietly(self.path("env", qid))
+            unlink_quietly(self.path("env", qid))
         for qid in sorted(messages - envelopes):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
-            _unlink_quietly(self.path("new", qid))
+            unlink_quietly(self.path("new", qid))
         live: list[Envelope] = []
         for qid in sorted(messages & envelopes):
             try:
@@ -370,127 +281,5 @@ class Spool:
                 continue
             live.append(env)
         for sub in ("tmp", "new", "env", "corrupt"):
-            _fsync_dir(self.path(sub))
+            fsync_dir(self.path(sub))
         return live
-
-
-def run_round(root: str, sync: str, ops: list[RoundOp]) -> list[OSError | None]:
-    """A worker thread or the spool process (``spoolproc``): the work of many operations,
-    made durable once; an OSError or None for each.
-
-    1. write: message files and envelopes into tmp/;
-    2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
-       commits), or one syncfs;
-    3. rename them into new/ and env/; unlink removed messages and their envelopes;
-    4. make the names durable: fsync new/ and env/, or one syncfs."""
-    return _Round(root, sync).run(ops)
-
-
-class _Round:
-    def __init__(self, root: str, sync: str) -> None:
-        self.root = root
-        self.sync = sync
-
-    def path(self, sub: str, name: str) -> str:
-        return os.path.join(self.root, sub, name)
-
-    def run(self, ops: list[RoundOp]) -> list[OSError | None]:
-        durable = self.sync == "fsync"
-        results: list[OSError | None] = [None] * len(ops)
-        renamed = [False] * len(ops)
-        writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
-        if durable and len(writes) > 1:
-            errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
-        else:
-            errors = [self._write(ops[i], durable) for i in writes]
-        for i, error in zip(writes, errors, strict=True):
-            results[i] = error
-        if not durable and any(e is None for e in errors):
-            # syncfs: the files' data must be on disk before any name points to it, or a
-            # crash could leave a truncated message under a live name.
-            try:
-                self._sync()
-            except OSError as e:
-                for i in writes:
-                    if results[i] is None:
-                        results[i] = e
-                        self._unwrite(ops[i])
-        for i, op in enumerate(ops):
-            if results[i] is None:
-                results[i], renamed[i] = self._rename(op)
-        if any(renamed):
-            try:
-                self._sync()
-            except OSError as e:
-                for i, op in enumerate(ops):
-                    if renamed[i]:
-                        results[i] = e
-                        if op.kind == "commit":
-                            self._discard(op.qid)
-        return results
-
-    def _write(self, op: RoundOp, durable: bool) -> OSError | None:
-        try:
-            if op.kind == "commit":
-                message = self.path("tmp", op.qid)
-                if op.message is not None:
-                    _write_new(message, op.message, durable)
-                elif durable:  # spilled: written and closed while it arrived
-                    _fsync_path(message)
-            _write_new(op.tmp, op.data, durable)
-        except OSError as e:
-            self._unwrite(op)
-            return e
-        return None
-
-    def _unwrite(self, op: RoundOp) -> None:
-        """Remove what ``_write`` left of a failed operation."""
-        if op.kind == "commit":
-            self._discard(op.qid)
-        elif op.tmp:  # an update's new envelope (a removal wrote nothing)
-            _unlink_quietly(op.tmp)
-
-    def _rename(self, op: RoundOp) -> tuple[OSError | None, bool]:
-        """Put ``op`` in place; the error, and whether a name changed that the next sync
-        must make durable."""
-        renamed = False
-        try:
-            if op.kind == "commit":
-                os.rename(self.path("tmp", op.qid), self.path("new", op.qid))
-                renamed = True
-                os.rename(op.tmp, self.path("env", op.qid))
-            elif op.kind == "update":
-                os.rename(op.tmp, self.path("env", op.qid))
-                renamed = True
-            else:
-                _unlink_quietly(self.path("env", op.qid))
-                _unlink_quietly(self.path("new", op.qid))
-                renamed = True
-        except OSError as e:
-            self._unwrite(op)
-            return e, False
-        return None, renamed
-
-    def _sync(self) -> None:
-        if self.sync == "syncfs":
-            assert SYNCFS is not None
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                SYNCFS(fd)
-            finally:
-                os.close(fd)
-        else:
-            _fsync_dir(self.path("new", ""))
-            _fsync_dir(self.path("env", ""))
-
-    def _discard(self, qid: str) -> None:
-        for path in (
-            self.path("env", qid),
-            self.path("tmp", qid + ".env"),
-            self.path("new", qid),
-            self.path("tmp", qid),
-        ):
-            try:
-                _unlink_quietly(path)
-            except OSError:
-                log.error("spool: could not remove {path}", path=path)

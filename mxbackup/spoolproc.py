@@ -1,4 +1,5 @@
-"""The spool process: the spool's rounds (``spool.run_round``) run in a child process.
+"""The spool process, seen from the server: the spool's rounds (``rounds.run_round``) run
+in a child process, the program in ``rounds``.
 
 Why a process and not a thread: a round makes a dozen system calls per message (open,
 write, close, rename, syncfs), and a worker thread must win the GIL back after each one from
@@ -6,11 +7,7 @@ the reactor thread, which is busy with SMTP.  Measured on the 2-core machine at 
 concurrent clients, a round that takes 0.6 ms alone took 4 ms in a thread (median of 1,100
 rounds); the 250 waits for it.  The child has a GIL of its own.
 
-The child is plain Python with no reactor: it reads requests on its stdin and answers on its
-stdout, one at a time, in order.  A frame is a 4-byte big-endian length and a pickle: the
-request ``(function, args)`` (only ``spool.run_round`` is accepted), the answer
-``("ok", result)`` or ``("error", text)``.  Both ends are this program, over a pipe only they
-hold.
+The child is plain Python with no reactor and no Twisted (see ``rounds`` for its protocol).
 
 Failure and shutdown: the child dies with the server (``PR_SET_PDEATHSIG``), so a crash of
 one is a crash of both, which the spool's commit protocol covers.  It ignores SIGINT, SIGHUP
@@ -24,20 +21,18 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
-import struct
 import sys
 from collections import deque
-from typing import Any, BinaryIO
+from typing import Any
 
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .rounds import FRAME
+
 log = Logger(namespace="mxbackup.spoolproc")
 
-_HEADER = struct.Struct(">I")
-_PR_SET_PDEATHSIG = 1
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -80,7 +75,7 @@ class SpoolProcess(protocol.ProcessProtocol):
         d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
         payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-        self._transport.writeSequence([_HEADER.pack(len(payload)), payload])
+        self._transport.writeSequence([FRAME.pack(len(payload)), payload])
         return d
 
     def _spawn(self) -> None:
@@ -93,7 +88,7 @@ class SpoolProcess(protocol.ProcessProtocol):
         self._transport = self._reactor.spawnProcess(
             self,
             sys.executable,
-            [sys.executable, "-m", "mxbackup.spoolproc", str(os.getpid())],
+            [sys.executable, "-m", "mxbackup.rounds", str(os.getpid())],
             env=env,
             childFDs={0: "w", 1: "r", 2: 2},
         )
@@ -102,12 +97,12 @@ class SpoolProcess(protocol.ProcessProtocol):
     # -- ProcessProtocol -------------------------------------------------------------------
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._buffer += data
-        while len(self._buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer)
-            if len(self._buffer) < _HEADER.size + size:
+        while len(self._buffer) >= FRAME.size:
+            (size,) = FRAME.unpack_from(self._buffer)
+            if len(self._buffer) < FRAME.size + size:
                 return
-            frame = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-            del self._buffer[: _HEADER.size + size]
+            frame = bytes(self._buffer[FRAME.size : FRAME.size + size])
+            del self._buffer[: FRAME.size + size]
             status, value = pickle.loads(frame)
             d = self._waiting.popleft()
             if status == "ok":
@@ -133,62 +128,3 @@ class SpoolProcess(protocol.ProcessProtocol):
         ended = self._ended
         self._transport.closeStdin()
         return ended
-
-
-# -- the child ----------------------------------------------------------------------------
-def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """Answer requests until stdin closes."""
-    from .spool import run_round
-
-    while True:
-        header = _read_exact(stdin, _HEADER.size)
-        if header is None:
-            return
-        body = _read_exact(stdin, _HEADER.unpack(header)[0])
-        if body is None:
-            return
-        fn, args = pickle.loads(body)
-        try:
-            if fn is not run_round:
-                raise ValueError(f"not a spool round: {fn!r}")
-            reply: tuple[str, Any] = ("ok", fn(*args))
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the round
-            reply = ("error", f"{type(e).__name__}: {e}")
-        payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            stdout.write(_HEADER.pack(len(payload)) + payload)
-            stdout.flush()
-        except BrokenPipeError:
-            return  # the server is gone (it stopped while this round ran): nobody waits
-
-
-def main(argv: list[str]) -> None:
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(int(argv[1]))
-    serve(sys.stdin.buffer, sys.stdout.buffer)
-    os._exit(0)  # no flush of sys.stdout at exit: its reader may be gone
-
-
-if __name__ == "__main__":
-    main(sys.argv)

@@ -8,6 +8,7 @@ import pytest
 from twisted.internet import defer
 
 from helpers import spool_files, sync_thread
+from mxbackup import rounds
 from mxbackup import spool as spool_module
 from mxbackup.envelope import Envelope, EnvelopeError, Recipient
 from mxbackup.spool import SYNC_MODES, Spool
@@ -86,7 +87,7 @@ def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch)
     spool = Spool(str(tmp_path / "spool"), sync_thread, sync="syncfs")
     spool.recover()
     seen: list[tuple[list[str], list[str]]] = []
-    real = spool_module.SYNCFS
+    real = rounds.SYNCFS
     root = tmp_path / "spool"
 
     def syncfs(fd):
@@ -94,7 +95,7 @@ def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch)
         seen.append((spool_files(root, "tmp"), spool_files(root, "new"), spool_files(root, "env")))
         return real(fd)
 
-    monkeypatch.setattr(spool_module, "SYNCFS", syncfs)
+    monkeypatch.setattr(rounds, "SYNCFS", syncfs)
     qid, d = commit(spool)
     assert d.called and d.result is None
     assert seen == [([qid, qid + ".env"], [], []), ([], [qid], [qid])]
@@ -107,7 +108,7 @@ def test_a_failed_sync_is_a_failed_commit(tmp_path, monkeypatch):
     def broken(path):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(spool_module, "_fsync_dir", broken)
+    monkeypatch.setattr(rounds, "fsync_dir", broken)
     assert_commit_fails_leaving_nothing(spool, tmp_path, errno=5)
 
 
@@ -172,7 +173,7 @@ def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
     def boom(*a):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("mxbackup.spool._write_new", boom)
+    monkeypatch.setattr(rounds, "_write_new", boom)
     assert_commit_fails_leaving_nothing(spool, tmp_path, errno=28)
 
 

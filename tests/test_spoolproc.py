@@ -16,21 +16,22 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from helpers import Twistd, base_config, spool_files, write_config
-from mxbackup import spoolproc
+from mxbackup import rounds
 from mxbackup.envelope import Envelope, Recipient
-from mxbackup.spool import RoundOp, Spool, run_round
+from mxbackup.rounds import RoundOp, run_round
+from mxbackup.spool import Spool
 from mxbackup.spoolproc import SpoolProcess, SpoolProcessError
 
 
 def frame(obj: Any) -> bytes:
     payload = pickle.dumps(obj)
-    return spoolproc._HEADER.pack(len(payload)) + payload
+    return rounds.FRAME.pack(len(payload)) + payload
 
 
 def replies(data: bytes) -> list[Any]:
     out = []
     while data:
-        (size,) = spoolproc._HEADER.unpack_from(data)
+        (size,) = rounds.FRAME.unpack_from(data)
         out.append(pickle.loads(data[4 : 4 + size]))
         data = data[4 + size :]
     return out
@@ -57,7 +58,7 @@ def test_serve_runs_rounds_in_order_and_refuses_anything_else(tmp_path: Path) ->
         + frame((run_round, (root, "fsync", [RoundOp("remove", "Q1")])))
     )
     stdout = io.BytesIO()
-    spoolproc.serve(stdin, stdout)  # returns at end of input
+    rounds.serve(stdin, stdout)  # returns at end of input
     first, refused, removed = replies(stdout.getvalue())
     assert first == ("ok", [None])
     assert refused[0] == "error" and "not a spool round" in refused[1]
@@ -74,7 +75,7 @@ def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
     request = frame((run_round, (str(tmp_path), "fsync", [RoundOp("remove", "Q1")])))
-    spoolproc.serve(io.BytesIO(request * 2), Gone())  # returns, raises nothing
+    rounds.serve(io.BytesIO(request * 2), Gone())  # returns, raises nothing
 
 
 def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
@@ -82,9 +83,7 @@ def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
     parent, so the SMTP side can tell 452 (disk full) from 451."""
     commit = RoundOp("commit", "Q1", str(tmp_path / "no" / "tmp" / "Q1.env"), b"{}", b"x")
     stdout = io.BytesIO()
-    spoolproc.serve(
-        io.BytesIO(frame((run_round, (str(tmp_path / "no"), "fsync", [commit])))), stdout
-    )
+    rounds.serve(io.BytesIO(frame((run_round, (str(tmp_path / "no"), "fsync", [commit])))), stdout)
     ((status, (err,)),) = replies(stdout.getvalue())
     assert status == "ok" and isinstance(err, OSError) and err.errno == 2
 
@@ -185,7 +184,7 @@ def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
             c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
         assert server.proc is not None
         (child,) = children_of(server.proc.pid)
-        assert b"mxbackup.spoolproc" in Path(f"/proc/{child}/cmdline").read_bytes()
+        assert b"mxbackup.rounds" in Path(f"/proc/{child}/cmdline").read_bytes()
     finally:
         server.kill9()
     deadline = time.monotonic() + 10
@@ -212,6 +211,10 @@ def test_a_killed_spool_process_is_replaced(tmp_path: Path) -> None:
         assert server.proc is not None
         (child,) = children_of(server.proc.pid)
         os.kill(child, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while "spool process ended" not in server.logtext():  # the server noticed
+            assert time.monotonic() < deadline, server.logtext()
+            time.sleep(0.02)  # polling for the server's log line, not waiting for time to pass
         with server.smtp() as c:
             c.sendmail("s@sender.test", ["u@example.com"], msg)
         assert len(spool_files(tmp_path / "spool", "new")) == 2
