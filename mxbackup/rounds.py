@@ -3,14 +3,14 @@
 A round is the work of many changes to the spool (``RoundOp``: plain data) made durable once
 (group commit); ``spool.Spool`` gathers them and says what each one's outcome means.  Rounds
 run in the *spool process*, a child of the server started by ``spoolproc`` that runs this
-module as its program (``python -m mxbackup.rounds PARENT_PID``), so nothing here imports
-Twisted: the child stays small (its memory counts) and starts fast.  In tests, rounds run in
-the caller's process.
+module's ``main`` as its program (``python -c "...mxbackup.rounds import main..." PID``), so
+nothing here imports Twisted: the child stays small (its memory counts) and starts fast.  In
+tests, rounds also run in the caller's process.
 
 The child reads requests on its stdin and answers on its stdout, one at a time, in order.  A
-frame is a 4-byte big-endian length and a pickle: the request ``(function, args)`` (only
-``run_round`` is accepted), the answer ``("ok", result)`` or ``("error", text)``.  Both ends
-are this program, over a pipe only they hold.  The child dies with its parent
+frame is a 4-byte big-endian length and a pickle: the request is the arguments of a
+``run_round``, the answer ``("ok", result)`` or ``("error", text)``.  Both ends are this
+program, over a pipe only they hold.  The child dies with its parent
 (``PR_SET_PDEATHSIG``), ignores SIGINT, SIGHUP and SIGTERM (signals to the whole process
 group), and otherwise ends when its stdin closes, after the round in hand.
 """
@@ -122,6 +122,14 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
+def undo(root: str, op: RoundOp) -> None:
+    """Remove what a round may have left of ``op`` when its outcome is unknown (the spool
+    process died or failed in the middle): a commit's files wherever they got to, an
+    update's new envelope in tmp/.  The client had no 250; a crash before this is covered by
+    recovery (the message is then kept: at worst a duplicate, never a loss)."""
+    _Round(root, "fsync")._unwrite(op)
+
+
 def run_round(root: str, sync: str, ops: list[RoundOp]) -> list[OSError | None]:
     """The spool process (or, in tests, wherever the runner puts it): the work of many operations,
     made durable once; an OSError or None for each.
@@ -183,7 +191,9 @@ class _Round:
                 message = self.path("tmp", op.qid)
                 if op.message is not None:
                     _write_new(message, op.message, durable)
-                elif durable:  # spilled: written and closed while it arrived
+                else:  # spilled: written and closed while it arrived; fsync'd by name in
+                    # both modes, so a write-back error an earlier syncfs already reported
+                    # (and consumed) cannot pass unseen
                     _fsync_path(message)
             _write_new(op.tmp, op.data, durable)
         except OSError as e:
@@ -264,11 +274,8 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         body = _read_exact(stdin, FRAME.unpack(header)[0])
         if body is None:
             return
-        fn, args = pickle.loads(body)
         try:
-            if fn is not run_round:
-                raise ValueError(f"not a spool round: {fn!r}")
-            reply: tuple[str, Any] = ("ok", fn(*args))
+            reply: tuple[str, Any] = ("ok", run_round(*pickle.loads(body)))
         except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the round
             reply = ("error", f"{type(e).__name__}: {e}")
         payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
@@ -282,7 +289,8 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 def _die_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            print("mxbackup spool: prctl(PR_SET_PDEATHSIG) failed", file=sys.stderr, flush=True)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -293,11 +301,3 @@ def main(argv: list[str]) -> None:
     _die_with_parent(int(argv[1]))
     serve(sys.stdin.buffer, sys.stdout.buffer)
     os._exit(0)  # no flush of sys.stdout at exit: its reader may be gone
-
-
-if __name__ == "__main__":
-    # Run as a program, this file is __main__: answer with the module's own run_round, the
-    # one the parent's pickles name.
-    from mxbackup.rounds import main as _main
-
-    _main(sys.argv)

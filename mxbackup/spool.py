@@ -46,7 +46,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from .envelope import Envelope, EnvelopeError, new_queue_id
-from .rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, unlink_quietly
+from .rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
 
 log = Logger()
 
@@ -234,7 +234,7 @@ class Spool:
             return
         self._committing = True
         pending, self._pending = self._pending, []
-        d = self._run(run_round, self.root, self.sync, [p.op for p in pending])
+        d = defer.maybeDeferred(self._run, run_round, self.root, self.sync, [p.op for p in pending])
 
         def done(results: list[OSError | None]) -> None:
             for p, error in zip(pending, results, strict=True):
@@ -243,10 +243,11 @@ class Spool:
                 else:
                     p.done.errback(error)
 
-        def failed(failure: Any) -> None:  # the worker itself failed: nothing is trusted
+        def failed(failure: Any) -> None:  # the round's outcome is unknown: undo it all
             for p in pending:
                 if p.incoming is not None:
                     p.incoming.abort()
+                undo(self.root, p.op)
                 p.done.errback(failure)
 
         d.addCallbacks(done, failed)

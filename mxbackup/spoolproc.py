@@ -29,10 +29,13 @@ from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .rounds import FRAME
+from .rounds import FRAME, run_round
 
 log = Logger(namespace="mxbackup.spoolproc")
 
+# The child's program: imports only ``rounds`` (run with -m, the module would be imported a
+# second time when the first request names its classes).
+_CHILD = "import sys; from mxbackup.rounds import main; main(sys.argv)"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -57,41 +60,44 @@ class SpoolProcess(protocol.ProcessProtocol):
     def start(self) -> None:
         """Start the child now, so the first round does not wait for Python to start (it
         did: 50 clients waited 110 ms for their first 250).  A failure is logged; the next
-        round tries again."""
-        if self._transport is None:
-            try:
-                self._spawn()
-            except OSError as e:
-                log.error("cannot start the spool process: {e}", e=str(e))
+        round tries again.  Only from the reactor thread: the parent-death signal is tied
+        to the thread that started the child."""
+        try:
+            self._ensure_running()
+        except OSError as e:
+            log.error("cannot start the spool process: {e}", e=str(e))
 
     def __call__(self, fn: Any, *args: Any) -> defer.Deferred:
-        if self._transport is None:
-            try:
-                self._spawn()
-            except OSError as e:
-                return defer.fail(
-                    SpoolProcessError(e.errno, f"cannot start the spool process: {e}")
-                )
-        d: defer.Deferred = defer.Deferred()
-        self._waiting.append(d)
-        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        """Run ``rounds.run_round(*args)`` in the child (the only call it serves)."""
+        if fn is not run_round:
+            return defer.fail(TypeError(f"the spool process only runs rounds, not {fn!r}"))
+        try:
+            self._ensure_running()
+            payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 - a round that cannot be sent fails, 4xx
+            return defer.fail(SpoolProcessError(getattr(e, "errno", 0) or 0, f"spool process: {e}"))
         self._transport.writeSequence([FRAME.pack(len(payload)), payload])
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)  # answers come in the order of the requests
         return d
 
-    def _spawn(self) -> None:
+    def _ensure_running(self) -> None:
+        if self._transport is not None:
+            return
         env = dict(os.environ)
+        # Where this package is, after whatever the server's environment says.
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p
+            p for p in (env.get("PYTHONPATH", ""), _PACKAGE_PARENT) if p
         )
         self._buffer.clear()
-        self._ended = defer.Deferred()
         self._transport = self._reactor.spawnProcess(
             self,
             sys.executable,
-            [sys.executable, "-m", "mxbackup.rounds", str(os.getpid())],
+            [sys.executable, "-c", _CHILD, str(os.getpid())],
             env=env,
             childFDs={0: "w", 1: "r", 2: 2},
         )
+        self._ended = defer.Deferred()
         log.info("spool process started (pid {pid})", pid=self._transport.pid)
 
     # -- ProcessProtocol -------------------------------------------------------------------
@@ -103,21 +109,43 @@ class SpoolProcess(protocol.ProcessProtocol):
                 return
             frame = bytes(self._buffer[FRAME.size : FRAME.size + size])
             del self._buffer[: FRAME.size + size]
-            status, value = pickle.loads(frame)
+            if not self._waiting:
+                self._broken("an answer nobody asked for")
+                return
             d = self._waiting.popleft()
+            try:
+                status, value = pickle.loads(frame)
+            except Exception as e:  # noqa: BLE001 - the round's outcome is unknown
+                d.errback(SpoolProcessError(0, f"spool process: unreadable answer: {e}"))
+                self._broken(f"unreadable answer: {e}")
+                return
             if status == "ok":
                 d.callback(value)
             else:
                 d.errback(SpoolProcessError(0, f"spool process: {value}"))
 
+    def childConnectionLost(self, childFD: int) -> None:
+        if childFD == 1 and self._transport is not None:
+            self._broken("its answers stopped")  # it cannot answer any more: end it
+
+    def _broken(self, why: str) -> None:
+        """The conversation with the child is lost: kill it, so processEnded fails
+        everything that waits (a 4xx for each client) and the next round starts anew."""
+        log.error("spool process: {why}; killing it", why=why)
+        self._buffer.clear()
+        try:
+            self._transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
     def processEnded(self, reason: Failure) -> None:
+        ended, self._ended = self._ended, None
         self._transport = None
         waiting, self._waiting = self._waiting, deque()
         if waiting or not reason.check(error.ProcessDone):
             log.error("spool process ended: {reason}", reason=reason.getErrorMessage())
         for d in waiting:
             d.errback(SpoolProcessError(0, f"spool process ended: {reason.getErrorMessage()}"))
-        ended, self._ended = self._ended, None
         if ended is not None:
             ended.callback(None)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,21 +49,21 @@ def envelope(qid: str) -> Envelope:
     )
 
 
-def test_serve_runs_rounds_in_order_and_refuses_anything_else(tmp_path: Path) -> None:
+def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "spool"), lambda fn, *a: defer.succeed(None))
     spool.open()
     root, tmp = spool.root, spool.path("tmp", "Q1.env")
     commit = RoundOp("commit", "Q1", tmp, envelope("Q1").to_json(), b"hello\r\n")
     stdin = io.BytesIO(
-        frame((run_round, (root, "fsync", [commit])))
-        + frame((os.unlink, (str(tmp_path / "x"),)))
-        + frame((run_round, (root, "fsync", [RoundOp("remove", "Q1")])))
+        frame((root, "fsync", [commit]))
+        + frame(("not", "a round"))
+        + frame((root, "fsync", [RoundOp("remove", "Q1")]))
     )
     stdout = io.BytesIO()
     rounds.serve(stdin, stdout)  # returns at end of input
     first, refused, removed = replies(stdout.getvalue())
     assert first == ("ok", [None])
-    assert refused[0] == "error" and "not a spool round" in refused[1]
+    assert refused[0] == "error" and "TypeError" in refused[1]
     assert removed == ("ok", [None])
     assert spool_files(tmp_path / "spool", "new") == spool_files(tmp_path / "spool", "env") == []
 
@@ -74,7 +76,7 @@ def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path) -> None:
         def write(self, data: Any) -> int:
             raise BrokenPipeError(32, "Broken pipe")
 
-    request = frame((run_round, (str(tmp_path), "fsync", [RoundOp("remove", "Q1")])))
+    request = frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
     rounds.serve(io.BytesIO(request * 2), Gone())  # returns, raises nothing
 
 
@@ -83,7 +85,7 @@ def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
     parent, so the SMTP side can tell 452 (disk full) from 451."""
     commit = RoundOp("commit", "Q1", str(tmp_path / "no" / "tmp" / "Q1.env"), b"{}", b"x")
     stdout = io.BytesIO()
-    rounds.serve(io.BytesIO(frame((run_round, (str(tmp_path / "no"), "fsync", [commit])))), stdout)
+    rounds.serve(io.BytesIO(frame((str(tmp_path / "no"), "fsync", [commit]))), stdout)
     ((status, (err,)),) = replies(stdout.getvalue())
     assert status == "ok" and isinstance(err, OSError) and err.errno == 2
 
@@ -104,11 +106,78 @@ def test_a_dead_spool_process_fails_every_waiting_round() -> None:
         assert isinstance(failure[0].value, OSError)
 
 
+class FakeChild:
+    pid = 4242
+
+    def __init__(self) -> None:
+        self.signals: list[str] = []
+        self.written: list[bytes] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.written.extend(data)
+
+
+def test_a_garbled_conversation_kills_the_child() -> None:
+    """Regression (review): an answer nobody asked for, an unreadable answer or a closed
+    answer pipe used to leave the child alive and every later round waiting for ever; now
+    the child is killed, so processEnded fails what waits (451) and the next round starts
+    a new one."""
+    proc = SpoolProcess(reactor)
+    proc._transport = child = FakeChild()
+    proc.childDataReceived(1, frame(("ok", [])))  # nobody asked
+    assert child.signals == ["KILL"]
+
+    waiting = proc(run_round, "/nonexistent", "fsync", [])
+    failures: list[Failure] = []
+    waiting.addErrback(failures.append)
+    garbage = b"not a pickle"
+    proc.childDataReceived(1, rounds.FRAME.pack(len(garbage)) + garbage)
+    assert failures and failures[0].check(SpoolProcessError)
+    assert child.signals == ["KILL", "KILL"]
+
+    proc.childConnectionLost(1)
+    assert child.signals == ["KILL", "KILL", "KILL"]
+
+
+def test_only_rounds_are_sent_to_the_spool_process() -> None:
+    proc = SpoolProcess(reactor)
+    proc._transport = FakeChild()
+    failures: list[Failure] = []
+    proc(os.unlink, "/etc/passwd").addErrback(failures.append)
+    assert failures and failures[0].check(TypeError)
+    assert proc._transport.written == []
+
+
+def test_a_round_with_an_unknown_outcome_is_undone(tmp_path: Path) -> None:
+    """Regression (review): when the spool process dies after renaming a commit into place,
+    the client gets 451; the files are removed, so the message is not delivered anyway
+    after the next restart (and nothing is left in tmp/)."""
+
+    def dies_after_the_round(fn: Any, *args: Any) -> defer.Deferred:
+        fn(*args)  # everything got done, but the answer never came
+        return defer.fail(SpoolProcessError(0, "spool process ended"))
+
+    spool = Spool(str(tmp_path / "spool"), dies_after_the_round, sync="fsync")
+    spool.recover()
+    inc = spool.incoming()
+    inc.write(b"hello\r\n")
+    failures: list[Failure] = []
+    spool.commit(inc, envelope(inc.id)).addErrback(failures.append)
+    assert failures and failures[0].check(SpoolProcessError)
+    for sub in ("new", "env", "tmp"):
+        assert spool_files(tmp_path / "spool", sub) == []
+
+
 class RealProcessTests(TestCase):
     """A real child on the real reactor."""
 
     def setUp(self) -> None:
         self.proc = SpoolProcess(reactor)
+        self.tmp = Path(tempfile.mkdtemp(prefix="mxbackup-spoolproc-"))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def tearDown(self) -> Any:
         return self.proc.stop()
@@ -120,7 +189,7 @@ class RealProcessTests(TestCase):
 
     @defer.inlineCallbacks
     def test_commit_through_the_process_and_again_after_it_was_killed(self) -> Any:
-        root = Path(self.mktemp()) / "spool"
+        root = self.tmp / "spool"
         spool = Spool(str(root), self.proc)
         spool.recover()
         qid, d = self.commit(spool, b"one\r\n")
@@ -143,7 +212,7 @@ class RealProcessTests(TestCase):
         pid = self.proc._transport.pid
         self.proc.start()  # idempotent
         assert self.proc._transport.pid == pid
-        root = Path(self.mktemp()) / "spool"
+        root = self.tmp / "spool"
         spool = Spool(str(root), self.proc)
         spool.recover()
         _, d = self.commit(spool, b"x\r\n")
@@ -152,7 +221,7 @@ class RealProcessTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_spilled_message_is_committed_whole(self) -> Any:
-        root = Path(self.mktemp()) / "spool"
+        root = self.tmp / "spool"
         spool = Spool(str(root), self.proc, sync="fsync")
         spool.recover()
         body = b"x" * 998 + b"\r\n"
