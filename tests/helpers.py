@@ -23,6 +23,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mxbackup import config as config_module
+from mxbackup.envelope import Envelope, Recipient
 from mxbackup.smtp_in import SMTPFactory
 from mxbackup.spool import Spool
 
@@ -153,6 +154,17 @@ def spool_files(spool: Path, sub: str) -> list[str]:
 
 
 # -- in-memory protocol harness -------------------------------------------------------------
+def one_recipient_envelope(qid: str, size: int = 5) -> Envelope:
+    """A queued message's envelope, as the spool tests need one."""
+    return Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[Recipient("u@example.com", "example.com")],
+        received_at=1.0,
+        size=size,
+    )
+
+
 def sync_thread(fn: Any, *args: Any) -> defer.Deferred:
     return defer.maybeDeferred(fn, *args)
 

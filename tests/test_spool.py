@@ -7,27 +7,17 @@ import os
 import pytest
 from twisted.internet import defer
 
-from helpers import spool_files, sync_thread
+from helpers import one_recipient_envelope, spool_files, sync_thread
 from mxbackup import rounds
 from mxbackup import spool as spool_module
-from mxbackup.envelope import Envelope, EnvelopeError, Recipient
+from mxbackup.envelope import Envelope, EnvelopeError
 from mxbackup.spool import SYNC_MODES, Spool
-
-
-def envelope(qid: str) -> Envelope:
-    return Envelope(
-        id=qid,
-        sender="s@sender.test",
-        recipients=[Recipient("u@example.com", "example.com")],
-        received_at=1.0,
-        size=5,
-    )
 
 
 def commit(spool: Spool, data: bytes = b"hello\r\n") -> tuple[str, defer.Deferred]:
     inc = spool.incoming()
     inc.write(data)
-    return inc.id, spool.commit(inc, envelope(inc.id))
+    return inc.id, spool.commit(inc, one_recipient_envelope(inc.id))
 
 
 def assert_commit_fails_leaving_nothing(spool: Spool, tmp_path, errno: int) -> None:
@@ -140,7 +130,8 @@ def test_recover_removes_what_a_crash_left_and_keeps_the_rest(spool, tmp_path):
     live, _ = commit(spool)
     (root / "tmp" / "HALF").write_bytes(b"half a message")
     (root / "tmp" / "HALF.env").write_bytes(b"{")
-    (root / "env" / "NOMSG").write_bytes(envelope("NOMSG").to_json())  # crash between renames
+    # a crash between the renames:
+    (root / "env" / "NOMSG").write_bytes(one_recipient_envelope("NOMSG").to_json())
     (root / "new" / "NOENV").write_bytes(b"finished, envelope already removed")
     envs = Spool(str(root), sync_thread).recover()
     assert [e.id for e in envs] == [live]
@@ -159,7 +150,7 @@ def test_recover_keeps_unreadable_envelopes_for_the_operator(spool, tmp_path):
 def test_update_and_remove(spool, tmp_path):
     root = tmp_path / "spool"
     qid, _ = commit(spool)
-    env = envelope(qid)
+    env = one_recipient_envelope(qid)
     env.recipients[0].state = "delivered"
     spool.update(env)
     (loaded,) = Spool(str(root), sync_thread).recover()
@@ -178,7 +169,7 @@ def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
 
 
 def test_envelope_versions():
-    env = envelope("X")
+    env = one_recipient_envelope("X")
     assert Envelope.from_json(env.to_json()) == env
     with pytest.raises(EnvelopeError):
         Envelope.from_json(b'{"version": 2, "id": "X"}')
@@ -196,7 +187,7 @@ def test_large_message_spills_to_tmp_and_commits_whole(spool, tmp_path):
     for _ in range(SPILL // len(chunk) + 3):
         inc.write(chunk)
     assert spool_files(tmp_path / "spool", "tmp") == [inc.id]  # spilled while arriving
-    d = spool.commit(inc, envelope(inc.id))
+    d = spool.commit(inc, one_recipient_envelope(inc.id))
     assert d.called and d.result is None
     data = (tmp_path / "spool" / "new" / inc.id).read_bytes()
     assert data == chunk * (SPILL // len(chunk) + 3)

@@ -17,9 +17,8 @@ from twisted.internet import defer, error, reactor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from helpers import Twistd, base_config, spool_files, write_config
+from helpers import Twistd, base_config, one_recipient_envelope, spool_files, write_config
 from mxbackup import rounds
-from mxbackup.envelope import Envelope, Recipient
 from mxbackup.rounds import RoundOp, run_round
 from mxbackup.spool import Spool
 from mxbackup.spoolproc import SpoolProcess, SpoolProcessError
@@ -39,21 +38,11 @@ def replies(data: bytes) -> list[Any]:
     return out
 
 
-def envelope(qid: str) -> Envelope:
-    return Envelope(
-        id=qid,
-        sender="s@sender.test",
-        recipients=[Recipient("u@example.com", "example.com")],
-        received_at=1.0,
-        size=7,
-    )
-
-
 def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) -> None:
     spool = Spool(str(tmp_path / "spool"), lambda fn, *a: defer.succeed(None))
     spool.open()
     root, tmp = spool.root, spool.path("tmp", "Q1.env")
-    commit = RoundOp("commit", "Q1", tmp, envelope("Q1").to_json(), b"hello\r\n")
+    commit = RoundOp("commit", "Q1", tmp, one_recipient_envelope("Q1", 7).to_json(), b"hello\r\n")
     stdin = io.BytesIO(
         frame((root, "fsync", [commit]))
         + frame(("not", "a round"))
@@ -165,7 +154,7 @@ def test_a_round_with_an_unknown_outcome_is_undone(tmp_path: Path) -> None:
     inc = spool.incoming()
     inc.write(b"hello\r\n")
     failures: list[Failure] = []
-    spool.commit(inc, envelope(inc.id)).addErrback(failures.append)
+    spool.commit(inc, one_recipient_envelope(inc.id, 7)).addErrback(failures.append)
     assert failures and failures[0].check(SpoolProcessError)
     for sub in ("new", "env", "tmp"):
         assert spool_files(tmp_path / "spool", sub) == []
@@ -185,7 +174,7 @@ class RealProcessTests(TestCase):
     def commit(self, spool: Spool, data: bytes) -> tuple[str, defer.Deferred]:
         inc = spool.incoming()
         inc.write(data)
-        return inc.id, spool.commit(inc, envelope(inc.id))
+        return inc.id, spool.commit(inc, one_recipient_envelope(inc.id, 7))
 
     @defer.inlineCallbacks
     def test_commit_through_the_process_and_again_after_it_was_killed(self) -> Any:
