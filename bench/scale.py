@@ -128,7 +128,7 @@ def tick_bench(config_path: str, count: int, reps: int, idle_ticks: int) -> dict
     clock = Clock()
     base = 1_000_000.0
     clock.advance(base)
-    spool = Spool("/nonexistent-bench-spool", run_in_thread=_never, clock=clock.seconds)
+    spool = Spool("/nonexistent-bench-spool", runner=_never, clock=clock.seconds)
     scheduler = Scheduler(
         config,
         spool,

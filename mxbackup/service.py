@@ -205,7 +205,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     try:
         spool = Spool(
             config.server.spool,
-            run_in_thread=spool_process,
+            runner=spool_process,
             clock=reactor.seconds,
             sync=config.server.spool_sync,
         )

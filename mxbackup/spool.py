@@ -50,7 +50,10 @@ from .rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quie
 
 log = Logger()
 
-RunInThread = Callable[..., defer.Deferred]
+# Runs ``fn(*args)`` (always ``rounds.run_round``) away from the reactor and fires with its
+# result: the spool process in the server (``spoolproc.SpoolProcess``), inline or a hand-
+# released Deferred in tests.
+RoundRunner = Callable[..., defer.Deferred]
 FREE_SPACE_TTL = 0.2  # seconds between two statvfs of the spool
 SUBDIRS = ("tmp", "new", "cur", "env", "corrupt")
 
@@ -138,14 +141,14 @@ class Spool:
     def __init__(
         self,
         root: str,
-        run_in_thread: RunInThread,
+        runner: RoundRunner,
         clock: Callable[[], float] = time.time,
         sync: str = "",
     ) -> None:
         """``sync``: "syncfs" or "fsync" (see the module's docstring); default: syncfs where
         the system has it."""
         self.root = os.path.abspath(root)
-        self._run = run_in_thread
+        self._run = runner
         self._clock = clock
         self.sync = sync or SYNC_MODES[0]
         if self.sync not in SYNC_MODES:

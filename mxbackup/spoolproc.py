@@ -44,7 +44,7 @@ class SpoolProcessError(OSError):
 
 
 class SpoolProcess(protocol.ProcessProtocol):
-    """A ``RunInThread`` for ``Spool`` that runs the call in the spool process.
+    """A ``RoundRunner`` for ``Spool``: each round runs in the spool process.
 
     It is not stopped with the service tree: the scheduler still records outcomes while the
     server shuts down, so the child lives as long as the server's process and ends with it

@@ -177,13 +177,13 @@ class Harness:
         tmp: Path,
         data: dict[str, Any] | None = None,
         client_ip: str = "127.0.0.9",
-        run_in_thread: Any = sync_thread,
+        runner: Any = sync_thread,
         check_password: Any = None,
         tls_context: Any = None,
     ) -> None:
         self.clock = Clock()
         self.config = config_module.parse(data or base_config(tmp), "test.yaml")
-        self.spool = Spool(self.config.server.spool, run_in_thread, clock=self.clock.seconds)
+        self.spool = Spool(self.config.server.spool, runner, clock=self.clock.seconds)
         self.spool.recover()
         self.woken: list[Any] = []
         self.factory = SMTPFactory(

@@ -110,7 +110,7 @@ class Session:
             return task.deferLater(self.clock, 0, lambda: user == USER and password == PASSWORD)
 
         self.h = Harness(
-            root, data, client_ip, run_in_thread=run_later, check_password=check_password,
+            root, data, client_ip, runner=run_later, check_password=check_password,
             tls_context=object(),
         )  # fmt: skip
         self.clock = self.h.clock

@@ -34,7 +34,7 @@ def h(tmp_path):
 
 
 class ManualThread:
-    """run_in_thread whose results the test releases by hand (to hold a commit open)."""
+    """A round runner whose results the test releases by hand (to hold a commit open)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[defer.Deferred, object, tuple]] = []
@@ -63,7 +63,7 @@ def test_commit_failure_is_temporary_and_leaves_nothing(tmp_path, err, expected)
         os.sync()
         return defer.fail(OSError(err, os.strerror(err)))
 
-    h = Harness(tmp_path, run_in_thread=failing)
+    h = Harness(tmp_path, runner=failing)
     c = h.connect()
     c.send(TXN)
     lines = c.send(MSG)
@@ -106,7 +106,7 @@ def test_batch_failure_inside_worker_is_4xx_and_cleans_up(tmp_path, monkeypatch)
 # -- pitfall 2: pipelining keeps order; "." + QUIT keeps its 250 -----------------------------
 def test_pipelined_replies_in_order_and_quit_after_commit(tmp_path):
     manual = ManualThread()
-    h = Harness(tmp_path, run_in_thread=manual)
+    h = Harness(tmp_path, runner=manual)
     c = h.connect()
     c.read()
     lines = c.send(TXN + MSG + b"QUIT\r\n")
@@ -131,7 +131,7 @@ def test_two_pipelined_transactions_in_one_packet(h, tmp_path):
 
 def test_reading_pauses_while_a_commit_is_pending(tmp_path):
     manual = ManualThread()
-    h = Harness(tmp_path, run_in_thread=manual)
+    h = Harness(tmp_path, runner=manual)
     c = h.connect()
     c.send(TXN + MSG)
     # A quiet client costs no pause/resume while its commit is pending ...
