@@ -533,9 +533,7 @@ class SMTPServer(smtp.ESMTP):
         """The sender is accepted when the spool has room for the declared size."""
         needed = self.policy.server.min_free_space + int((params or {}).get("SIZE") or 0)
         try:
-            free = self.factory.spool.free_space()
-            if free < needed:  # the cached figure says no: measure again before refusing
-                free = self.factory.spool.free_space(fresh=True)
+            free = self.factory.spool.free_space(at_least=needed)
         except OSError:
             raise smtp.SMTPServerError(451, replies.LOCAL_ERROR.message) from None
         if free < needed:

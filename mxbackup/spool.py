@@ -34,7 +34,6 @@ removes as already done.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import time
@@ -171,13 +170,15 @@ class Spool:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
         fsync_dir(self.root)
 
-    def free_space(self, fresh: bool = False) -> int:
+    def free_space(self, at_least: int = 0) -> int:
         """Octets free for us on the spool's file system; measured at most every
         FREE_SPACE_TTL seconds (a statvfs per MAIL command is measurable at high rates), less
-        what was queued since.  ``fresh`` measures now: a caller about to refuse for lack of
-        space asks again, so acceptance resumes the moment space returns."""
+        what was queued since.  The cached figure is trusted only when it shows ``at_least``
+        octets: one that would refuse is measured again, so acceptance resumes the moment
+        space returns."""
         now = self._clock()
-        if fresh or not (0 <= now - self._free_at < FREE_SPACE_TTL):
+        stale = not (0 <= now - self._free_at < FREE_SPACE_TTL)
+        if stale or self._free < at_least:
             st = os.statvfs(self.root)
             self._free, self._free_at = st.f_bavail * st.f_frsize, now
         return self._free
@@ -196,14 +197,16 @@ class Spool:
         except OSError as e:
             incoming.abort()
             return defer.fail(e)
-        op = RoundOp("commit", incoming.id, self.path("tmp", incoming.id + ".env"))
-        return self._submit(op, envelope, incoming, message)
+        tmp = self.path("tmp", incoming.id + ".env")
+        return self._submit(
+            RoundOp("commit", incoming.id, tmp, envelope.to_json(), message), incoming
+        )
 
     def update(self, envelope: Envelope) -> defer.Deferred:
         """Replace the envelope atomically and durably."""
         self._serial += 1
         tmp = self.path("tmp", f"{envelope.id}.env.{os.getpid()}.{self._serial}")
-        return self._submit(RoundOp("update", envelope.id, tmp), envelope)
+        return self._submit(RoundOp("update", envelope.id, tmp, envelope.to_json()))
 
     def remove(self, queue_id: str) -> defer.Deferred:
         """Remove a finished message: envelope and file, made durable with the round.  A crash
@@ -214,17 +217,9 @@ class Spool:
         return self._submit(RoundOp("remove", queue_id))
 
     # -- rounds ----------------------------------------------------------------------------
-    def _submit(
-        self,
-        op: RoundOp,
-        envelope: Envelope | None = None,
-        incoming: Incoming | None = None,
-        message: bytes | None = None,
-    ) -> defer.Deferred:
-        if envelope is not None:
-            # Serialised now, as it is at this moment: the caller may go on changing the
-            # object while the round runs.
-            op = dataclasses.replace(op, data=envelope.to_json(), message=message)
+    def _submit(self, op: RoundOp, incoming: Incoming | None = None) -> defer.Deferred:
+        """Queue ``op`` for the next round.  Its envelope was serialised by the caller, as it
+        was at that moment: the caller may go on changing the object while the round runs."""
         pending = _Pending(op, defer.Deferred(), incoming)
         self._pending.append(pending)
         if not self._committing:

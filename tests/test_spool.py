@@ -203,7 +203,7 @@ def test_small_message_never_touches_the_disk_before_commit(spool, tmp_path):
 
 def test_free_space_is_cached_but_measured_afresh_on_demand(tmp_path, monkeypatch):
     """Regression: acceptance must resume as soon as space returns, not FREE_SPACE_TTL later
-    (a refusal asks with fresh=True; the cached figure is only a fast path for yes)."""
+    (the cached figure is only a fast path for yes: one below at_least is measured again)."""
     now = [100.0]
     s = Spool(str(tmp_path / "spool"), sync_thread, clock=lambda: now[0])
     s.open()
@@ -220,7 +220,7 @@ def test_free_space_is_cached_but_measured_afresh_on_demand(tmp_path, monkeypatc
     assert s.free_space() == 10 * 4096
     avail[0] = 1000
     assert s.free_space() == 10 * 4096  # cached within the TTL
-    assert s.free_space(fresh=True) == 1000 * 4096
+    assert s.free_space(at_least=11 * 4096) == 1000 * 4096
     avail[0] = 5
     now[0] += spool_module.FREE_SPACE_TTL
     assert s.free_space() == 5 * 4096  # the TTL ran out
