@@ -5,7 +5,7 @@
 
 ``generate`` writes N queued messages straight into a spool directory, in the format the
 server itself writes: ``new/<id>`` (the message, CRLF) and ``env/<id>`` (the JSON of
-``mxbackup.envelope.Envelope.to_json()``, ids from ``new_queue_id``).  The messages look like
+``mxbackup.queue.envelope.Envelope.to_json()``, ids from ``new_queue_id``).  The messages look like
 mail deferred once because the primary is down: one attempt made, next attempt in the future,
 so a server started on this spool has nothing due.
 
@@ -30,9 +30,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from mxbackup import config as config_module
-from mxbackup.envelope import Envelope, Recipient, new_queue_id
-from mxbackup.scheduler import Scheduler
-from mxbackup.spool import SUBDIRS, Spool
+from mxbackup.outbound.scheduler import Scheduler
+from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
+from mxbackup.queue.spool import SUBDIRS, Spool
 
 MESSAGE_BODY_LINES = 12
 

@@ -16,6 +16,8 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from mxbackup.names import DomainError, parse_domain
+
 Kind = Literal["local", "external"]
 Security = Literal["none", "ssl", "starttls", "starttls_required"]
 
@@ -218,7 +220,6 @@ MATRIX_KEYS = ("local_to_local", "local_to_external", "external_to_local", "exte
 
 _MISSING: Any = object()
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _BCRYPT = re.compile(r"\$2[aby]\$(?:0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _BRACKETED = re.compile(r"\[([^\]]*)\](?::(.*))?")
@@ -945,40 +946,12 @@ def _os_reason(exc: Exception) -> str:
 
 
 def _domain_name(text: str, *, wildcard: bool) -> tuple[str, str]:
-    """Normalise a domain name: lower case, no trailing dot, A-labels (IDNA).
-
-    Returns (name, "") or ("", reason).  With ``wildcard``, a leading "*." label is allowed.
-    """
-    name = text.lower().removesuffix(".")
-    if not name.isascii():
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            return "", "not a valid internationalised domain name"
-    if len(name) > 253:
-        return "", "longer than 253 characters"
-    labels = name.split(".")
-    if wildcard and labels[0] == "*":
-        labels = labels[1:]
-        if not labels:
-            return "", "a wildcard needs a domain after '*.', as in '*.example.org'"
-    for label in labels:
-        if "*" in label:
-            if not wildcard:
-                return "", "wildcards are not allowed here"
-            return "", "'*' is only allowed as the whole first label, as in '*.example.org'"
-        if not label:
-            return "", "empty label (two dots in a row, or a dot at either end)"
-        if len(label) > 63:
-            return "", f"label {_show(label)} is longer than 63 characters"
-        if not _LABEL.fullmatch(label):
-            return "", (
-                f"label {_show(label)} must be letters, digits and hyphens, "
-                "not starting or ending with a hyphen"
-            )
-    if labels[-1].isdigit():
-        return "", "the last label is all digits (an IP address is not a domain name)"
-    return name, ""
+    """(name, "") normalised by ``names.parse_domain`` (IDNA, no all-digit last label), or
+    ("", reason)."""
+    try:
+        return parse_domain(text, wildcard=wildcard, idna=True, numeric_tld=False), ""
+    except DomainError as e:
+        return "", str(e)
 
 
 def _join(path: str, key: object) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config import Kind, Route
+from mxbackup.config import Kind, Route
 
 
 class RouteTable:

@@ -16,18 +16,18 @@ from twisted.internet import defer, endpoints, ssl, threads
 from twisted.logger import Logger
 from twisted.names import client as dns_client
 
-from . import config as config_module
-from . import smtp_out
-from .config import Config, ConfigError
-from .control import Commands, ControlFactory, prepare_socket_path
-from .manhole import make_manhole_service
-from .metrics import make_metrics_service
-from .nexthop import NextHop
-from .scheduler import Scheduler
-from .smtp_in import SMTPFactory
-from .spool import Spool
-from .spoolproc import SpoolProcess
-from .stats import Stats
+from mxbackup import config as config_module
+from mxbackup.config import Config, ConfigError
+from mxbackup.inbound.server import SMTPFactory
+from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
+from mxbackup.ops.manhole import make_manhole_service
+from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.outbound.nexthop import NextHop
+from mxbackup.outbound.scheduler import Scheduler
+from mxbackup.queue.spool import Spool
+from mxbackup.queue.spoolproc import SpoolProcess
+from mxbackup.stats import Stats
+from mxbackup.wire import client as smtp_out
 
 log = Logger(namespace="mxbackup.service")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from twisted.python import usage
 
-from . import config as config_module
-from .config import ConfigError
+from mxbackup import config as config_module
+from mxbackup.config import ConfigError
 
 
 class Options(usage.Options):
@@ -32,7 +32,7 @@ def _fail(error: ConfigError) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
-    from .service import make_service
+    from mxbackup.service import make_service
 
     try:
         return make_service(options.loaded, reactor)

@@ -23,9 +23,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mxbackup import config as config_module
-from mxbackup.envelope import Envelope, Recipient
-from mxbackup.smtp_in import SMTPFactory
-from mxbackup.spool import Spool
+from mxbackup.inbound.server import SMTPFactory
+from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.spool import Spool
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]

@@ -12,7 +12,6 @@ from typing import Any
 import bcrypt
 import pytest
 
-from mxbackup import cli
 from mxbackup.config import (
     DEFAULT_IP_RANGES,
     INTERNET_AUTH,
@@ -28,6 +27,7 @@ from mxbackup.config import (
     load,
     parse,
 )
+from mxbackup.ops import cli
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "etc" / "mx.yaml"
@@ -996,7 +996,7 @@ def test_usage_errors_return_a_status(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_module_runs_as_a_program() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mxbackup.cli", "check-config", "etc/mx.yaml"],
+        [sys.executable, "-m", "mxbackup.ops.cli", "check-config", "etc/mx.yaml"],
         cwd=REPO,
         capture_output=True,
         text=True,

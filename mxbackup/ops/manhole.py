@@ -1,0 +1,129 @@
+"""An SSH manhole: a Python prompt inside the running server, for operators.
+
+Log in with a key listed in the configured ``authorized_keys`` file (one OpenSSH public key a
+line, ``#`` comments; lines with options such as ``from="..."`` are ignored); there are no
+passwords.  Any user name is accepted, the key is what counts; by convention::
+
+    ssh -p 2222 admin@127.0.0.1
+    >>> len(scheduler.queue)
+
+The file is read at each login, so adding or removing a key needs no restart.  The prompt's
+namespace is the caller's (config, spool, scheduler, stats, service); each session gets its
+own copy of the dict, but the objects in it are the live ones: what you change, changes.
+Code runs in the reactor thread, so a slow statement stalls the whole server.
+
+Scripted use works too: without a terminal (``echo 'print(len(scheduler.queue))' | ssh ...``)
+the session ends when the input does.
+
+The server's host key is an ed25519 key generated on first start (``host_key_path``,
+mode 0600) and kept, so clients see the same host key across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.application import service, strports
+from twisted.conch import manhole, manhole_ssh
+from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker, readAuthorizedKeyFile
+from twisted.conch.insults import insults
+from twisted.conch.interfaces import IConchUser
+from twisted.conch.ssh import channel, keys
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mxbackup.config import ManholeConfig
+
+log = Logger(namespace="mxbackup.manhole")
+
+
+def make_manhole_service(
+    config: ManholeConfig, namespace: dict[str, Any], reactor: Any, host_key_path: str
+) -> service.IService:
+    """The SSH manhole listening on ``config.listen``.  Creates the host key at
+    ``host_key_path`` if it does not exist (raises ``OSError`` if it cannot)."""
+    realm = manhole_ssh.TerminalRealm()
+    realm.sessionFactory = _Session
+    realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole, namespace)
+    checker = SSHPublicKeyChecker(AuthorizedKeysFile(config.authorized_keys))
+    factory = manhole_ssh.ConchFactory(Portal(realm, [checker]))
+    host_key = load_or_create_host_key(host_key_path)
+    # Instance attributes: ConchFactory's class-level dicts are shared by every instance.
+    factory.publicKeys = {host_key.sshType(): host_key.public()}
+    factory.privateKeys = {host_key.sshType(): host_key}
+    return strports.service(config.listen, factory, reactor=reactor)
+
+
+@implementer(IAuthorizedKeysDB)
+class AuthorizedKeysFile:
+    """The keys in one authorized_keys file, for any user name; re-read at each login."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def getAuthorizedKeys(self, username: bytes) -> Iterable[keys.Key]:
+        try:
+            with open(self.path, "rb") as f:
+                return list(readAuthorizedKeyFile(f))
+        except OSError as e:
+            log.error("manhole: cannot read {path}: {error}", path=self.path, error=e)
+            return []
+
+
+def load_or_create_host_key(path: str) -> keys.Key:
+    """Load the private host key at ``path``; generate an ed25519 key there (0600) first if
+    the file does not exist."""
+    if not os.path.exists(path):
+        pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        partial = f"{path}.new"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+        log.info("manhole: generated host key {path}", path=path)
+    return keys.Key.fromFile(path)
+
+
+class _Session(manhole_ssh.TerminalSession):
+    """Twisted's session, made to survive what ssh clients do: no pty (a default size),
+    window resizes, and end of input (closes the session instead of raising)."""
+
+    width, height = 80, 24
+    _transport: manhole_ssh.TerminalSessionTransport | None = None
+
+    def openShell(self, proto: Any) -> None:
+        user = IConchUser(self.original)
+        self._transport = self.transportFactory(
+            proto, self.chainedProtocolFactory(), user, self.width, self.height
+        )
+        # Twisted's glue closes the channel without an exit status (ssh then exits with 255):
+        # send 0, and close once any buffered output is out.
+        proto.transport.loseConnection = lambda: _end(user.conn, proto.session)
+
+    def windowChanged(self, newWindowSize: tuple[int, ...]) -> None:
+        self.height, self.width = newWindowSize[:2]
+        if self._transport is not None:
+            terminal = self._transport.chainedProtocol.terminalProtocol
+            terminal.terminalSize(self.width, self.height)
+
+    def eofReceived(self) -> None:
+        if self._transport is not None:
+            self._transport.chainedProtocol.loseConnection()
+
+
+def _end(conn: Any, session: Any) -> None:
+    if not session.closing:
+        conn.sendRequest(session, b"exit-status", struct.pack(">L", 0))
+        channel.SSHChannel.loseConnection(session)  # not SSHSession's: it would call us again

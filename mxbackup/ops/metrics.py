@@ -1,0 +1,142 @@
+"""A Prometheus endpoint: ``GET /metrics`` in the text exposition format.
+
+Nothing is counted here: each scrape reads the live values from the running server (its
+``Stats`` counters, the scheduler's queue and targets, the SMTP factory's connections), so
+there is no second set of numbers to keep in step.  Every value is computed in the reactor
+thread, like everything else, so a scrape sees one consistent moment.
+
+Metrics (all prefixed ``mxbackup_``)::
+
+    messages_accepted_total                   counter  messages queued (250 after DATA)
+    recipients_refused_total{code}            counter  RCPT TO refused, by SMTP reply code
+    deliveries_total{outcome}                 counter  delivered / deferred / bounced, by recipient
+    dsn_sent_total                            counter  delivery status notifications queued
+    queue_messages                            gauge    messages in the queue
+    queue_depth{target}                       gauge    messages waiting for each target
+    oldest_message_age_seconds                gauge    age of the oldest queued message
+    target_up{target}                         gauge    1 unless the target is known to be down
+    smtp_connections                          gauge    open inbound SMTP connections
+
+A target is a route's domain, or ``mx:<domain>`` for mail delivered by MX lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from twisted.application import service, strports
+from twisted.web import pages
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+
+from mxbackup.config import MetricsConfig
+
+
+def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> service.IService:
+    """The HTTP listener on ``config.listen``.  ``root`` has ``stats``, ``scheduler`` and
+    ``smtp_factory`` (an ``MXBackupService``); they are read at each scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MXBackupCollector(root))
+    site = _QuietSite(_Index(registry))
+    site.noisy = False
+    return strports.service(config.listen, site, reactor=reactor)
+
+
+class MXBackupCollector(Collector):
+    def __init__(self, root: Any) -> None:
+        self.root = root
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.root.stats
+        scheduler = self.root.scheduler
+        yield CounterMetricFamily(
+            "mxbackup_messages_accepted", "Messages accepted and queued.", value=stats.accepted
+        )
+        refused = CounterMetricFamily(
+            "mxbackup_recipients_refused",
+            "Recipients refused, by SMTP reply code.",
+            labels=["code"],
+        )
+        for code, count in sorted(stats.refused.items()):
+            refused.add_metric([code], count)
+        yield refused
+        deliveries = CounterMetricFamily(
+            "mxbackup_deliveries",
+            "Delivery attempts per recipient, by outcome.",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "deferred", "bounced"):
+            deliveries.add_metric([outcome], getattr(stats, outcome))
+        yield deliveries
+        yield CounterMetricFamily(
+            "mxbackup_dsn_sent", "Delivery status notifications queued.", value=stats.dsn_sent
+        )
+
+        yield GaugeMetricFamily(
+            "mxbackup_queue_messages", "Messages in the queue.", value=len(scheduler.queue)
+        )
+        depth_by_target = scheduler.depth_by_target()
+        targets = sorted(set(depth_by_target) | set(scheduler.targets))
+        depth = GaugeMetricFamily(
+            "mxbackup_queue_depth", "Messages waiting for each target.", labels=["target"]
+        )
+        up = GaugeMetricFamily(
+            "mxbackup_target_up", "1 unless the target is known to be down.", labels=["target"]
+        )
+        for key in targets:
+            depth.add_metric([key], depth_by_target.get(key, 0))
+            target = scheduler.targets.get(key)
+            up.add_metric([key], 0 if target is not None and target.down else 1)
+        yield depth
+        yield up
+        yield GaugeMetricFamily(
+            "mxbackup_oldest_message_age_seconds",
+            "Age of the oldest message in the queue (0 when empty).",
+            value=scheduler.oldest_age(),
+        )
+        yield GaugeMetricFamily(
+            "mxbackup_smtp_connections",
+            "Open inbound SMTP connections.",
+            value=self.root.smtp_factory.connections,
+        )
+
+
+class _Metrics(Resource):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.registry = registry
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return pages.notFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return generate_latest(self.registry)
+
+
+class _Index(Resource):
+    """``/``: a pointer to ``/metrics``; anything else is 404."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
+        self.putChild(b"metrics", _Metrics(registry))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        if path == b"" and not request.postpath:
+            return self
+        return pages.notFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"mxbackup: Prometheus metrics at /metrics\n"
+
+
+class _QuietSite(Site):
+    """No access-log line per request: a scrape every few seconds would drown the log."""
+
+    def log(self, request: Request) -> None:
+        pass

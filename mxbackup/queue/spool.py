@@ -1,0 +1,284 @@
+"""The maildir-backed queue: what is in it, and how each change becomes durable.
+
+The writing, fsyncs and renames of a change happen in ``rounds`` (in the spool process);
+this module gathers the changes, recovers after a crash and answers for free space.
+
+Layout under the spool root::
+
+    tmp/        messages being received and envelopes being written (never trusted)
+    new/<id>    committed messages, Maildir style, one file per transaction, never rewritten;
+                stored in wire form (CRLF line ends, dot-stuffing removed), our Received first
+    env/<id>    the message's envelope (versioned JSON), replaced atomically on each change
+    cur/        unused, present so the tree is a valid Maildir
+    corrupt/    envelopes that could not be read, with their message, for the operator
+
+Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
+renamed into new/, the envelope into env/, and all of it is made durable: file data and
+directory entries.  Only then does the Deferred fire, and only then does the SMTP side say 250.
+
+Every change to the spool (commits, envelope updates, removals) goes through *rounds*: what
+arrives while a round is on the disk waits for the next one, and a round does the work of all
+its operations with one durability step (group commit), away from the reactor, which never
+waits on the disk: ``run_round`` runs in the spool process (``spoolproc``; in tests, wherever
+the injected runner puts it).  The step is either ``fsync`` (each file, then each directory: the
+classic discipline) or ``syncfs`` (one ``syncfs(2)`` for the spool's file system, which writes
+back and commits everything dirty on it: the same guarantee for all the round's files at the
+cost of one journal commit; the default on Linux).
+
+A message is live iff both ``new/<id>`` and ``env/<id>`` exist.  A crash at any instant leaves
+either both (committed: the client may or may not have had its 250, it is kept), or one or
+none (the client never had a 250: ``recover`` removes the leftover).  Removal unlinks the
+envelope first, so a crash in the middle leaves a message without envelope, which ``recover``
+removes as already done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from mxbackup.queue.envelope import Envelope, EnvelopeError, new_queue_id
+from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
+
+log = Logger()
+
+# Runs ``fn(*args)`` (always ``rounds.run_round``) away from the reactor and fires with its
+# result: the spool process in the server (``spoolproc.SpoolProcess``), inline or a hand-
+# released Deferred in tests.
+RoundRunner = Callable[..., defer.Deferred]
+FREE_SPACE_TTL = 0.2  # seconds between two statvfs of the spool
+SUBDIRS = ("tmp", "new", "cur", "env", "corrupt")
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+SPILL = 256 * 1024  # a message larger than this is written to tmp/ while it arrives
+
+
+class Incoming:
+    """A message being received.  Up to ``SPILL`` octets stay in memory, so the reactor never
+    waits on the file system; larger messages spill to ``tmp/`` as they arrive (writes to the
+    page cache).  Creation, the rest of the writing and the fsync happen in the commit's
+    round.  A write error is kept and reported at commit."""
+
+    def __init__(self, spool: Spool, queue_id: str) -> None:
+        self.id = queue_id
+        self.path = spool.path("tmp", queue_id)
+        self.size = 0
+        self.error: OSError | None = None
+        self._chunks: list[bytes] = []
+        self._file: Any = None
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.size += len(data)
+        if self._file is None:
+            self._chunks.append(data)
+            if self.size > SPILL:
+                self._spill()
+            return
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self.error = e
+
+    def _spill(self) -> None:
+        try:
+            self._file = open(self.path, "xb", buffering=1 << 16)  # noqa: SIM115
+            self._file.writelines(self._chunks)
+        except OSError as e:
+            self.error = e
+        self._chunks = []
+
+    def seal(self) -> bytes | None:
+        """Stop writing (reactor thread, at commit): the message's bytes while it is in
+        memory, or None once a spilled file is flushed and closed (the round fsyncs it by
+        name).  Raises the write error kept since the message arrived."""
+        if self.error is not None:
+            raise self.error
+        if self._file is None:
+            data, self._chunks = b"".join(self._chunks), []
+            return data
+        f, self._file = self._file, None
+        try:
+            f.flush()
+        finally:
+            f.close()
+        return None
+
+    def abort(self) -> None:
+        self._chunks = []
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+        unlink_quietly(self.path)
+
+
+@dataclass
+class _Pending:
+    """A change waiting for its round, and who waits for it."""
+
+    op: RoundOp
+    done: defer.Deferred
+    incoming: Incoming | None = None
+
+
+class Spool:
+    def __init__(
+        self,
+        root: str,
+        runner: RoundRunner,
+        clock: Callable[[], float] = time.time,
+        sync: str = "",
+    ) -> None:
+        """``sync``: "syncfs" or "fsync" (see the module's docstring); default: syncfs where
+        the system has it."""
+        self.root = os.path.abspath(root)
+        self._run = runner
+        self._clock = clock
+        self.sync = sync or SYNC_MODES[0]
+        if self.sync not in SYNC_MODES:
+            raise ValueError(f"spool sync must be one of {', '.join(SYNC_MODES)}")
+        self._pending: list[_Pending] = []
+        self._committing = False
+        self._free, self._free_at = 0, -FREE_SPACE_TTL
+        self._serial = 0
+
+    # -- paths ---------------------------------------------------------------------------
+    def path(self, sub: str, name: str = "") -> str:
+        return os.path.join(self.root, sub, name) if name else os.path.join(self.root, sub)
+
+    def message_path(self, queue_id: str) -> str:
+        return self.path("new", queue_id)
+
+    def open(self) -> None:
+        """Create the directory tree (synchronously, at start-up)."""
+        for sub in SUBDIRS:
+            os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
+        fsync_dir(self.root)
+
+    def free_space(self, at_least: int = 0) -> int:
+        """Octets free for us on the spool's file system; measured at most every
+        FREE_SPACE_TTL seconds (a statvfs per MAIL command is measurable at high rates), less
+        what was queued since.  The cached figure is trusted only when it shows ``at_least``
+        octets: one that would refuse is measured again, so acceptance resumes the moment
+        space returns."""
+        now = self._clock()
+        stale = not (0 <= now - self._free_at < FREE_SPACE_TTL)
+        if stale or self._free < at_least:
+            st = os.statvfs(self.root)
+            self._free, self._free_at = st.f_bavail * st.f_frsize, now
+        return self._free
+
+    # -- the three changes -----------------------------------------------------------------
+    def incoming(self) -> Incoming:
+        return Incoming(self, new_queue_id(self._clock()))
+
+    def commit(self, incoming: Incoming, envelope: Envelope) -> defer.Deferred:
+        """Make ``incoming`` and ``envelope`` durable.  Fires with None when the message is
+        in the queue (file, envelope and directory entries on disk), or fails with the
+        OSError that prevented it, having removed every trace of the message."""
+        self._free -= incoming.size
+        try:
+            message = incoming.seal()
+        except OSError as e:
+            incoming.abort()
+            return defer.fail(e)
+        tmp = self.path("tmp", incoming.id + ".env")
+        return self._submit(
+            RoundOp("commit", incoming.id, tmp, envelope.to_json(), message), incoming
+        )
+
+    def update(self, envelope: Envelope) -> defer.Deferred:
+        """Replace the envelope atomically and durably."""
+        self._serial += 1
+        tmp = self.path("tmp", f"{envelope.id}.env.{os.getpid()}.{self._serial}")
+        return self._submit(RoundOp("update", envelope.id, tmp, envelope.to_json()))
+
+    def remove(self, queue_id: str) -> defer.Deferred:
+        """Remove a finished message: envelope and file, made durable with the round.  A crash
+        that keeps only one of the two leaves an envelope without message or a message
+        without envelope, both of which ``recover`` removes as done; one that keeps both
+        (the round was not on disk yet) delivers the message again: a duplicate, never a
+        loss."""
+        return self._submit(RoundOp("remove", queue_id))
+
+    # -- rounds ----------------------------------------------------------------------------
+    def _submit(self, op: RoundOp, incoming: Incoming | None = None) -> defer.Deferred:
+        """Queue ``op`` for the next round.  Its envelope was serialised by the caller, as it
+        was at that moment: the caller may go on changing the object while the round runs."""
+        pending = _Pending(op, defer.Deferred(), incoming)
+        self._pending.append(pending)
+        if not self._committing:
+            self._next_round()
+        return pending.done
+
+    def _next_round(self) -> None:
+        if not self._pending:
+            self._committing = False
+            return
+        self._committing = True
+        pending, self._pending = self._pending, []
+        d = defer.maybeDeferred(self._run, run_round, self.root, self.sync, [p.op for p in pending])
+
+        def done(results: list[OSError | None]) -> None:
+            for p, error in zip(pending, results, strict=True):
+                if error is None:
+                    p.done.callback(None)
+                else:
+                    p.done.errback(error)
+
+        def failed(failure: Any) -> None:  # the round's outcome is unknown: undo it all
+            for p in pending:
+                if p.incoming is not None:
+                    p.incoming.abort()
+                undo(self.root, p.op)
+                p.done.errback(failure)
+
+        d.addCallbacks(done, failed)
+        d.addBoth(lambda _: self._next_round())
+
+    # -- start-up ------------------------------------------------------------------------
+    def recover(self) -> list[Envelope]:
+        """Synchronously, before listening: finish or undo what a crash left, and return
+        the envelope of every live message (sorted by queue id, i.e. by arrival)."""
+        self.open()
+        for name in os.listdir(self.path("tmp")):
+            unlink_quietly(self.path("tmp", name))
+        messages = set(os.listdir(self.path("new")))
+        envelopes = set(os.listdir(self.path("env")))
+        for qid in sorted(envelopes - messages):
+            log.warn("spool recover: removing envelope {id} without message", id=qid)
+            unlink_quietly(self.path("env", qid))
+        for qid in sorted(messages - envelopes):
+            log.warn("spool recover: removing message {id} without envelope", id=qid)
+            unlink_quietly(self.path("new", qid))
+        live: list[Envelope] = []
+        for qid in sorted(messages & envelopes):
+            try:
+                with open(self.path("env", qid), "rb") as f:
+                    env = Envelope.from_json(f.read())
+                if env.id != qid:
+                    raise EnvelopeError(f"envelope names {env.id!r}")
+            except (OSError, EnvelopeError) as e:
+                log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=str(e))
+                os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
+                os.rename(self.path("new", qid), self.path("corrupt", qid))
+                continue
+            live.append(env)
+        for sub in ("tmp", "new", "env", "corrupt"):
+            fsync_dir(self.path(sub))
+        return live

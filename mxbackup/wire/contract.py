@@ -1,0 +1,150 @@
+"""The delivery contract: what the scheduler hands the SMTP client, and what it gets back.
+
+Pure types, no reactor.  The client (``mxbackup.wire.client``) takes immutable ``Job``s and
+returns a ``Delivery``: one Deferred per job, firing with that job's ``JobResult`` (exactly one
+``Outcome`` per recipient) as soon as its transaction has ended, and ``done``, firing with the
+session's ``Attempt`` after all of them.  It never mutates what it was given and never calls
+back into its caller; it knows no spool beyond the file each job names.
+
+Before its first MAIL the client waits on ``ready()`` (a Deferred the queue's durability
+barrier gives out: the jobs' new state is on disk); connecting and EHLO go on meanwhile.  If
+``ready()`` fails, no job is sent: each gets a ``tempfail`` with ``tried=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from twisted.internet.defer import Deferred
+
+from mxbackup.config import Route
+
+Kind = Literal["delivered", "tempfail", "permfail"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one delivery attempt did for one recipient."""
+
+    kind: Kind
+    code: int  # the SMTP reply code, or 0 when there was no reply (connection, timeout)
+    text: str  # the reply text (with its enhanced status), or what went wrong locally
+    remote: str = ""  # the target that answered
+    # False: the session ended before this message's transaction began (a broken connection,
+    # a 421): nothing was tried, so the try does not count against the route's retries.
+    tried: bool = True
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.text}" if self.code else self.text
+
+    def status(self) -> str:
+        """An RFC 3463 status for the DSN: from the reply's enhanced code when it has one."""
+        head = self.text.split(" ", 1)[0]
+        parts = head.split(".")
+        if len(parts) == 3 and all(p.isdigit() for p in parts) and head[0] in "245":
+            return head
+        if self.kind == "permfail":
+            return "5.0.0"
+        return "4.0.0" if self.kind == "tempfail" else "2.0.0"
+
+
+def classify(code: int) -> Kind:
+    if 200 <= code < 300:
+        return "delivered"
+    if 500 <= code < 600:
+        return "permfail"
+    return "tempfail"  # 4xx, no reply, anything odd
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One address to connect to, in the order the next hop chose."""
+
+    name: str  # the host name (certificate checks use it)
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one connection needs to know about the route and the delivery section."""
+
+    helo_name: str
+    security: str = "none"  # none | ssl | starttls | starttls_required
+    verify_certificate: bool = True
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    allow_plaintext_auth: bool = False
+    connect_timeout: float = 30.0
+    reply_timeout: float = 300.0
+
+    @classmethod
+    def for_route(cls, route: Route | None, helo_name: str, **kw: Any) -> Settings:
+        if route is None:  # MX delivery: opportunistic TLS, nothing verified (like Postfix "may")
+            return cls(helo_name, security="starttls", verify_certificate=False, **kw)
+        auth = route.authentication
+        return cls(
+            helo_name,
+            security=route.security,
+            verify_certificate=route.verify_certificate,
+            ca_file=route.ca_file,
+            username=auth.username if auth else None,
+            password=auth.password if auth else None,
+            allow_plaintext_auth=bool(auth and auth.allow_plaintext),
+            **kw,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One message for one target: all its pending recipients there."""
+
+    qid: str
+    sender: str  # "" for <>
+    recipients: tuple[str, ...]
+    path: str  # the stored message, canonical CRLF, sent as is
+    size: int
+    eight_bit: bool = False
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Job
+    outcomes: Mapping[str, Outcome]  # exactly one per recipient of ``job``
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How the session went: whether a target talked SMTP with us (so it is up)."""
+
+    connected: bool
+    remote: str
+    error: str = ""
+    tls_failed: bool = False  # STARTTLS or its handshake failed before any transaction
+    # The session ended before all its jobs were done (connection reset or closed, timeout,
+    # 421), or a probe did not end cleanly: the target is in trouble even if it took mail.
+    broken: bool = False
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What ``deliver`` returns at once.  ``results[i]`` belongs to ``jobs[i]``; each fires
+    exactly once and never fails; ``done`` fires after all of them."""
+
+    results: tuple[Deferred[JobResult], ...]
+    done: Deferred[Attempt]
+
+
+Ready = Callable[[], Deferred[None]]
+
+
+class Deliver(Protocol):
+    """The client's signature, as the scheduler sees it (the reactor is bound in already)."""
+
+    def __call__(
+        self, candidates: Sequence[Candidate], settings: Settings, jobs: Sequence[Job], ready: Ready
+    ) -> Delivery: ...

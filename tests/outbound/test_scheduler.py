@@ -1,0 +1,505 @@
+"""The retry scheduler, with time driven by Clock and delivery replaced by a script."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from helpers import base_config, spool_files, sync_thread
+from mxbackup import config as config_module
+from mxbackup.outbound.policy import RetryRule
+from mxbackup.outbound.scheduler import APPLY_EVERY, Scheduler
+from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.spool import Spool
+from mxbackup.wire.client import Attempt
+from mxbackup.wire.contract import Candidate, Outcome, classify
+
+MINUTE = 60.0
+
+
+class FakeNextHop:
+    def for_route(self, route):
+        return defer.succeed([Candidate("primary.test", "127.0.0.1", route.port)])
+
+    def for_domain(self, domain):
+        return defer.succeed([Candidate(f"mx.{domain}", "127.0.0.2", 25)])
+
+
+class FakeDeliver:
+    """Scripted delivery: ``up`` decides whether the target answers; ``reply(rcpt)`` what
+    it answers for each recipient; ``hold`` keeps attempts pending until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[list] = []
+        self.sent: list[bytes] = []
+        self.up = True
+        self.reply = lambda rcpt: (250, "2.0.0 Ok")
+        self.hold = False
+        self.pending: list[tuple[defer.Deferred, list]] = []
+
+    @property
+    def probes(self) -> int:
+        return sum(1 for jobs in self.calls if not jobs)
+
+    @property
+    def connections_with_mail(self) -> list[list]:
+        return [jobs for jobs in self.calls if jobs]
+
+    def __call__(self, candidates, settings, jobs):
+        self.calls.append(jobs)
+        for job in jobs:  # what the target is sent (the spool file goes once delivered)
+            with open(job.path, "rb") as f:
+                self.sent.append(f.read())
+        d: defer.Deferred = defer.Deferred()
+        if self.hold:
+            self.pending.append((d, jobs))
+            return d
+        return self._answer(d, jobs)
+
+    def _answer(self, d, jobs):
+        if not self.up:
+            for job in jobs:
+                job.finish_all(Outcome("tempfail", 0, "connect: connection refused"))
+            d.callback(Attempt(False, "", "connect: connection refused"))
+            return d
+        for job in jobs:
+            for rcpt in job.recipients:
+                code, text = self.reply(rcpt)
+                job.outcomes[rcpt] = Outcome(
+                    classify(code), code, text, "primary.test[127.0.0.1]:25"
+                )
+        d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+        return d
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, jobs in pending:
+            self._answer(d, jobs)
+
+
+class World:
+    def __init__(self, tmp, routes=None, delivery=None) -> None:
+        data = base_config(tmp)
+        data["routes"][0].update(routes or {})
+        data["delivery"] = {"probe_interval": 30, "tick": 1, **(delivery or {})}
+        self.config = config_module.parse(data, "test.yaml")
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.spool = Spool(str(tmp / "spool"), sync_thread, clock=self.clock.seconds)
+        self.spool.recover()
+        self.deliver = FakeDeliver()
+        self.scheduler = Scheduler(self.config, self.spool, self.clock, FakeNextHop(), self.deliver)
+        self.scheduler.start()
+        self.root = tmp / "spool"
+
+    def queue(self, rcpts=("u@example.com",), sender="s@sender.test", body=b"") -> Envelope:
+        inc = self.spool.incoming()
+        inc.write(body or b"Subject: hello\r\nMessage-Id: <m@x>\r\n\r\nbody\r\n")
+        env = Envelope(
+            id=inc.id,
+            sender=sender,
+            recipients=[Recipient(r, "example.com") for r in rcpts],
+            received_at=self.clock.seconds(),
+            size=inc.size,
+        )
+        self.spool.commit(inc, env)
+        self.scheduler.wakeup(env)
+        return env
+
+    def advance(self, seconds: float, step: float = 1.0) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+    def dsns(self) -> list[email.message.Message]:
+        """Every DSN made: still queued, or handed to a target already (each once)."""
+        out, seen = [], set()
+        queued = [(self.root / "new" / name).read_bytes() for name in spool_files(self.root, "new")]
+        for raw in [*queued, *self.deliver.sent]:
+            msg = email.message_from_bytes(raw)
+            if msg.get_content_type() == "multipart/report" and raw not in seen:
+                seen.add(raw)
+                out.append(msg)
+        return out
+
+
+@pytest.fixture
+def w(tmp_path):
+    return World(tmp_path)
+
+
+def test_first_try_at_once_and_message_removed_when_delivered(w):
+    w.queue()
+    w.advance(1)
+    assert len(w.deliver.connections_with_mail) == 1
+    assert spool_files(w.root, "new") == [] == spool_files(w.root, "env")
+    assert w.scheduler.stats.delivered == 1
+
+
+def test_451_then_250_delivers_once(w):
+    replies = iter([(451, "4.3.0 try later"), (250, "2.0.0 Ok")])
+    w.deliver.reply = lambda rcpt: next(replies)
+    env = w.queue()
+    w.advance(1)
+    assert env.recipients[0].state == "pending"
+    assert env.recipients[0].last_reply == "451 4.3.0 try later"
+    w.advance(14 * MINUTE)
+    assert len(w.deliver.connections_with_mail) == 1  # not before the interval
+    w.advance(1 * MINUTE + 1)
+    assert len(w.deliver.connections_with_mail) == 2
+    assert env.recipients[0].state == "delivered"
+    assert w.scheduler.stats.delivered == 1 and w.dsns() == []
+
+
+def test_550_for_one_recipient_bounces_it_and_delivers_the_other(w):
+    w.deliver.reply = lambda rcpt: (
+        (550, "5.1.1 no such user")
+        if rcpt.startswith("bad")
+        else (
+            250,
+            "2.0.0 Ok",
+        )
+    )
+    w.queue(rcpts=("good@example.com", "bad@example.com"))
+    w.advance(1)
+    (dsn,) = w.dsns()
+    assert dsn["To"] == "s@sender.test"
+    assert dsn.get_param("report-type") == "delivery-status"
+    status = dsn.get_payload()[1].get_payload()
+    rcpt_block = status[1]
+    assert rcpt_block["Final-Recipient"] == "rfc822; bad@example.com"
+    assert rcpt_block["Action"] == "failed" and rcpt_block["Status"] == "5.1.1"
+    assert rcpt_block["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
+    assert rcpt_block["Remote-MTA"] == "dns; primary.test"
+    # The original is gone (nothing pending); the DSN went out at once, from <> to the
+    # sender, by MX lookup for sender.test (FakeNextHop.for_domain: 127.0.0.2).
+    dsn_jobs = [job for jobs in w.deliver.calls for job in jobs if job.sender == ""]
+    assert [job.recipients for job in dsn_jobs] == [["s@sender.test"]]
+    assert spool_files(w.root, "env") == []
+
+
+def test_fixed_interval_retries_then_bounce(tmp_path):
+    w = World(tmp_path, routes={"retries": 2, "minutes_between_retries": 1})
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(1)
+    assert env.recipients[0].attempts == 1
+    w.advance(60)
+    assert env.recipients[0].attempts == 2
+    assert w.dsns() == []
+    w.advance(60)
+    assert env.recipients[0].attempts == 3  # the first try + 2 retries
+    (dsn,) = w.dsns()
+    assert dsn.get_payload()[1].get_payload()[1]["Status"] == "5.4.7"
+
+
+def test_dead_primary_costs_one_connection_per_probe_interval_not_per_message(w):
+    w.deliver.up = False
+    for i in range(50):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(10 * MINUTE)
+    # One failed connection (the first batch), then one probe every 30 s.
+    assert len(w.deliver.connections_with_mail) <= 2
+    assert 18 <= w.deliver.probes <= 21
+    w.deliver.up = True
+    w.advance(31)
+    # The probe saw it back: the whole queue is flushed at once, in one connection.
+    assert spool_files(w.root, "env") == []
+    assert w.scheduler.stats.delivered == 50
+    assert len(w.deliver.connections_with_mail[-1]) == 50
+
+
+def test_successful_delivery_flushes_a_down_target(tmp_path):
+    w = World(tmp_path, delivery={"probe_interval": 3600})
+    w.deliver.up = False
+    for i in range(5):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(2)
+    w.deliver.up = True
+    w.scheduler.flush("example.com")  # e.g. ETRN or an admin: probe now
+    w.advance(2)
+    assert w.scheduler.stats.delivered == 5
+
+
+def test_concurrency_per_target_and_messages_per_connection(tmp_path):
+    w = World(
+        tmp_path, delivery={"max_connections_per_target": 3, "max_messages_per_connection": 4}
+    )
+    w.deliver.hold = True
+    for i in range(25):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(1)
+    # Slow start: a target not yet known to take mail gets one connection ...
+    assert len(w.deliver.pending) == 1
+    w.deliver.release()
+    # ... and once that worked, up to the limit at once.
+    assert len(w.deliver.pending) == 3
+    assert all(len(jobs) <= 4 for _, jobs in w.deliver.pending)
+    while w.deliver.pending:
+        w.deliver.release()
+        w.advance(1)
+    assert w.scheduler.stats.delivered == 25
+    assert max(len(jobs) for jobs in w.deliver.calls) == 4
+
+
+def test_tick_cost_follows_what_is_due_not_queue_size(w, monkeypatch):
+    w.deliver.up = False
+    for i in range(2000):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(2)  # all tried once, now scheduled 15 minutes ahead
+    taken: list = []
+    real = w.scheduler._take
+    monkeypatch.setattr(w.scheduler, "_take", lambda *a: taken.append(a) or real(*a))
+    pops_before = sum(map(len, w.scheduler._slots.values()))
+    w.advance(5 * MINUTE)
+    assert taken == []
+    assert sum(map(len, w.scheduler._slots.values())) == pops_before  # nothing taken or scanned
+
+
+def restarted(tmp_path, w: World, primary_up: bool) -> World:
+    """A new process on the same spool, at the same time."""
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.up = primary_up
+    w2.scheduler.load(w2.spool.recover())
+    return w2
+
+
+def test_restart_resumes_from_the_envelopes(tmp_path):
+    w = World(tmp_path)
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(1)
+    attempts, when = env.recipients[0].attempts, env.recipients[0].next_attempt
+    w2 = restarted(tmp_path, w, primary_up=False)
+    (loaded,) = w2.scheduler.queue.values()
+    assert loaded.recipients[0].attempts == attempts == 1
+    assert loaded.recipients[0].next_attempt == when
+    assert not loaded.recipients[0].inflight
+    w2.advance(14 * MINUTE)
+    assert w2.deliver.connections_with_mail == []  # down: only probes
+    assert w2.deliver.probes >= 1
+    w2.deliver.up = True
+    w2.advance(31)
+    assert w2.scheduler.stats.delivered == 1
+
+
+def test_restart_with_the_primary_up_delivers_at_once(tmp_path):
+    w = World(tmp_path)
+    w.deliver.up = False
+    w.queue()
+    w.advance(1)
+    w2 = restarted(tmp_path, w, primary_up=True)
+    w2.advance(2)  # the start-up probe answers: the queue is handed over now
+    assert w2.scheduler.stats.delivered == 1
+
+
+def test_attempt_interrupted_by_a_crash_is_retried_at_once(tmp_path):
+    w = World(tmp_path)
+    w.deliver.hold = True  # the attempt starts and never finishes: then the process dies
+    env = w.queue()
+    w.advance(1)
+    assert env.recipients[0].inflight and env.recipients[0].attempts == 1
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.hold = False
+    w2.scheduler.load(w2.spool.recover())
+    (loaded,) = w2.scheduler.queue.values()
+    assert loaded.recipients[0].inflight  # the outcome was never written
+    w2.advance(1)
+    assert w2.scheduler.stats.delivered == 1  # retried at once, not in 15 minutes
+
+
+@pytest.mark.parametrize(
+    ("sender", "body"),
+    [("", b""), ("s@sender.test", b"Auto-Submitted: auto-replied\r\nSubject: x\r\n\r\nbody\r\n")],
+)
+def test_no_bounce_to_null_sender_or_for_auto_submitted(w, sender, body):
+    w.deliver.reply = lambda rcpt: (550, "5.1.1 no")
+    w.queue(sender=sender, body=body)
+    w.advance(1)
+    assert w.dsns() == [] and spool_files(w.root, "env") == []
+
+
+def test_queue_lifetime(tmp_path):
+    w = World(tmp_path, routes={"retries": 1000, "max_queue_lifetime": 3600})
+    w.deliver.reply = lambda rcpt: (451, "4.4.0 later")
+    env = w.queue()
+    w.advance(59 * MINUTE)
+    assert w.dsns() == []
+    w.advance(2 * MINUTE)
+    assert env.recipients[0].state == "failed"
+    assert len(w.dsns()) == 1
+
+
+def test_backoff_rule():
+    rule = RetryRule(
+        retries=10, minutes_between_retries=1, backoff=2, max_minutes_between_retries=5
+    )
+    assert [rule.interval(n) / 60 for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    assert RetryRule(retries=2).next_attempt(3, 0, 10) is None
+
+
+def test_delay_warning_once(tmp_path):
+    w = World(tmp_path, delivery={"delay_warning": 1800})
+    w.deliver.reply = lambda rcpt: (451, "4.4.0 later")
+    env = w.queue()
+    w.advance(46 * MINUTE)
+    (notice,) = w.dsns()
+    assert notice.get_payload()[1].get_payload()[1]["Action"] == "delayed"
+    assert env.delay_warned and env.recipients[0].state == "pending"
+    w.advance(60 * MINUTE)
+    assert len(w.dsns()) == 1
+
+
+def test_tick_survives_an_exception(w, monkeypatch):
+    calls = []
+
+    def boom():
+        calls.append(1)
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(w.scheduler, "_tick", boom)
+    w.advance(3)
+    assert len(calls) == 3  # the LoopingCall kept running
+
+
+def test_tries_without_connection_cost_no_disk_write_and_flush_reaches_them(tmp_path):
+    """Regression: 433 of 2,000 messages stayed behind after the primary came back because
+    the flush skipped those whose 'target is down' state was still being written; and each
+    such write cost an fsync per message.  Untried failures now stay in memory."""
+    w = World(tmp_path)
+    w.deliver.up = False
+    w.queue(rcpts=("first@example.com",))
+    w.advance(1)  # the target is now known to be down
+    writes: list = []
+    real_update = w.spool.update
+    w.spool.update = lambda envelope: writes.append(envelope) or real_update(envelope)
+    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(5)]
+    w.advance(1)
+    assert [e.recipients[0].attempts for e in envs] == [1] * 5  # counted...
+    assert writes == []  # ...in memory only
+    w.deliver.up = True
+    w.scheduler.flush("example.com")
+    w.advance(2)
+    assert w.scheduler.stats.delivered == 6
+
+
+def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
+    """The target takes the first message, then the connection breaks (reset, 421): the
+    message in flight counts a try, the ones never started do not, and all of them are
+    handed over as soon as the probe finds the target back, not after 15 minutes."""
+    w = World(tmp_path, routes={"retries": 1})
+    w.deliver.hold = True
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(3)]
+    w.clock.advance(1)
+    assert len(w.deliver.pending) == 1
+    d, jobs = w.deliver.pending.pop()
+    assert [j.qid for j in jobs] == [e.id for e in envs]
+    jobs[0].outcomes[jobs[0].recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+    broken = Outcome("tempfail", 0, "data: connection lost")
+    jobs[1].finish_all(broken)
+    untried = Outcome("tempfail", 0, "data: connection lost", tried=False)
+    jobs[2].finish_all(untried)
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25", "data: connection lost", broken=True))
+    target = w.scheduler.targets["example.com"]
+    assert target.down
+    assert envs[1].recipients[0].attempts == 1
+    assert envs[2].recipients[0].attempts == 0  # never reached: not a try
+    w.deliver.hold = False
+    w.advance(31)  # the probe
+    assert w.deliver.probes == 1
+    assert not target.down
+    assert w.scheduler.queue == {}  # both delivered at the flush, none bounced
+    assert w.dsns() == []
+    assert w.clock.seconds() < envs[0].received_at + 60
+
+
+def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_path):
+    """Every APPLY_EVERY finished transactions are recorded (envelopes removed) while the
+    connection still carries the others: a crash then repeats at most that many."""
+    w = World(tmp_path)
+    w.deliver.hold = True
+    n = APPLY_EVERY + 5
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(n)]
+    w.clock.advance(1)
+    (d, jobs) = w.deliver.pending.pop()
+    assert len(jobs) == n
+    for job in jobs[:APPLY_EVERY]:
+        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+        job.on_done(job)
+    left = spool_files(w.root, "env")
+    assert all(e.id not in left for e in envs[:APPLY_EVERY])
+    assert all(e.id in left for e in envs[APPLY_EVERY:])
+    for job in jobs[APPLY_EVERY:]:
+        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+        job.on_done(job)  # fewer than APPLY_EVERY: recorded at the end of the connection
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    assert w.scheduler.queue == {}
+    assert w.scheduler.stats.delivered == n  # none counted twice
+    assert spool_files(w.root, "env") == []
+
+
+def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
+    """The operator deletes a message while the DSN for one of its recipients is being
+    queued: the settle that follows must not write its envelope again (an orphan env/)."""
+    w = World(tmp_path)
+    w.deliver.reply = lambda rcpt: (550, "5.1.1 no") if rcpt.startswith("bad") else (451, "4.0.0")
+    held: list[defer.Deferred] = []
+
+    def notify(envelope, rcpts, now, action):
+        d: defer.Deferred = defer.Deferred()
+        held.append(d)
+        return d
+
+    w.scheduler._notify = notify
+    env = w.queue(rcpts=("bad@example.com", "later@example.com"))
+    w.advance(1)
+    assert len(held) == 1  # the DSN is on its way; the message is no longer in flight
+    w.scheduler.delete(env.id)
+    held[0].callback(None)
+    assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
+    assert env.id not in w.scheduler.queue
+
+
+def test_outcome_that_cannot_be_written_is_written_again_later(tmp_path):
+    """Delivered, but the spool refuses the removal (disk trouble): the outcome stands in
+    memory and its recording is tried again a minute later; the message is not resent."""
+    w = World(tmp_path)
+    real_remove = w.spool.remove
+    failures = [OSError(5, "Input/output error")]
+
+    def remove(qid):
+        if failures:
+            return defer.fail(failures.pop())
+        return real_remove(qid)
+
+    w.spool.remove = remove
+    env = w.queue()
+    w.advance(1)
+    assert len(w.deliver.connections_with_mail) == 1
+    assert env.id in spool_files(w.root, "env")  # the removal failed
+    w.advance(61)
+    assert spool_files(w.root, "env") == [] and w.scheduler.queue == {}
+    assert len(w.deliver.connections_with_mail) == 1  # delivered once
+
+
+def test_a_flush_during_the_recording_of_an_outcome_is_not_lost(tmp_path):
+    """The target is flushed (a probe found it back) while a message's attempt is still in
+    flight; the attempt ends in a tempfail: the message is due at once, not in 15 minutes."""
+    w = World(tmp_path)
+    w.deliver.hold = True
+    env = w.queue()
+    w.clock.advance(1)
+    (d, jobs) = w.deliver.pending.pop()
+    assert w.scheduler.flush("example.com") == 0  # in flight: passed over ...
+    jobs[0].outcomes["u@example.com"] = Outcome("tempfail", 451, "4.3.0 busy")
+    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    assert env.recipients[0].attempts == 1
+    w.deliver.hold = False
+    w.deliver.reply = lambda rcpt: (250, "2.0.0 Ok")
+    w.advance(2)  # ... but remembered: retried now, not at minutes_between_retries
+    assert w.scheduler.queue == {}
+    assert env.recipients[0].attempts == 2

@@ -1,0 +1,226 @@
+"""The maildir spool: commit protocol, fsync discipline, recovery after a crash."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import defer
+
+from helpers import one_recipient_envelope, spool_files, sync_thread
+from mxbackup.queue import rounds
+from mxbackup.queue import spool as spool_module
+from mxbackup.queue.envelope import Envelope, EnvelopeError
+from mxbackup.queue.spool import SYNC_MODES, Spool
+
+
+def commit(spool: Spool, data: bytes = b"hello\r\n") -> tuple[str, defer.Deferred]:
+    inc = spool.incoming()
+    inc.write(data)
+    return inc.id, spool.commit(inc, one_recipient_envelope(inc.id))
+
+
+def assert_commit_fails_leaving_nothing(spool: Spool, tmp_path, errno: int) -> None:
+    """The commit's Deferred fails with ``errno`` and no trace of the message is left."""
+    _, d = commit(spool)
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].value.errno == errno
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == spool_files(root, "env") == spool_files(root, "tmp") == []
+
+
+@pytest.fixture(params=SYNC_MODES)
+def spool(tmp_path, request):
+    s = Spool(str(tmp_path / "spool"), sync_thread, sync=request.param)
+    s.recover()
+    return s
+
+
+def test_commit_makes_message_and_envelope_live(spool, tmp_path):
+    qid, d = commit(spool)
+    assert d.called and d.result is None
+    root = tmp_path / "spool"
+    assert spool_files(root, "new") == [qid] == spool_files(root, "env")
+    assert spool_files(root, "tmp") == []
+    assert (root / "new" / qid).read_bytes() == b"hello\r\n"
+    (env,) = Spool(str(root), sync_thread).recover()
+    assert env.id == qid and env.recipients[0].address == "u@example.com"
+
+
+def test_commit_fsyncs_file_envelope_and_directories_before_firing(tmp_path, monkeypatch):
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="fsync")
+    spool.recover()
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fired_after: list[list[str]] = []
+    qid, d = commit(spool)
+    d.addCallback(lambda _: fired_after.append(list(synced)))
+    (seen,) = fired_after
+    assert any(p.endswith(f"/tmp/{qid}") for p in seen)  # message data
+    assert any(p.endswith(f"/tmp/{qid}.env") for p in seen)  # envelope data
+    assert any(p.endswith("/spool/new") for p in seen)  # directory entries
+    assert any(p.endswith("/spool/env") for p in seen)
+
+
+@pytest.mark.skipif("syncfs" not in SYNC_MODES, reason="no syncfs(2) here")
+def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch):
+    """syncfs mode: a syncfs(2) of the spool's file system while the files are only in tmp/
+    (their data is on disk before any name points to it), then one after both renames,
+    before the Deferred fires."""
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="syncfs")
+    spool.recover()
+    seen: list[tuple[list[str], list[str]]] = []
+    real = rounds.SYNCFS
+    root = tmp_path / "spool"
+
+    def syncfs(fd):
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(root)
+        seen.append((spool_files(root, "tmp"), spool_files(root, "new"), spool_files(root, "env")))
+        return real(fd)
+
+    monkeypatch.setattr(rounds, "SYNCFS", syncfs)
+    qid, d = commit(spool)
+    assert d.called and d.result is None
+    assert seen == [([qid, qid + ".env"], [], []), ([], [qid], [qid])]
+
+
+def test_a_failed_sync_is_a_failed_commit(tmp_path, monkeypatch):
+    spool = Spool(str(tmp_path / "spool"), sync_thread, sync="fsync")
+    spool.recover()
+
+    def broken(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(rounds, "fsync_dir", broken)
+    assert_commit_fails_leaving_nothing(spool, tmp_path, errno=5)
+
+
+def test_group_commit_batches_concurrent_transactions(tmp_path):
+    rounds: list[int] = []
+    waiting: list[tuple[defer.Deferred, object, tuple]] = []
+
+    def manual(fn, *args):
+        rounds.append(len(args[-1]))  # the operations of the round
+        d: defer.Deferred = defer.Deferred()
+        waiting.append((d, fn, args))
+        return d
+
+    s = Spool(str(tmp_path / "spool"), manual)
+    s.open()
+    results = [commit(s)[1] for _ in range(4)]
+    assert rounds == [1]  # first round started at once, three waiting
+    d, fn, args = waiting.pop()
+    d.callback(fn(*args))
+    assert rounds == [1, 3]  # the three waiting share the second round
+    d, fn, args = waiting.pop()
+    d.callback(fn(*args))
+    assert all(r.called for r in results)
+    assert len(spool_files(tmp_path / "spool", "new")) == 4
+
+
+def test_recover_removes_what_a_crash_left_and_keeps_the_rest(spool, tmp_path):
+    root = tmp_path / "spool"
+    live, _ = commit(spool)
+    (root / "tmp" / "HALF").write_bytes(b"half a message")
+    (root / "tmp" / "HALF.env").write_bytes(b"{")
+    # a crash between the renames:
+    (root / "env" / "NOMSG").write_bytes(one_recipient_envelope("NOMSG").to_json())
+    (root / "new" / "NOENV").write_bytes(b"finished, envelope already removed")
+    envs = Spool(str(root), sync_thread).recover()
+    assert [e.id for e in envs] == [live]
+    assert spool_files(root, "tmp") == []
+    assert spool_files(root, "new") == [live] == spool_files(root, "env")
+
+
+def test_recover_keeps_unreadable_envelopes_for_the_operator(spool, tmp_path):
+    root = tmp_path / "spool"
+    (root / "new" / "BAD").write_bytes(b"message")
+    (root / "env" / "BAD").write_bytes(b'{"version": 99}')
+    assert Spool(str(root), sync_thread).recover() == []
+    assert spool_files(root, "corrupt") == ["BAD", "BAD.env"]
+
+
+def test_update_and_remove(spool, tmp_path):
+    root = tmp_path / "spool"
+    qid, _ = commit(spool)
+    env = one_recipient_envelope(qid)
+    env.recipients[0].state = "delivered"
+    spool.update(env)
+    (loaded,) = Spool(str(root), sync_thread).recover()
+    assert loaded.recipients[0].state == "delivered"
+    assert spool_files(root, "tmp") == []
+    spool.remove(qid)
+    assert spool_files(root, "new") == [] == spool_files(root, "env")
+
+
+def test_failed_commit_leaves_nothing(spool, tmp_path, monkeypatch):
+    def boom(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rounds, "_write_new", boom)
+    assert_commit_fails_leaving_nothing(spool, tmp_path, errno=28)
+
+
+def test_envelope_versions():
+    env = one_recipient_envelope("X")
+    assert Envelope.from_json(env.to_json()) == env
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"version": 2, "id": "X"}')
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b"not json")
+    with pytest.raises(EnvelopeError):
+        Envelope.from_json(b'{"version": 1, "id": "X"}')
+
+
+def test_large_message_spills_to_tmp_and_commits_whole(spool, tmp_path):
+    from mxbackup.queue.spool import SPILL
+
+    inc = spool.incoming()
+    chunk = b"x" * 65534 + b"\r\n"
+    for _ in range(SPILL // len(chunk) + 3):
+        inc.write(chunk)
+    assert spool_files(tmp_path / "spool", "tmp") == [inc.id]  # spilled while arriving
+    d = spool.commit(inc, one_recipient_envelope(inc.id))
+    assert d.called and d.result is None
+    data = (tmp_path / "spool" / "new" / inc.id).read_bytes()
+    assert data == chunk * (SPILL // len(chunk) + 3)
+
+
+def test_small_message_never_touches_the_disk_before_commit(spool, tmp_path):
+    inc = spool.incoming()
+    inc.write(b"small\r\n")
+    assert spool_files(tmp_path / "spool", "tmp") == []
+    inc.abort()
+    assert spool_files(tmp_path / "spool", "tmp") == []
+
+
+def test_free_space_is_cached_but_measured_afresh_on_demand(tmp_path, monkeypatch):
+    """Regression: acceptance must resume as soon as space returns, not FREE_SPACE_TTL later
+    (the cached figure is only a fast path for yes: one below at_least is measured again)."""
+    now = [100.0]
+    s = Spool(str(tmp_path / "spool"), sync_thread, clock=lambda: now[0])
+    s.open()
+    avail = [10]
+
+    class St:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self) -> int:
+            return avail[0]
+
+    monkeypatch.setattr(spool_module.os, "statvfs", lambda path: St())
+    assert s.free_space() == 10 * 4096
+    avail[0] = 1000
+    assert s.free_space() == 10 * 4096  # cached within the TTL
+    assert s.free_space(at_least=11 * 4096) == 1000 * 4096
+    avail[0] = 5
+    now[0] += spool_module.FREE_SPACE_TTL
+    assert s.free_space() == 5 * 4096  # the TTL ran out
