@@ -4,7 +4,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= etc/mx.yaml
-export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test lint check-config clean
 

@@ -13,8 +13,10 @@ import bcrypt
 from OpenSSL.crypto import FILETYPE_PEM
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints, ssl, threads
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.names import client as dns_client
+from zope.interface import implementer
 
 from mxbackup import config as config_module
 from mxbackup.config import Config, ConfigError
@@ -178,24 +180,23 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
     return parts
 
 
-def _remember_own_address(listener: Any, nexthop: NextHop) -> None:
-    """Once listening, tell nexthop our address so we never deliver to ourselves."""
+@implementer(IStreamServerEndpoint)
+class _OwnAddressEndpoint:
+    """A listening endpoint that tells nexthop the address it bound, once it has, so that we
+    never deliver to ourselves (a wrapper: ``StreamServerEndpointService`` calls ``listen``)."""
 
-    def started(port: Any) -> Any:
+    def __init__(self, endpoint: IStreamServerEndpoint, nexthop: NextHop) -> None:
+        self._endpoint = endpoint
+        self._nexthop = nexthop
+
+    def listen(self, factory: Any) -> defer.Deferred:
+        return self._endpoint.listen(factory).addCallback(self._listening)
+
+    def _listening(self, port: Any) -> Any:
         host = port.getHost()
         if hasattr(host, "port"):
-            nexthop.add_own(host.host, host.port)
+            self._nexthop.add_own(host.host, host.port)
         return port
-
-    original = listener.privilegedStartService
-
-    def privileged_start() -> None:
-        original()
-        waiting = getattr(listener, "_waitingForPort", None)
-        if waiting is not None:
-            waiting.addCallback(started)
-
-    listener.privilegedStartService = privileged_start
 
 
 def make_service(config: Config, reactor: Any) -> MXBackupService:
@@ -251,9 +252,8 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
             raise ConfigError(
                 [f"{config.source}: server.listen[{i}]: bad endpoint {description!r}: {e}"]
             ) from None
-        listener = internet.StreamServerEndpointService(endpoint, factory)
-        listener.setServiceParent(top)
-        _remember_own_address(listener, nexthop)
+        own = _OwnAddressEndpoint(endpoint, nexthop)
+        internet.StreamServerEndpointService(own, factory).setServiceParent(top)
     commands = Commands(scheduler, spool, top.reload)
     socket_path = config.control_socket
     prepare_socket_path(socket_path)

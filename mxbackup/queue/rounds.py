@@ -151,39 +151,49 @@ class _Round:
         return os.path.join(self.root, sub, name)
 
     def run(self, ops: list[RoundOp]) -> list[OSError | None]:
-        durable = self.sync == "fsync"
         results: list[OSError | None] = [None] * len(ops)
-        renamed = [False] * len(ops)
         writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
+        self._write_all(ops, writes, results)
+        renamed = [False] * len(ops)
+        for i, op in enumerate(ops):
+            if results[i] is None:
+                results[i], renamed[i] = self._rename(op)
+        if any(renamed):
+            self._sync_names(ops, renamed, results)
+        return results
+
+    def _write_all(self, ops: list[RoundOp], writes: list[int], results: list) -> None:
+        """Steps 1 and 2: the files of ``writes`` in tmp/, their data durable."""
+        durable = self.sync == "fsync"
         if durable and len(writes) > 1:
             errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
         else:
             errors = [self._write(ops[i], durable) for i in writes]
         for i, error in zip(writes, errors, strict=True):
             results[i] = error
-        if not durable and any(e is None for e in errors):
-            # syncfs: the files' data must be on disk before any name points to it, or a
-            # crash could leave a truncated message under a live name.
-            try:
-                self._sync()
-            except OSError as e:
-                for i in writes:
-                    if results[i] is None:
-                        results[i] = e
-                        self._unwrite(ops[i])
-        for i, op in enumerate(ops):
-            if results[i] is None:
-                results[i], renamed[i] = self._rename(op)
-        if any(renamed):
-            try:
-                self._sync()
-            except OSError as e:
-                for i, op in enumerate(ops):
-                    if renamed[i]:
-                        results[i] = e
-                        if op.kind == "commit":
-                            self._discard(op.qid)
-        return results
+        if durable or all(e is not None for e in errors):
+            return
+        # syncfs: the files' data must be on disk before any name points to it, or a crash
+        # could leave a truncated message under a live name.
+        try:
+            self._sync()
+        except OSError as e:
+            for i in writes:
+                if results[i] is None:
+                    results[i] = e
+                    self._unwrite(ops[i])
+
+    def _sync_names(self, ops: list[RoundOp], renamed: list[bool], results: list) -> None:
+        """Step 4: the renamed names durable; if that fails, none of them is acknowledged
+        and new messages are taken back (the client gets a 4xx)."""
+        try:
+            self._sync()
+        except OSError as e:
+            for i, op in enumerate(ops):
+                if renamed[i]:
+                    results[i] = e
+                    if op.kind == "commit":
+                        self._discard(op.qid)
 
     def _write(self, op: RoundOp, durable: bool) -> OSError | None:
         try:

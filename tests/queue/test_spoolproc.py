@@ -57,7 +57,7 @@ def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) ->
     assert spool_files(tmp_path / "spool", "new") == spool_files(tmp_path / "spool", "env") == []
 
 
-def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path) -> None:
+def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path, capfd: Any) -> None:
     """Regression: a round that ends after the server stopped met a closed pipe; that is a
     quiet end, not a traceback in the server's log."""
 
@@ -66,7 +66,11 @@ def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
     request = frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
-    rounds.serve(io.BytesIO(request * 2), Gone())  # returns, raises nothing
+    stdin = io.BytesIO(request * 2)
+    rounds.serve(stdin, Gone())  # returns, raises nothing
+    assert stdin.tell() == len(request)  # it stopped at the first answer it could not give
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")  # quietly: no traceback, nothing for the log
 
 
 def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""The envelope format (mxbackup.queue.envelope): versioned JSON, refused when unknown."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from mxbackup.queue.envelope import VERSION, Envelope, EnvelopeError, Recipient, new_queue_id
+
+
+def envelope() -> Envelope:
+    return Envelope(
+        id="0123456789ABCDEF012",
+        sender="s@sender.test",
+        recipients=[
+            Recipient("a@example.com", "example.com", params={"NOTIFY": "FAILURE"}),
+            Recipient("b@other.test", None, state="delivered", attempts=2, last_reply="250 ok"),
+        ],
+        received_at=1700000000.5,
+        size=1234,
+        client_ip="127.0.0.9",
+        helo="c.test",
+        params={"BODY": "8BITMIME", "SIZE": None},
+        held=True,
+    )
+
+
+def test_round_trip_keeps_every_field():
+    original = envelope()
+    copy = Envelope.from_json(original.to_json())
+    assert copy == original
+    assert copy.recipients[0].params == {"NOTIFY": "FAILURE"}
+
+
+def test_json_is_versioned_and_stable():
+    data = json.loads(envelope().to_json())
+    assert data["version"] == VERSION
+    assert envelope().to_json() == envelope().to_json()  # sorted keys: byte-identical
+
+
+def test_pending_lists_only_pending_recipients():
+    assert [r.address for r in envelope().pending()] == ["a@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"version": 99}', "unknown envelope version 99"),
+        (b'{"id": "x"}', "unknown envelope version None"),
+        (json.dumps({"version": VERSION, "id": "x"}).encode(), "bad envelope"),
+        (
+            json.dumps({"version": VERSION, "recipients": [{"nonsense": 1}]}).encode(),
+            "bad envelope",
+        ),
+    ],
+)
+def test_unreadable_envelopes_are_refused_with_a_reason(raw, reason):
+    with pytest.raises(EnvelopeError, match=re.escape(reason)):
+        Envelope.from_json(raw)
+
+
+def test_queue_ids_sort_by_arrival_and_are_file_name_safe():
+    ids = [new_queue_id(1700000000.0 + i / 1000) for i in range(50)]
+    assert ids == sorted(ids)
+    assert all(re.fullmatch(r"[0-9A-F]{19}", qid) for qid in ids)
+    # 24 random bits within one microsecond (a collision fails O_EXCL and is retried)
+    assert len({new_queue_id(1700000000.0) for _ in range(100)}) == 100
