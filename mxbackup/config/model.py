@@ -41,14 +41,7 @@ class TLSConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     hostname: str = setting("our host name: greeting, EHLO, Received, DSNs", v.host_name)
-    listen: tuple[str, ...] = setting(
-        "Twisted endpoint descriptions to accept SMTP on",
-        Items(
-            v.endpoint,
-            "a list of Twisted endpoint descriptions such as ['tcp:25']",
-            empty="needs at least one endpoint description, such as 'tcp:25'",
-        ),
-    )
+    listen: tuple[str, ...] = setting("endpoint descriptions to accept SMTP on", v.ENDPOINTS)
     spool: str = setting("the queue's root directory", text)
     tls: TLSConfig | None = setting(
         "offer STARTTLS with these files", section=TLSConfig, default=None, null=True
@@ -96,13 +89,7 @@ INTERNET_AUTH = Matrix(True, True, False, True)
 class IPRange:
     name: str = setting("shown in logs; unique", text, unique="when_read")
     networks: tuple[IPNetwork, ...] = setting(
-        "IP addresses or networks",
-        Items(
-            v.network,
-            "a list of IP addresses or networks such as '192.0.2.0/24'",
-            empty="needs at least one IP address or network, such as '192.0.2.0/24'",
-        ),
-        key="addresses",
+        "IP addresses or networks", v.NETWORKS, key="addresses"
     )
     allow: Matrix = setting("may the mail be sent at all", section=Matrix, default=ALL_ALLOWED)
     require_auth: Matrix = setting("must the client log in", section=Matrix, default=INTERNET_AUTH)
@@ -222,7 +209,7 @@ class DeliveryConfig:
     )
     dns_servers: tuple[tuple[str, int], ...] = setting(
         "'address' or 'address:port'; empty: the system's resolv.conf",
-        Items(v.dns_server, "a list of 'address' or 'address:port'"),
+        v.DNS_SERVERS,
         default=(),
         null=True,
     )

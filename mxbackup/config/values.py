@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from mxbackup.config.reader import MISSING, Map, Reader, kind, show
+from mxbackup.config.reader import MISSING, Items, Map, Reader, kind, show
 from mxbackup.config.scalars import read_text, text
 from mxbackup.names import DomainError, parse_domain
 
@@ -44,22 +44,21 @@ class AddressList:
 
 
 def host_name(r: Reader, value: object, path: str) -> str:
-    if not isinstance(value, str):
-        r.error(path, f"must be a host name, got {show(value)}")
-        return ""
-    name, problem = _domain_name(value, wildcard=False)
-    if problem:
-        r.error(path, f"must be a valid host name: {problem}, got {show(value)}")
-    return name
+    return _name(r, value, path, "a host name", "a valid host name:", wildcard=False)
 
 
 def route_domain(r: Reader, value: object, path: str) -> str:
+    what = "a domain name such as 'example.com'"
+    return _name(r, value, path, what, f"{what}:", wildcard=True)
+
+
+def _name(r: Reader, value: object, path: str, what: str, valid: str, *, wildcard: bool) -> str:
     if not isinstance(value, str):
-        r.error(path, f"must be a domain name such as 'example.com', got {show(value)}")
+        r.error(path, f"must be {what}, got {show(value)}")
         return ""
-    name, problem = _domain_name(value, wildcard=True)
+    name, problem = _domain_name(value, wildcard=wildcard)
     if problem:
-        r.error(path, f"must be a domain name such as 'example.com': {problem}, got {show(value)}")
+        r.error(path, f"must be {valid} {problem}, got {show(value)}")
     return name
 
 
@@ -80,6 +79,13 @@ def endpoint(r: Reader, value: object, path: str) -> str | None:
     return None
 
 
+ENDPOINTS = Items(
+    endpoint,
+    "a list of Twisted endpoint descriptions such as ['tcp:25']",
+    empty="needs at least one endpoint description, such as 'tcp:25'",
+)
+
+
 def network(r: Reader, value: object, path: str) -> IPNetwork | None:
     try:
         if isinstance(value, str):
@@ -88,6 +94,13 @@ def network(r: Reader, value: object, path: str) -> IPNetwork | None:
         pass
     r.error(path, f"must be an IP address or network such as '192.0.2.0/24', got {show(value)}")
     return None
+
+
+NETWORKS = Items(
+    network,
+    "a list of IP addresses or networks such as '192.0.2.0/24'",
+    empty="needs at least one IP address or network, such as '192.0.2.0/24'",
+)
 
 
 def loopback_only(networks: tuple[IPNetwork, ...]) -> bool:
@@ -100,6 +113,9 @@ def dns_server(r: Reader, value: object, path: str) -> tuple[str, int] | None:
         r.error(path, f"must be an IP address with an optional :port, got {show(value)}")
         return None
     return (target.host, target.port)
+
+
+DNS_SERVERS = Items(dns_server, "a list of 'address' or 'address:port'")
 
 
 def _is_ip(text: str) -> bool:
