@@ -187,11 +187,12 @@ class Route:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeliveryConfig:
     """How the outbound side behaves, for every route."""
 
-    # Declared (and so read) first: the hand-written reader reported its problems first.
+    # Declared, and so read, first: check-config has always reported its problem before the
+    # others of this section.  (Keyword-only, so no caller can mistake the order.)
     helo_name: str = setting(
         "the name we give in EHLO; empty: server.hostname", v.host_name, default=""
     )

@@ -155,6 +155,9 @@ def settings_of(cls: type) -> tuple[tuple[dataclasses.Field[Any], Setting], ...]
     pending = [
         (f, f.metadata[_METADATA]) for f in dataclasses.fields(cls) if _METADATA in f.metadata
     ]
+    for f, s in pending:
+        if [s.read, s.section, s.read_keys].count(None) != 2:
+            raise TypeError(f"{cls.__name__}.{f.name}: give one of read, section or read_keys")
     ordered: list[tuple[dataclasses.Field[Any], Setting]] = []
     while pending:
         read = {f.name for f, _ in ordered}
@@ -223,7 +226,7 @@ def read_section(
     if m is None:
         return base
     done: dict[str, Any] = {}
-    later = []
+    later: list[tuple[dict[object, str], str, object]] = []
     for f, s in specs:
         done[f.name] = _read_field(m, f, s, base, done)
         if s.unique and seen is not None:
@@ -260,7 +263,7 @@ def _read_field(
         default = default_of(f)
         start = None if default is MISSING else default
         return read_section(m.r, value, m.at(key), s.section, start)
-    assert s.read is not None, f"{f.name}: a setting needs read, section or read_keys"
+    assert s.read is not None  # settings_of checked it
     return s.read(m.r, value, m.at(key), **({} if s.derive else needs))
 
 

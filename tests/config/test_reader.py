@@ -195,3 +195,17 @@ def test_join() -> None:
     assert join("a", "b-c_1") == "a.b-c_1"
     assert join("a", "two words") == "a.'two words'"
     assert join("a", None) == "a.null"
+
+
+def test_a_setting_reads_in_exactly_one_way() -> None:
+    @dataclass(frozen=True)
+    class Neither:
+        x: int = setting("no reader")
+
+    @dataclass(frozen=True)
+    class Both:
+        x: Inner = setting("two readers", boolean, section=Inner)
+
+    for cls in (Neither, Both):
+        with pytest.raises(TypeError, match="give one of read, section or read_keys"):
+            settings_of(cls)
