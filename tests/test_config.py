@@ -993,6 +993,17 @@ def test_long_values_are_shortened_in_errors() -> None:
     assert len(line) < 250
 
 
+def test_the_package_is_pure() -> None:
+    code = (
+        "import sys, mxbackup.config; "
+        "print(sorted(m for m in sys.modules if m.startswith('twisted')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\n"
+
+
 # --- the command line -----------------------------------------------------------------------
 
 
