@@ -210,6 +210,37 @@ def test_all_problems_are_collected() -> None:
     assert str(ConfigError(errors)) == "\n".join(errors)
 
 
+def test_missing_sections_give_one_line_each() -> None:
+    # The hand-written reader also said "server: must be a mapping, got a value of type object".
+    assert errors_of({}) == [
+        f"{SOURCE}: server: required key is missing",
+        f"{SOURCE}: routes: required key is missing",
+    ]
+
+
+def test_errors_keep_the_order_of_the_hand_written_reader() -> None:
+    data = minimal(domain="a_b", port="x", target_host="", retries=-1)
+    data["delivery"] = {"tick": 0, "helo_name": "bad_name"}
+    data["routes"].insert(0, {"domain": "a.example", "target_host": "h"})
+    data["routes"].append({"domain": "A.example", "target_host": "h", "port": 0})
+    data["ip_ranges"] = [{"name": "x", "addresses": ["::/0"]}, {"name": "x", "addresses": [1]}]
+    data["accounts"] = [{"username": "u", "password_hash": HASH}, {"username": "u"}]
+    assert [line.split(": ")[1] for line in errors_of(data)] == [
+        "ip_ranges[1].name",  # a name is checked for duplicates at once
+        "ip_ranges[1].addresses[0]",
+        "accounts[1].username",
+        "accounts[1].password_hash",
+        "routes[1].domain",
+        "routes[1].port",  # before target_host: its default port comes from here
+        "routes[1].target_host",
+        "routes[1].retries",
+        "routes[2].port",
+        "routes[2].domain",  # a route's domain is checked for duplicates after the route
+        "delivery.helo_name",  # first in delivery
+        "delivery.tick",
+    ]
+
+
 # --- unknown keys ---------------------------------------------------------------------------
 
 
@@ -960,6 +991,17 @@ def test_error_lines_stay_single_lines() -> None:
 def test_long_values_are_shortened_in_errors() -> None:
     line = only_error(minimal(port="x" * 10_000))
     assert len(line) < 250
+
+
+def test_the_package_is_pure() -> None:
+    code = (
+        "import sys, mxbackup.config; "
+        "print(sorted(m for m in sys.modules if m.startswith('twisted')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "[]\n"
 
 
 # --- the command line -----------------------------------------------------------------------
