@@ -48,6 +48,17 @@ class DataTests(WireTestCase):
         self.assertFalse(any(c.startswith(b"MAIL FROM:<mallory") for c in primary.commands()))
 
     @defer.inlineCallbacks
+    def test_dots_at_chunk_boundaries_of_a_streamed_message(self) -> Any:
+        body = body_with_dots_at_chunk_boundaries(streamed=True)
+        primary = self.primary()
+        job = self.job(body=body)
+        yield self.deliver(primary, [job])
+        self.assertEqual(self.kinds(job), {"bob@example.com": "delivered"})
+        self.assertEqual(len(primary.transactions), 1)
+        self.assertEqual(primary.complete[0].message, body)
+        self.assertEqual(primary.complete[0].raw, reference_stuffing(body))
+
+    @defer.inlineCallbacks
     def test_message_is_sent_unaltered(self) -> Any:
         body = MESSAGE + b"8bit: \xc3\xa9t\xc3\xa9\r\n" + b"z" * 3000 + b"\r\n"
         primary = self.primary()

@@ -187,6 +187,15 @@ class TLSTests(WireTestCase):
         yield self.deliver(primary, [job], self.tls_settings("starttls_required"))
         self.assertEqual([t.message for t in primary.complete], [body])
 
+    @defer.inlineCallbacks
+    def test_streamed_message_over_tls(self) -> Any:
+        body = body_with_dots_at_chunk_boundaries(streamed=True)
+        primary = self.primary(tls_context=self.ca.server_context(NAME))
+        jobs = [self.job(body=body), self.job()]
+        yield self.deliver(primary, jobs, self.tls_settings("starttls_required"))
+        self.assertEqual([t.message for t in primary.complete], [body, MESSAGE])
+        self.assertTrue(all(t.tls for t in primary.complete))
+
 
 class AuthTests(WireTestCase):
     def setUp(self) -> None:

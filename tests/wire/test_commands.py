@@ -92,3 +92,11 @@ class CoreTests(SynchronousTestCase):
         got = self.replies([self.proto.expect()])
         self.proto.dataReceived(b"250-" + b"x" * (CommandClient.MAX_LENGTH + 10))
         self.assertIsInstance(got[0].value, ProtocolError)
+
+    def test_tcp_nodelay_is_set(self) -> None:
+        """Nagle would hold the final ".\r\n" back until the previous segment is acked."""
+        calls: list[bool] = []
+        transport = StringTransport()
+        transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
+        CommandClient(self.clock, 30.0).makeConnection(transport)
+        self.assertEqual(calls, [True])

@@ -15,6 +15,7 @@ from fakeprimary import FakePrimary
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from mxbackup.wire.body import WHOLE_MESSAGE
 from mxbackup.wire.client import deliver
 from mxbackup.wire.contract import Attempt, Candidate, Delivery, Job, JobResult, Outcome, Settings
 
@@ -48,9 +49,11 @@ def closed_port() -> int:
     return port
 
 
-def body_with_dots_at_chunk_boundaries() -> bytes:
+def body_with_dots_at_chunk_boundaries(streamed: bool = False) -> bytes:
     """A CRLF message whose lines at 16 KiB, 32 KiB and 48 KiB start with a dot: a lone "."
-    (which would end DATA), a smuggled second transaction, and a ".." line."""
+    (which would end DATA), a smuggled second transaction, and a ".." line.  ``streamed``:
+    followed by lone dots at every chunk boundary up to past ``WHOLE_MESSAGE``, so the message
+    goes through the producer, chunk by chunk."""
     head = b"From: alice@example.net\r\nTo: bob@example.com\r\nSubject: dots\r\n\r\n"
     out = bytearray(head)
     out += b"a lone dot in the middle of a chunk:\r\n.\r\n"
@@ -69,7 +72,11 @@ def body_with_dots_at_chunk_boundaries() -> bytes:
     out += b"..two dots\r\n"
     fill_to(3 * CHUNK)
     out += b".\r\n"
+    for k in range(4, WHOLE_MESSAGE // CHUNK + 3) if streamed else ():
+        fill_to(k * CHUNK)
+        out += b".\r\n"
     out += b"the end\r\n"
+    assert (len(out) > WHOLE_MESSAGE) == streamed
     return bytes(out)
 
 
