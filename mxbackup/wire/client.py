@@ -275,7 +275,8 @@ def _quit(
 ) -> Generator[Any, Any, None]:
     """QUIT when the session can still talk, then wait for the connection to go."""
     if isinstance(exc, ReplyTimeout | ProtocolError):
-        proto.abort()  # a stalled target never reads our output: loseConnection would wait
+        if proto.alive:  # the core aborted already: a stalled target never reads our QUIT
+            proto.abort()
     elif proto.alive:
         try:
             yield proto.send(b"QUIT")[0]

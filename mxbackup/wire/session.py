@@ -167,6 +167,11 @@ def starttls(
     reply = yield ask(proto, b"STARTTLS")
     if reply.code != 220:
         raise ReplyError(reply)
+    if proto.clearLineBuffer():
+        # Plain text after the 220 would be read as if it came inside TLS (a forged EHLO
+        # reply...): the response injection of CVE-2011-0411, client side.
+        proto.abort()
+        raise ProtocolError("data after the reply to STARTTLS, before the TLS handshake")
     state.tls_started = True
     proto.transport.startTLS(context)
     extensions = yield hello(proto, state, settings)

@@ -216,3 +216,20 @@ class ScriptedSessionTests(SynchronousTestCase):
         attempt = self.end(proto)
         self.assertFalse(attempt.connected)
         self.assertIn("greeting: not an SMTP reply", attempt.error)
+
+    def test_plain_text_after_the_starttls_reply_is_not_taken_for_tls(self) -> None:
+        """What follows the 220 in the same packet was sent before the handshake: the client
+        must not read it as the first reply inside TLS (LineReceiver.clearLineBuffer)."""
+        settings = Settings(
+            "mx2.example.net", security="starttls_required", verify_certificate=False
+        )
+        proto, t = self.session([self.job()], settings)
+        proto.dataReceived(b"220 x ESMTP\r\n250-x\r\n250 STARTTLS\r\n")
+        self.assertTrue(t.value().endswith(b"STARTTLS\r\n"))
+        t.clear()
+        proto.dataReceived(b"220 go ahead\r\n250-forged\r\n250 AUTH PLAIN\r\n")
+        self.assertEqual(t.value(), b"")  # no EHLO, no MAIL
+        self.assertTrue(t.disconnected)
+        attempt = self.end(proto)
+        self.assertFalse(attempt.connected)
+        self.assertIn("starttls: data after the reply to STARTTLS", attempt.error)
