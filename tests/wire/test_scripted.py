@@ -233,3 +233,31 @@ class ScriptedSessionTests(SynchronousTestCase):
         attempt = self.end(proto)
         self.assertFalse(attempt.connected)
         self.assertIn("starttls: data after the reply to STARTTLS", attempt.error)
+
+    def test_connection_lost_while_waiting_for_ready(self) -> None:
+        opened: defer.Deferred[None] = defer.Deferred()
+        proto, t = self.session([self.job(), self.job()], ready=lambda: opened)
+        proto.dataReceived(GREETING_AND_EHLO)
+        attempt = self.end(proto)  # the target hangs up while our disk is slow
+        self.assertTrue(attempt.connected)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(attempt.error, "ehlo: connection closed by the target")
+        for qid in ("Q1", "Q2"):
+            outcome = self.outcomes[qid]["bob@example.com"]
+            self.assertEqual((outcome.kind, outcome.tried), ("tempfail", False))
+        opened.callback(None)  # too late: nothing happens
+        self.assertNotIn(b"MAIL", t.value())
+
+    def test_a_refused_rset_ends_the_session(self) -> None:
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
+        self.assertTrue(t.value().endswith(b"RSET\r\n"))  # MAIL was accepted: still open
+        t.clear()
+        proto.dataReceived(b"500 5.5.1 what\r\n")
+        self.assertEqual(t.value(), b"QUIT\r\n")
+        attempt = self.end(proto)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(self.outcomes["Q1"]["x@example.com"].code, 550)
+        self.assertFalse(self.outcomes["Q2"]["bob@example.com"].tried)
