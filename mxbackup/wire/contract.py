@@ -139,6 +139,12 @@ class Delivery:
     done: Deferred[Attempt]
 
 
+# The durability barrier.  The client calls it at most once per ``deliver`` call, when its
+# first session is about to send its first MAIL (after connect, EHLO, STARTTLS, AUTH); never
+# for a probe (no jobs) nor when no session gets that far.  So the writes it waits for should
+# already be under way when ``deliver`` is called (it may also start them; they then do not
+# overlap with connecting).  A failure, or an exception raised by the call, tempfails every
+# job with ``tried=False`` and the reason: ``local: <str(exception)>``.
 Ready = Callable[[], Deferred[None]]
 
 
