@@ -105,8 +105,7 @@ def test_example_documents_every_key_the_model_reads() -> None:
     keys = {path.rpartition(".")[2].removeprefix("[]") for path, _, _ in walk_keys(Config)}
     keys = {key.rpartition("[].")[2] for key in keys}
     missing = {key for key in keys if f"{key}:" not in text and f"{{{key}:" not in text}
-    # etc/mx.yaml does not explain these two (yet); empty this set when it does.
-    assert missing == {"allow_etrn", "control_socket"}
+    assert missing == set()
 
 
 def test_the_model_reads_every_key_of_the_example() -> None:
