@@ -22,6 +22,7 @@ from mxbackup.inbound.server import SMTPFactory
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.queue.spool import Spool
@@ -227,8 +228,8 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         spool,
         clock=reactor,
         nexthop=nexthop,
-        deliver=lambda candidates, settings, jobs: smtp_out.deliver(
-            reactor, candidates, settings, jobs
+        deliver=lambda candidates, settings, jobs, ready: smtp_out.deliver(
+            reactor, candidates, settings, jobs, ready
         ),
         stats=stats,
     )
@@ -254,7 +255,9 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         listener = internet.StreamServerEndpointService(endpoint, factory)
         listener.setServiceParent(top)
         _remember_own_address(listener, nexthop)
-    commands = Commands(scheduler, spool, top.reload)
+    admin = QueueAdmin(scheduler)
+    top.namespace["admin"] = admin
+    commands = Commands(scheduler, admin, spool, top.reload)
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
     control = internet.StreamServerEndpointService(
