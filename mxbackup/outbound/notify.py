@@ -27,8 +27,7 @@ HEADERS_READ = 256 * 1024  # octets of the original read for its header section
 
 class DsnQueue:
     def __init__(self, spool: Spool, config: Config, stats: Stats) -> None:
-        self.spool = spool
-        self.stats = stats
+        self.spool, self.stats = spool, stats
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:

@@ -129,6 +129,31 @@ class FakeDeliver:
             self._answer(session)
 
 
+class HeldRunner:
+    """A spool runner whose rounds wait until released (``hold``), or fail (``fail``)."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.fail: OSError | None = None
+        self.held: list = []
+
+    def __call__(self, fn, *args) -> defer.Deferred:
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            return defer.fail(error)
+        if not self.hold:
+            return sync_thread(fn, *args)
+        d: defer.Deferred = defer.Deferred()
+        self.held.append((d, fn, args))
+        return d
+
+    def release(self) -> None:
+        self.hold = False
+        while self.held:
+            d, fn, args = self.held.pop(0)
+            d.callback(fn(*args))
+
+
 class World:
     def __init__(self, tmp, routes=None, delivery=None, runner=sync_thread) -> None:
         data = base_config(tmp)
@@ -146,13 +171,15 @@ class World:
         self.scheduler.start()
         self.root = tmp / "spool"
 
-    def queue(self, rcpts=("u@example.com",), sender="s@sender.test", body=b"") -> Envelope:
+    def queue(
+        self, rcpts=("u@example.com",), sender="s@sender.test", body=b"", route="example.com"
+    ) -> Envelope:
         inc = self.spool.incoming()
         inc.write(body or b"Subject: hello\r\nMessage-Id: <m@x>\r\n\r\nbody\r\n")
         env = Envelope(
             id=inc.id,
             sender=sender,
-            recipients=[Recipient(r, "example.com") for r in rcpts],
+            recipients=[Recipient(r, route) for r in rcpts],
             received_at=self.clock.seconds(),
             size=inc.size,
         )

@@ -4,12 +4,12 @@ follows the delivery contract (``outbound_world``)."""
 from __future__ import annotations
 
 import pytest
+from outbound_world import MINUTE, REMOTE, HeldRunner, World
 from twisted.internet import defer
 
 from helpers import spool_files
 from mxbackup.outbound.scheduler import APPLY_EVERY
 from mxbackup.wire.contract import Attempt, Outcome
-from outbound_world import MINUTE, REMOTE, World
 
 
 @pytest.fixture
@@ -321,28 +321,6 @@ def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_pat
     assert spool_files(w.root, "env") == []
 
 
-def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
-    """The operator deletes a message while the DSN for one of its recipients is being
-    queued: the settle that follows must not write its envelope again (an orphan env/)."""
-    w = World(tmp_path)
-    w.deliver.reply = lambda rcpt: (550, "5.1.1 no") if rcpt.startswith("bad") else (451, "4.0.0")
-    held: list[defer.Deferred] = []
-
-    def notify(envelope, rcpts, now, action):
-        d: defer.Deferred = defer.Deferred()
-        held.append(d)
-        return d
-
-    w.scheduler.dsn.notify = notify
-    env = w.queue(rcpts=("bad@example.com", "later@example.com"))
-    w.advance(1)
-    assert len(held) == 1  # the DSN is on its way; the message is no longer in flight
-    w.admin.delete(env.id)
-    held[0].callback(None)
-    assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
-    assert env.id not in w.scheduler.queue
-
-
 def test_outcome_that_cannot_be_written_is_written_again_later(tmp_path):
     """Delivered, but the spool refuses the removal (disk trouble): the outcome stands in
     memory and its recording is tried again a minute later; the message is not resent."""
@@ -382,3 +360,81 @@ def test_a_flush_during_the_recording_of_an_outcome_is_not_lost(tmp_path):
     w.advance(2)  # ... but remembered: retried now, not at minutes_between_retries
     assert w.scheduler.queue == {}
     assert env.recipients[0].attempts == 2
+
+
+# -- the delivery contract, as the scheduler uses it ---------------------------------------------
+def test_nothing_is_sent_before_the_tries_are_on_disk(tmp_path):
+    """The connection starts at once; its first MAIL waits for ``ready()``: the envelope
+    writes that count the try."""
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    env = w.queue()
+    runner.hold = True
+    w.advance(1)
+    assert len(w.deliver.connections_with_mail) == 1  # connecting meanwhile ...
+    assert w.deliver.sent == [] and env.recipients[0].attempts == 1  # ... nothing sent yet
+    assert env.recipients[0].inflight
+    runner.release()
+    assert len(w.deliver.sent) == 1 and w.scheduler.queue == {}
+    assert w.scheduler.stats.delivered == 1
+
+
+def test_a_try_that_could_not_be_written_is_not_made_nor_counted(tmp_path):
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    env = w.queue()
+    runner.fail = OSError(28, "No space left on device")
+    w.advance(1)
+    assert w.deliver.sent == []
+    rcpt = env.recipients[0]
+    assert rcpt.state == "pending" and rcpt.attempts == 0 and not rcpt.inflight
+    assert "could not write the envelopes before delivery" in rcpt.last_reply
+    assert w.scheduler.stats.deferred == 1 and w.scheduler.stats.delivered == 0
+    w.advance(15 * MINUTE)
+    assert w.scheduler.queue == {}  # tried again at its next attempt, and delivered
+
+
+def test_a_domain_that_takes_no_mail_bounces_without_a_connection(w):
+    w.nexthop.no_route.add("nomail.test")
+    env = w.queue(rcpts=("u@nomail.test",), route=None)
+    w.advance(1)
+    sent = [job.qid for jobs in w.deliver.connections_with_mail for job in jobs]
+    assert env.id not in sent and len(sent) == 1  # only the DSN went out
+    assert env.recipients[0].state == "failed"
+    (dsn,) = w.dsns()
+    block = dsn.get_payload()[1].get_payload()[1]
+    assert (block["Status"], block["Action"]) == ("5.1.2", "failed")
+    assert (
+        block["Diagnostic-Code"] == "X-mxbackup; 5.1.2 domain nomail.test accepts no mail (null MX)"
+    )
+
+
+def test_a_target_without_an_address_is_down_and_the_try_counts(w):
+    w.nexthop.no_address.add("example.com")
+    env = w.queue()
+    w.advance(1)
+    assert w.deliver.calls == []
+    rcpt = env.recipients[0]
+    assert (rcpt.state, rcpt.attempts) == ("pending", 1)
+    assert rcpt.last_reply == "4.4.4 no address to connect to (or only our own)"
+    assert w.scheduler.targets["example.com"].down
+
+
+def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):
+    w.deliver.hold = True
+    env = w.queue()
+    w.advance(1)
+    session = w.deliver.pending.pop()
+    session.done.errback(RuntimeError("client bug"))  # breaks the contract: done never fails
+    assert not w.scheduler.backlog.inflight.busy(env.id) and not env.recipients[0].inflight
+    assert w.scheduler.targets["example.com"].active == 0
+    w.deliver.hold = False
+    w.advance(61)
+    assert w.scheduler.queue == {}  # tried again a minute later
+
+
+def test_held_messages_are_not_taken(w):
+    env = w.queue()
+    env.held = True
+    w.advance(1)
+    assert w.deliver.calls == [] and env.recipients[0].attempts == 0
