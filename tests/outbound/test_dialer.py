@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from outbound_world import FakeNextHop
+import pytest
+from outbound_world import FakeNextHop, World
 from twisted.internet import defer
 
 from helpers import base_config
@@ -92,3 +93,35 @@ def test_no_address_is_a_temporary_failure_and_the_target_counts_as_down(tmp_pat
     assert all(o.kind == "tempfail" and o.tried for o in per_rcpt.values())
     assert fired(delivery.done).connected is False
     assert fired(no_wait()) is None
+
+
+# -- through the scheduler -----------------------------------------------------------------------
+@pytest.fixture
+def w(tmp_path):
+    return World(tmp_path)
+
+
+def test_a_domain_that_takes_no_mail_bounces_without_a_connection(w):
+    w.nexthop.no_route.add("nomail.test")
+    env = w.queue(rcpts=("u@nomail.test",), route=None)
+    w.advance(1)
+    sent = [job.qid for jobs in w.deliver.connections_with_mail for job in jobs]
+    assert env.id not in sent and len(sent) == 1  # only the DSN went out
+    assert env.recipients[0].state == "failed"
+    (dsn,) = w.dsns()
+    block = dsn.get_payload()[1].get_payload()[1]
+    assert (block["Status"], block["Action"]) == ("5.1.2", "failed")
+    assert (
+        block["Diagnostic-Code"] == "X-mxbackup; 5.1.2 domain nomail.test accepts no mail (null MX)"
+    )
+
+
+def test_a_target_without_an_address_is_down_and_the_try_counts(w):
+    w.nexthop.no_address.add("example.com")
+    env = w.queue()
+    w.advance(1)
+    assert w.deliver.calls == []
+    rcpt = env.recipients[0]
+    assert (rcpt.state, rcpt.attempts) == ("pending", 1)
+    assert rcpt.last_reply == "4.4.4 no address to connect to (or only our own)"
+    assert w.scheduler.targets["example.com"].down

@@ -394,32 +394,6 @@ def test_a_try_that_could_not_be_written_is_not_made_nor_counted(tmp_path):
     assert w.scheduler.queue == {}  # tried again at its next attempt, and delivered
 
 
-def test_a_domain_that_takes_no_mail_bounces_without_a_connection(w):
-    w.nexthop.no_route.add("nomail.test")
-    env = w.queue(rcpts=("u@nomail.test",), route=None)
-    w.advance(1)
-    sent = [job.qid for jobs in w.deliver.connections_with_mail for job in jobs]
-    assert env.id not in sent and len(sent) == 1  # only the DSN went out
-    assert env.recipients[0].state == "failed"
-    (dsn,) = w.dsns()
-    block = dsn.get_payload()[1].get_payload()[1]
-    assert (block["Status"], block["Action"]) == ("5.1.2", "failed")
-    assert (
-        block["Diagnostic-Code"] == "X-mxbackup; 5.1.2 domain nomail.test accepts no mail (null MX)"
-    )
-
-
-def test_a_target_without_an_address_is_down_and_the_try_counts(w):
-    w.nexthop.no_address.add("example.com")
-    env = w.queue()
-    w.advance(1)
-    assert w.deliver.calls == []
-    rcpt = env.recipients[0]
-    assert (rcpt.state, rcpt.attempts) == ("pending", 1)
-    assert rcpt.last_reply == "4.4.4 no address to connect to (or only our own)"
-    assert w.scheduler.targets["example.com"].down
-
-
 def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):
     w.deliver.hold = True
     env = w.queue()
@@ -431,10 +405,3 @@ def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):
     w.deliver.hold = False
     w.advance(61)
     assert w.scheduler.queue == {}  # tried again a minute later
-
-
-def test_held_messages_are_not_taken(w):
-    env = w.queue()
-    env.held = True
-    w.advance(1)
-    assert w.deliver.calls == [] and env.recipients[0].attempts == 0
