@@ -6,6 +6,7 @@ thread pool into the stages.
 
 from __future__ import annotations
 
+import functools
 import gc
 from typing import Any
 
@@ -24,12 +25,13 @@ from mxbackup.inbound.server import SMTPFactory
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
 from mxbackup.stats import Stats
-from mxbackup.wire import client as smtp_out
+from mxbackup.wire import client
 
 log = Logger(namespace="mxbackup.service")
 
@@ -228,9 +230,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         spool,
         clock=reactor,
         nexthop=nexthop,
-        deliver=lambda candidates, settings, jobs: smtp_out.deliver(
-            reactor, candidates, settings, jobs
-        ),
+        deliver=functools.partial(client.deliver, reactor),
         stats=stats,
     )
     scheduler.load(live)
@@ -254,7 +254,9 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
             ) from None
         own = _OwnAddressEndpoint(endpoint, nexthop)
         internet.StreamServerEndpointService(own, factory).setServiceParent(top)
-    commands = Commands(scheduler, spool, top.reload)
+    admin = QueueAdmin(scheduler)
+    top.namespace["admin"] = admin
+    commands = Commands(scheduler, admin, spool, top.reload)
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
     control = internet.StreamServerEndpointService(

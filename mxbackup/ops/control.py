@@ -15,6 +15,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
+from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.scheduler import Scheduler, target_key
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
@@ -51,8 +52,9 @@ def describe(envelope: Envelope, now: float) -> dict[str, Any]:
 class Commands:
     """What the socket can do; each returns a JSON-able result (or a Deferred of one)."""
 
-    def __init__(self, scheduler: Scheduler, spool: Spool, reload: Any) -> None:
+    def __init__(self, scheduler: Scheduler, admin: QueueAdmin, spool: Spool, reload: Any) -> None:
         self.scheduler = scheduler
+        self.admin = admin
         self.spool = spool
         self._reload = reload
 
@@ -73,7 +75,7 @@ class Commands:
     def flush(self, id: str | None = None, route: str | None = None) -> dict[str, Any]:
         if id:
             self._envelope(id)
-            self.scheduler.flush_message(id)
+            self.admin.flush_message(id)
             return {"flushed": 1}
         if route:
             keys = self.scheduler.keys_for_domain(route.lower().rstrip("."))
@@ -85,16 +87,16 @@ class Commands:
         return {"flushed": self.scheduler.flush()}
 
     def hold(self, id: str) -> Any:
-        return self.scheduler.hold(id)
+        return self.admin.hold(id)
 
     def release(self, id: str) -> Any:
-        return self.scheduler.release(id)
+        return self.admin.release(id)
 
     def delete(self, id: str) -> Any:
-        return self.scheduler.delete(id)
+        return self.admin.delete(id)
 
     def bounce(self, id: str) -> Any:
-        return self.scheduler.bounce_now(id)
+        return self.admin.bounce_now(id)
 
     def reload(self) -> Any:
         return self._reload()

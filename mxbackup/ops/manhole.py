@@ -8,8 +8,8 @@ passwords.  Any user name is accepted, the key is what counts; by convention::
     >>> len(scheduler.queue)
 
 The file is read at each login, so adding or removing a key needs no restart.  The prompt's
-namespace is the caller's (config, spool, scheduler, stats, service); each session gets its
-own copy of the dict, but the objects in it are the live ones: what you change, changes.
+namespace is the caller's (config, spool, scheduler, admin, stats, service); each session gets
+its own copy of the dict, but the objects in it are the live ones: what you change, changes.
 Code runs in the reactor thread, so a slow statement stalls the whole server.
 
 Scripted use works too: without a terminal (``echo 'print(len(scheduler.queue))' | ssh ...``)

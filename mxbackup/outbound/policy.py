@@ -58,6 +58,3 @@ class RetryRule:
                 return None
             when = min(when, expires)
         return when
-
-    def expired(self, received_at: float, now: float) -> bool:
-        return bool(self.max_queue_lifetime) and now >= received_at + self.max_queue_lifetime

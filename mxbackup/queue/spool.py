@@ -164,6 +164,12 @@ class Spool:
     def message_path(self, queue_id: str) -> str:
         return self.path("new", queue_id)
 
+    def read_message(self, queue_id: str, limit: int = -1) -> bytes:
+        """The stored message (its first ``limit`` octets), read synchronously: a committed
+        message is never rewritten, and its start is in the page cache."""
+        with open(self.message_path(queue_id), "rb") as f:
+            return f.read(limit)
+
     def open(self) -> None:
         """Create the directory tree (synchronously, at start-up)."""
         for sub in SUBDIRS:

@@ -1,128 +1,15 @@
-"""The retry scheduler, with time driven by Clock and delivery replaced by a script."""
+"""The retry scheduler, with time driven by Clock and delivery replaced by a script that
+follows the delivery contract (``outbound_world``)."""
 
 from __future__ import annotations
 
-import email
-
 import pytest
+from outbound_world import MINUTE, REMOTE, HeldRunner, World
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
-from helpers import base_config, spool_files, sync_thread
-from mxbackup import config as config_module
-from mxbackup.outbound.policy import RetryRule
-from mxbackup.outbound.scheduler import APPLY_EVERY, Scheduler
-from mxbackup.queue.envelope import Envelope, Recipient
-from mxbackup.queue.spool import Spool
-from mxbackup.wire.client import Attempt
-from mxbackup.wire.contract import Candidate, Outcome, classify
-
-MINUTE = 60.0
-
-
-class FakeNextHop:
-    def for_route(self, route):
-        return defer.succeed([Candidate("primary.test", "127.0.0.1", route.port)])
-
-    def for_domain(self, domain):
-        return defer.succeed([Candidate(f"mx.{domain}", "127.0.0.2", 25)])
-
-
-class FakeDeliver:
-    """Scripted delivery: ``up`` decides whether the target answers; ``reply(rcpt)`` what
-    it answers for each recipient; ``hold`` keeps attempts pending until released."""
-
-    def __init__(self) -> None:
-        self.calls: list[list] = []
-        self.sent: list[bytes] = []
-        self.up = True
-        self.reply = lambda rcpt: (250, "2.0.0 Ok")
-        self.hold = False
-        self.pending: list[tuple[defer.Deferred, list]] = []
-
-    @property
-    def probes(self) -> int:
-        return sum(1 for jobs in self.calls if not jobs)
-
-    @property
-    def connections_with_mail(self) -> list[list]:
-        return [jobs for jobs in self.calls if jobs]
-
-    def __call__(self, candidates, settings, jobs):
-        self.calls.append(jobs)
-        for job in jobs:  # what the target is sent (the spool file goes once delivered)
-            with open(job.path, "rb") as f:
-                self.sent.append(f.read())
-        d: defer.Deferred = defer.Deferred()
-        if self.hold:
-            self.pending.append((d, jobs))
-            return d
-        return self._answer(d, jobs)
-
-    def _answer(self, d, jobs):
-        if not self.up:
-            for job in jobs:
-                job.finish_all(Outcome("tempfail", 0, "connect: connection refused"))
-            d.callback(Attempt(False, "", "connect: connection refused"))
-            return d
-        for job in jobs:
-            for rcpt in job.recipients:
-                code, text = self.reply(rcpt)
-                job.outcomes[rcpt] = Outcome(
-                    classify(code), code, text, "primary.test[127.0.0.1]:25"
-                )
-        d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
-        return d
-
-    def release(self) -> None:
-        pending, self.pending = self.pending, []
-        for d, jobs in pending:
-            self._answer(d, jobs)
-
-
-class World:
-    def __init__(self, tmp, routes=None, delivery=None) -> None:
-        data = base_config(tmp)
-        data["routes"][0].update(routes or {})
-        data["delivery"] = {"probe_interval": 30, "tick": 1, **(delivery or {})}
-        self.config = config_module.parse(data, "test.yaml")
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        self.spool = Spool(str(tmp / "spool"), sync_thread, clock=self.clock.seconds)
-        self.spool.recover()
-        self.deliver = FakeDeliver()
-        self.scheduler = Scheduler(self.config, self.spool, self.clock, FakeNextHop(), self.deliver)
-        self.scheduler.start()
-        self.root = tmp / "spool"
-
-    def queue(self, rcpts=("u@example.com",), sender="s@sender.test", body=b"") -> Envelope:
-        inc = self.spool.incoming()
-        inc.write(body or b"Subject: hello\r\nMessage-Id: <m@x>\r\n\r\nbody\r\n")
-        env = Envelope(
-            id=inc.id,
-            sender=sender,
-            recipients=[Recipient(r, "example.com") for r in rcpts],
-            received_at=self.clock.seconds(),
-            size=inc.size,
-        )
-        self.spool.commit(inc, env)
-        self.scheduler.wakeup(env)
-        return env
-
-    def advance(self, seconds: float, step: float = 1.0) -> None:
-        for _ in range(int(seconds / step)):
-            self.clock.advance(step)
-
-    def dsns(self) -> list[email.message.Message]:
-        """Every DSN made: still queued, or handed to a target already (each once)."""
-        out, seen = [], set()
-        queued = [(self.root / "new" / name).read_bytes() for name in spool_files(self.root, "new")]
-        for raw in [*queued, *self.deliver.sent]:
-            msg = email.message_from_bytes(raw)
-            if msg.get_content_type() == "multipart/report" and raw not in seen:
-                seen.add(raw)
-                out.append(msg)
-        return out
+from helpers import spool_files
+from mxbackup.outbound.scheduler import APPLY_EVERY
+from mxbackup.wire.contract import Attempt, Outcome
 
 
 @pytest.fixture
@@ -176,7 +63,7 @@ def test_550_for_one_recipient_bounces_it_and_delivers_the_other(w):
     # The original is gone (nothing pending); the DSN went out at once, from <> to the
     # sender, by MX lookup for sender.test (FakeNextHop.for_domain: 127.0.0.2).
     dsn_jobs = [job for jobs in w.deliver.calls for job in jobs if job.sender == ""]
-    assert [job.recipients for job in dsn_jobs] == [["s@sender.test"]]
+    assert [job.recipients for job in dsn_jobs] == [("s@sender.test",)]
     assert spool_files(w.root, "env") == []
 
 
@@ -236,7 +123,7 @@ def test_concurrency_per_target_and_messages_per_connection(tmp_path):
     w.deliver.release()
     # ... and once that worked, up to the limit at once.
     assert len(w.deliver.pending) == 3
-    assert all(len(jobs) <= 4 for _, jobs in w.deliver.pending)
+    assert all(len(session.jobs) <= 4 for session in w.deliver.pending)
     while w.deliver.pending:
         w.deliver.release()
         w.advance(1)
@@ -252,10 +139,10 @@ def test_tick_cost_follows_what_is_due_not_queue_size(w, monkeypatch):
     taken: list = []
     real = w.scheduler._take
     monkeypatch.setattr(w.scheduler, "_take", lambda *a: taken.append(a) or real(*a))
-    pops_before = sum(map(len, w.scheduler._slots.values()))
+    pops_before = w.scheduler.backlog.due.filed()
     w.advance(5 * MINUTE)
     assert taken == []
-    assert sum(map(len, w.scheduler._slots.values())) == pops_before  # nothing taken or scanned
+    assert w.scheduler.backlog.due.filed() == pops_before  # nothing taken or scanned
 
 
 def restarted(tmp_path, w: World, primary_up: bool) -> World:
@@ -334,14 +221,6 @@ def test_queue_lifetime(tmp_path):
     assert len(w.dsns()) == 1
 
 
-def test_backoff_rule():
-    rule = RetryRule(
-        retries=10, minutes_between_retries=1, backoff=2, max_minutes_between_retries=5
-    )
-    assert [rule.interval(n) / 60 for n in range(1, 6)] == [1, 2, 4, 5, 5]
-    assert RetryRule(retries=2).next_attempt(3, 0, 10) is None
-
-
 def test_delay_warning_once(tmp_path):
     w = World(tmp_path, delivery={"delay_warning": 1800})
     w.deliver.reply = lambda rcpt: (451, "4.4.0 later")
@@ -396,14 +275,14 @@ def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
     envs = [w.queue((f"u{i}@example.com",)) for i in range(3)]
     w.clock.advance(1)
     assert len(w.deliver.pending) == 1
-    d, jobs = w.deliver.pending.pop()
-    assert [j.qid for j in jobs] == [e.id for e in envs]
-    jobs[0].outcomes[jobs[0].recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
+    session = w.deliver.pending.pop()
+    assert [j.qid for j in session.jobs] == [e.id for e in envs]
+    session.finish(0, Outcome("delivered", 250, "2.0.0 ok"))
     broken = Outcome("tempfail", 0, "data: connection lost")
-    jobs[1].finish_all(broken)
+    session.finish(1, broken)
     untried = Outcome("tempfail", 0, "data: connection lost", tried=False)
-    jobs[2].finish_all(untried)
-    d.callback(Attempt(True, "primary.test[127.0.0.1]:25", "data: connection lost", broken=True))
+    session.finish(2, untried)
+    session.done.callback(Attempt(True, REMOTE, "data: connection lost", broken=True))
     target = w.scheduler.targets["example.com"]
     assert target.down
     assert envs[1].recipients[0].attempts == 1
@@ -425,43 +304,21 @@ def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_pat
     n = APPLY_EVERY + 5
     envs = [w.queue((f"u{i}@example.com",)) for i in range(n)]
     w.clock.advance(1)
-    (d, jobs) = w.deliver.pending.pop()
-    assert len(jobs) == n
-    for job in jobs[:APPLY_EVERY]:
-        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
-        job.on_done(job)
+    session = w.deliver.pending.pop()
+    assert len(session.jobs) == n
+    for i in range(APPLY_EVERY):
+        session.finish(i, Outcome("delivered", 250, "2.0.0 ok"))
     left = spool_files(w.root, "env")
     assert all(e.id not in left for e in envs[:APPLY_EVERY])
     assert all(e.id in left for e in envs[APPLY_EVERY:])
-    for job in jobs[APPLY_EVERY:]:
-        job.outcomes[job.recipients[0]] = Outcome("delivered", 250, "2.0.0 ok")
-        job.on_done(job)  # fewer than APPLY_EVERY: recorded at the end of the connection
-    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    for i in range(APPLY_EVERY, n):
+        # fewer than APPLY_EVERY: recorded at the end of the connection
+        session.finish(i, Outcome("delivered", 250, "2.0.0 ok"))
+    assert all(e.id in spool_files(w.root, "env") for e in envs[APPLY_EVERY:])
+    session.done.callback(Attempt(True, REMOTE))
     assert w.scheduler.queue == {}
     assert w.scheduler.stats.delivered == n  # none counted twice
     assert spool_files(w.root, "env") == []
-
-
-def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
-    """The operator deletes a message while the DSN for one of its recipients is being
-    queued: the settle that follows must not write its envelope again (an orphan env/)."""
-    w = World(tmp_path)
-    w.deliver.reply = lambda rcpt: (550, "5.1.1 no") if rcpt.startswith("bad") else (451, "4.0.0")
-    held: list[defer.Deferred] = []
-
-    def notify(envelope, rcpts, now, action):
-        d: defer.Deferred = defer.Deferred()
-        held.append(d)
-        return d
-
-    w.scheduler._notify = notify
-    env = w.queue(rcpts=("bad@example.com", "later@example.com"))
-    w.advance(1)
-    assert len(held) == 1  # the DSN is on its way; the message is no longer in flight
-    w.scheduler.delete(env.id)
-    held[0].callback(None)
-    assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
-    assert env.id not in w.scheduler.queue
 
 
 def test_outcome_that_cannot_be_written_is_written_again_later(tmp_path):
@@ -493,13 +350,58 @@ def test_a_flush_during_the_recording_of_an_outcome_is_not_lost(tmp_path):
     w.deliver.hold = True
     env = w.queue()
     w.clock.advance(1)
-    (d, jobs) = w.deliver.pending.pop()
+    session = w.deliver.pending.pop()
     assert w.scheduler.flush("example.com") == 0  # in flight: passed over ...
-    jobs[0].outcomes["u@example.com"] = Outcome("tempfail", 451, "4.3.0 busy")
-    d.callback(Attempt(True, "primary.test[127.0.0.1]:25"))
+    session.finish(0, Outcome("tempfail", 451, "4.3.0 busy"))
+    session.done.callback(Attempt(True, REMOTE))
     assert env.recipients[0].attempts == 1
     w.deliver.hold = False
     w.deliver.reply = lambda rcpt: (250, "2.0.0 Ok")
     w.advance(2)  # ... but remembered: retried now, not at minutes_between_retries
     assert w.scheduler.queue == {}
     assert env.recipients[0].attempts == 2
+
+
+# -- the delivery contract, as the scheduler uses it ---------------------------------------------
+def test_nothing_is_sent_before_the_tries_are_on_disk(tmp_path):
+    """The connection starts at once; its first MAIL waits for ``ready()``: the envelope
+    writes that count the try."""
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    env = w.queue()
+    runner.hold = True
+    w.advance(1)
+    assert len(w.deliver.connections_with_mail) == 1  # connecting meanwhile ...
+    assert w.deliver.sent == [] and env.recipients[0].attempts == 1  # ... nothing sent yet
+    assert env.recipients[0].inflight
+    runner.release()
+    assert len(w.deliver.sent) == 1 and w.scheduler.queue == {}
+    assert w.scheduler.stats.delivered == 1
+
+
+def test_a_try_that_could_not_be_written_is_not_made_nor_counted(tmp_path):
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    env = w.queue()
+    runner.fail = OSError(28, "No space left on device")
+    w.advance(1)
+    assert w.deliver.sent == []
+    rcpt = env.recipients[0]
+    assert rcpt.state == "pending" and rcpt.attempts == 0 and not rcpt.inflight
+    assert "could not write the envelopes before delivery" in rcpt.last_reply
+    assert w.scheduler.stats.deferred == 1 and w.scheduler.stats.delivered == 0
+    w.advance(15 * MINUTE)
+    assert w.scheduler.queue == {}  # tried again at its next attempt, and delivered
+
+
+def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):
+    w.deliver.hold = True
+    env = w.queue()
+    w.advance(1)
+    session = w.deliver.pending.pop()
+    session.done.errback(RuntimeError("client bug"))  # breaks the contract: done never fails
+    assert not w.scheduler.backlog.inflight.busy(env.id) and not env.recipients[0].inflight
+    assert w.scheduler.targets["example.com"].active == 0
+    w.deliver.hold = False
+    w.advance(61)
+    assert w.scheduler.queue == {}  # tried again a minute later

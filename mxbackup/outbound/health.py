@@ -1,0 +1,109 @@
+"""Target health: which targets take mail, which are down, when to probe them.
+
+Pure: no reactor, no I/O; times are passed in.  A target is a route's domain pattern, or
+``mx:<domain>`` for mail delivered by MX lookup.  When a session to it fails, the target is
+*down*: mail that falls due meanwhile counts a failed try without connecting, and one cheap
+probe (connect, EHLO, QUIT) every ``probe_interval`` checks whether it is back.  Until a
+session or probe has worked since it was last down, it is not *proven*: one connection at a
+time (slow start), so an unknown or dead target does not cost a full set of connections, each
+with its batch of envelope writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from mxbackup.queue.envelope import Recipient
+
+
+def target_key(rcpt: Recipient) -> str:
+    """The target a recipient is delivered to: its route, or its domain's MX hosts."""
+    if rcpt.route is not None:
+        return rcpt.route
+    return "mx:" + rcpt.address.rpartition("@")[2].lower()
+
+
+@dataclass
+class Target:
+    key: str
+    down_since: float = 0.0  # 0: up (or not known to be down)
+    next_probe: float = 0.0
+    last_error: str = ""
+    active: int = 0  # connections open now
+    probing: bool = False
+    proven: bool = False  # known to take mail now: the full connection limit applies
+
+    @property
+    def down(self) -> bool:
+        return self.down_since > 0
+
+    def limit(self, max_connections: int) -> int:
+        """Connections allowed at once: one until the target is proven (slow start)."""
+        return max_connections if self.proven else 1
+
+    def went_up(self) -> bool:
+        """A session or probe worked.  True if the target was down until now."""
+        was_down = self.down
+        self.proven = True
+        self.down_since = 0.0
+        self.last_error = ""
+        return was_down
+
+    def went_down(self, error: str, now: float, probe_interval: float) -> bool:
+        """A session or probe failed.  True if the target was up until now."""
+        newly = not self.down
+        self.proven = False
+        if newly:
+            self.down_since = now
+        self.last_error = error
+        self.next_probe = now + probe_interval
+        return newly
+
+    def probe_due(self, now: float) -> bool:
+        return self.down and not self.probing and self.next_probe <= now
+
+
+class Health:
+    """Every target seen so far, and the probes to make."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, Target] = {}
+        self._startup: set[str] = set()
+
+    def get(self, key: str) -> Target:
+        target = self.targets.get(key)
+        if target is None:
+            target = self.targets[key] = Target(key)
+        return target
+
+    def is_up(self, key: str) -> bool:
+        """Known and not down (an unknown target is neither)."""
+        target = self.targets.get(key)
+        return target is not None and not target.down
+
+    def probe_at_start(self, keys: Iterable[str]) -> None:
+        """Targets with mail at start-up: each is probed at the first tick."""
+        self._startup = set(keys)
+
+    def startup_probes(self) -> Iterator[Target]:
+        """The start-up probes still to make (each once), of targets neither probing nor
+        down.  Lazy: the caller starts each probe before the next is looked at."""
+        while self._startup:
+            target = self.get(self._startup.pop())
+            if not target.probing and not target.down:
+                yield target
+
+    def due_probes(self, now: float) -> Iterator[Target]:
+        """Down targets whose next probe is due (lazy, like ``startup_probes``)."""
+        for target in list(self.targets.values()):
+            if target.probe_due(now):
+                yield target
+
+    def flushed(self, keys: Iterable[str], now: float) -> None:
+        """A flush of ``keys``: a down target among them is probed first (a success flushes
+        again)."""
+        for key in keys:
+            target = self.targets.get(key)
+            if target is not None and target.down:
+                target.next_probe = now

@@ -1,0 +1,77 @@
+"""The backlog: the queue by id and target, the due queue and in-flight state in step."""
+
+from __future__ import annotations
+
+from mxbackup.outbound.backlog import Backlog, pending_by_target
+from mxbackup.queue.envelope import Envelope, Recipient
+
+
+def envelope(qid="q1", received_at=0.0):
+    return Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[
+            Recipient("a@example.com", "example.com", next_attempt=500.0),
+            Recipient("b@example.com", "example.com", next_attempt=300.0),
+            Recipient("c@other.test", None, state="delivered"),
+            Recipient("d@other.test", None, next_attempt=700.0, inflight=True),
+        ],
+        received_at=received_at,
+        size=1,
+    )
+
+
+def test_add_schedules_each_target_at_its_earliest_attempt_or_now_after_a_crash():
+    b = Backlog()
+    env = envelope()
+    b.add(env, now=100.0)
+    assert sorted(pending_by_target(env)) == ["example.com", "mx:other.test"]
+    assert b.due.when(("q1", "example.com")) == 300.0
+    assert b.due.when(("q1", "mx:other.test")) == 100.0  # its try was interrupted: at once
+    assert b.depth_by_target() == {"example.com": 1, "mx:other.test": 1}
+    assert list(b.due_now(100.0)) == [("q1", "mx:other.test")]
+    assert b.pending("q1", "example.com")[1] == env.recipients[:2]
+    assert b.pending("nope", "example.com") == (None, [])
+
+
+def test_in_flight_entries_are_not_due_and_a_flush_passes_over_them():
+    b = Backlog()
+    b.add(envelope(), now=0.0)
+    b.inflight.wait("q1", "example.com")
+    assert list(b.due_now(1000.0)) == [("q1", "mx:other.test")]
+    assert b.flush(["example.com", "mx:other.test"], now=1000.0) == 1
+    assert b.inflight.release("q1", "example.com", None) is True  # remembered for it
+    assert list(b.due_now(1000.0)) == [("q1", "mx:other.test")]
+
+
+def test_requeue_only_what_is_in_flight():
+    b = Backlog()
+    env = envelope()
+    b.add(env, now=0.0)
+    list(b.due_now(1000.0))
+    b.requeue("q1", "example.com", 2000.0)  # not in flight: nothing
+    assert b.due.when(("q1", "example.com")) is None
+    b.inflight.wait("q1", "example.com")
+    b.requeue("q1", "example.com", 2000.0)
+    assert ("q1", "example.com") not in b.inflight
+    assert b.due.when(("q1", "example.com")) == 2000.0
+
+
+def test_reschedule_and_forget():
+    b = Backlog()
+    env = envelope(received_at=10.0)
+    b.add(env, now=0.0)
+    b.reschedule(env, "example.com", at=None)
+    assert b.due.when(("q1", "example.com")) == 300.0
+    b.reschedule(env, "example.com", at=42.0)
+    assert b.due.when(("q1", "example.com")) == 42.0
+    for rcpt in env.recipients[:2]:
+        rcpt.state = "delivered"
+    b.reschedule(env, "example.com", at=None)  # nothing pending there: not counted there
+    assert b.depth_by_target() == {"mx:other.test": 1} and b.has_mail("mx:other.test")
+    assert b.oldest_age(now=25.0) == 15.0
+    b.flush_message(env, now=5.0)
+    assert b.due.when(("q1", "mx:other.test")) == 5.0
+    b.forget(env)
+    assert b.envelopes == {} and b.depth_by_target() == {} and b.keys() == []
+    assert list(b.due_now(10**9)) == [] and b.oldest_age(now=25.0) == 0.0

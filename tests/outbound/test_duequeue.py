@@ -1,0 +1,60 @@
+"""The due queue: a timer wheel, pure."""
+
+from __future__ import annotations
+
+from mxbackup.outbound.duequeue import DueQueue
+
+
+def test_entries_come_out_in_time_order_once_due():
+    q = DueQueue()
+    q.schedule("c", 105.5)
+    q.schedule("a", 100.2)
+    q.schedule("b", 101.0)
+    assert list(q.pop_due(99.9)) == []
+    assert list(q.pop_due(101.0)) == ["a", "b"]
+    assert list(q.pop_due(200)) == ["c"]
+    assert len(q) == 0 and list(q.pop_due(300)) == []
+
+
+def test_a_later_filing_supersedes_an_earlier_one_and_vice_versa():
+    q = DueQueue()
+    q.schedule("m", 100.0)
+    q.schedule("m", 150.0)  # later: not due at 100
+    assert list(q.pop_due(120)) == []
+    assert q.when("m") == 150.0
+    q.schedule("m", 110.0)  # earlier again (a flush): due then, once
+    assert list(q.pop_due(200)) == ["m"]
+    assert "m" not in q and list(q.pop_due(500)) == []
+
+
+def test_later_in_the_same_second_waits():
+    q = DueQueue()
+    q.schedule("early", 100.2)
+    q.schedule("late", 100.8)
+    assert list(q.pop_due(100.5)) == ["early"]
+    assert q.filed() == 1
+    q.schedule("again", 100.9)  # filed in the same slot meanwhile
+    assert list(q.pop_due(101)) == ["late", "again"]
+
+
+def test_what_is_filed_due_during_a_pass_is_taken_in_the_same_pass():
+    q = DueQueue()
+    q.schedule("first", 10)
+    taken = []
+    for entry in q.pop_due(10):
+        taken.append(entry)
+        if entry == "first":
+            q.schedule("second", 10)  # e.g. a DSN queued while recording
+    assert taken == ["first", "second"]
+
+
+def test_cancel_and_counts():
+    q = DueQueue()
+    q.schedule("x", 5)
+    q.schedule("x", 6)
+    q.schedule("y", 7)
+    assert len(q) == 2 and q.filed() == 3  # superseded filings stay until their slot is taken
+    q.cancel("x")
+    q.cancel("absent")
+    assert list(q.pop_due(10)) == ["y"]
+    assert q.filed() == 0 and q.when("x") is None

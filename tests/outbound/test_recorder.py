@@ -1,0 +1,109 @@
+"""Recording outcomes: per-recipient state, untried tries, and results in batches."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from outbound_world import MINUTE, World
+from twisted.internet import defer
+
+from helpers import spool_files
+from mxbackup.outbound.recorder import APPLY_EVERY, Batches
+from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome
+
+BROKEN = Attempt(True, "primary.test[127.0.0.1]:25", "mail: connection lost", broken=True)
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.recorded: list[str] = []
+        self.backlog = SimpleNamespace(requeue=lambda *a: self.recorded.append(("requeue", a)))
+        self.clock = SimpleNamespace(seconds=lambda: 100.0)
+
+    def record(self, key, result):
+        self.recorded.append(result.job.qid)
+        return defer.succeed(None)
+
+
+def jobs(n):
+    return [Job(f"Q{i}", "s@x.test", (f"u{i}@example.com",), f"/new/Q{i}", 1) for i in range(n)]
+
+
+def result(job, kind="delivered"):
+    return JobResult(job, {r: Outcome(kind, 250, "2.0.0 ok") for r in job.recipients})
+
+
+def test_results_that_come_while_the_connection_goes_on_are_recorded_in_batches():
+    recorder, js = FakeRecorder(), jobs(APPLY_EVERY + 2)
+    delivery = Delivery(tuple(defer.Deferred() for _ in js), defer.Deferred())
+    batches = Batches(recorder, "example.com", js, delivery)
+    for i in range(APPLY_EVERY - 1):
+        delivery.results[i].callback(result(js[i]))
+    assert recorder.recorded == []
+    delivery.results[APPLY_EVERY - 1].callback(result(js[APPLY_EVERY - 1]))
+    assert recorder.recorded == [j.qid for j in js[:APPLY_EVERY]]
+    delivery.results[APPLY_EVERY + 1].callback(result(js[APPLY_EVERY + 1]))
+    delivery.results[APPLY_EVERY].callback(result(js[APPLY_EVERY]))
+    delivery.done.callback(None)
+    assert len(recorder.recorded) == APPLY_EVERY
+    batches.rest()  # in job order, each once
+    assert recorder.recorded[APPLY_EVERY:] == ["Q50", "Q51"]
+
+
+def test_results_of_a_session_that_has_ended_are_all_recorded_at_the_end():
+    recorder, js = FakeRecorder(), jobs(APPLY_EVERY)
+    delivery = Delivery(tuple(defer.succeed(result(j)) for j in js), defer.succeed(None))
+    batches = Batches(recorder, "example.com", js, delivery)
+    assert recorder.recorded == []  # after the session has told the target's health
+    batches.rest()
+    assert recorder.recorded == [j.qid for j in js]
+
+
+def test_a_missing_result_is_not_left_in_flight():
+    recorder, js = FakeRecorder(), jobs(2)
+    delivery = Delivery((defer.succeed(result(js[0])), defer.Deferred()), defer.succeed(None))
+    Batches(recorder, "example.com", js, delivery).rest()
+    assert recorder.recorded == ["Q0", ("requeue", ("Q1", "example.com", 160.0))]
+
+
+@pytest.fixture
+def w(tmp_path):
+    return World(tmp_path, routes={"retries": 1, "minutes_between_retries": 1})
+
+
+def test_the_last_try_not_reached_is_taken_back_and_not_bounced(w):
+    w.deliver.reply = lambda rcpt: (451, "4.3.0 busy")
+    env = w.queue()
+    w.advance(1)
+    rcpt = env.recipients[0]
+    assert (rcpt.attempts, rcpt.state) == (1, "pending")
+    w.deliver.hold = True
+    w.advance(MINUTE)
+    assert rcpt.attempts == 2 and rcpt.next_attempt == 0.0  # counted as the last try ...
+    w.deliver.pending.pop().end(BROKEN)  # ... but the session broke before it began
+    assert (rcpt.attempts, rcpt.state) == (1, "pending") and rcpt.next_attempt > 0
+    assert w.dsns() == [] and w.scheduler.stats.bounced == 0
+
+
+def test_a_try_made_due_by_a_flush_is_not_counted_when_the_target_is_down(w):
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(1)
+    assert env.recipients[0].attempts == 1
+    w.scheduler.targets["example.com"].next_probe = w.clock.seconds() + 3600
+    w.scheduler.flush("example.com")
+    w.advance(1)
+    assert env.recipients[0].attempts == 1  # not due by its own schedule: no try to count
+
+
+def test_the_outcome_of_a_message_deleted_meanwhile_is_dropped(w):
+    w.deliver.hold = True
+    env = w.queue()
+    w.advance(1)
+    session = w.deliver.pending.pop()
+    w.scheduler.backlog.forget(env)  # as the administrator's delete would, were it allowed
+    session.finish(0, Outcome("delivered", 250, "2.0.0 ok"))
+    session.done.callback(BROKEN)
+    assert not w.scheduler.backlog.inflight.busy(env.id)
+    assert w.scheduler.stats.delivered == 0 and env.id in spool_files(w.root, "env")
