@@ -273,15 +273,7 @@ class FlappingPrimary:
         sock.close()
 
     def _session(self, sock: socket.socket, behaviour: str) -> None:
-        if behaviour == "reset":
-            self._reset(sock)
-            return
-        if behaviour == "greet421":
-            sock.sendall(b"421 4.3.2 flapping.test going away\r\n")
-            return
-        if behaviour == "stall":
-            while not self.stopping and sock.recv(4096):  # never answers; ends when we give up
-                pass
+        if self._misbehave_at_once(sock, behaviour):
             return
         f = sock.makefile("rb")
         sock.sendall(b"220 flapping.test ESMTP\r\n")
@@ -291,44 +283,64 @@ class FlappingPrimary:
             if not line:
                 return
             verb = line[:4].upper()
-            if verb == b"EHLO":
-                sock.sendall(b"250-flapping.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-            elif verb == b"MAIL":
-                if behaviour == "ok_then_421" and messages >= 5:
-                    sock.sendall(b"421 4.3.2 too busy, closing\r\n")
-                    return
-                sock.sendall(b"250 2.1.0 ok\r\n")
-            elif verb == b"RCPT":
-                sock.sendall(b"250 2.1.5 ok\r\n")
-            elif verb == b"DATA":
-                sock.sendall(b"354 go ahead\r\n")
-                message = []
-                while True:
-                    data_line = f.readline()
-                    if not data_line:
-                        return
-                    if behaviour == "reset_in_data" and messages >= 1 and len(message) > 3:
-                        self._reset(sock)
-                        return
-                    if data_line == b".\r\n":
-                        break
-                    message.append(data_line)
-                messages += 1
-                mid = next(
-                    (m.split(b":", 1)[1].strip().decode() for m in message
-                     if m.lower().startswith(b"message-id:")),
-                    "?",
-                )  # fmt: skip
-                with self.lock:
-                    self.delivered.append(mid)
-                sock.sendall(b"250 2.0.0 ok\r\n")
-            elif verb in (b"RSET", b"NOOP"):
-                sock.sendall(b"250 2.0.0 ok\r\n")
-            elif verb == b"QUIT":
-                sock.sendall(b"221 2.0.0 bye\r\n")
+            if verb == b"MAIL" and behaviour == "ok_then_421" and messages >= 5:
+                sock.sendall(b"421 4.3.2 too busy, closing\r\n")
                 return
-            else:
-                sock.sendall(b"502 5.5.2 what\r\n")
+            if verb == b"DATA":
+                sock.sendall(b"354 go ahead\r\n")
+                if not self._data(sock, f, behaviour, messages):
+                    return
+                messages += 1
+                continue
+            reply = self.REPLIES.get(verb, b"502 5.5.2 what\r\n")
+            sock.sendall(reply)
+            if verb == b"QUIT":
+                return
+
+    REPLIES = {
+        b"EHLO": b"250-flapping.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+        b"MAIL": b"250 2.1.0 ok\r\n",
+        b"RCPT": b"250 2.1.5 ok\r\n",
+        b"RSET": b"250 2.0.0 ok\r\n",
+        b"NOOP": b"250 2.0.0 ok\r\n",
+        b"QUIT": b"221 2.0.0 bye\r\n",
+    }
+
+    def _misbehave_at_once(self, sock: socket.socket, behaviour: str) -> bool:
+        """The behaviours that never hold a session: True when one of them ran."""
+        if behaviour == "reset":
+            self._reset(sock)
+        elif behaviour == "greet421":
+            sock.sendall(b"421 4.3.2 flapping.test going away\r\n")
+        elif behaviour == "stall":
+            while not self.stopping and sock.recv(4096):  # never answers; ends when we give up
+                pass
+        else:
+            return False
+        return True
+
+    def _data(self, sock: socket.socket, f: Any, behaviour: str, messages: int) -> bool:
+        """Read one message up to the dot and record it; False when the session ended."""
+        message = []
+        while True:
+            data_line = f.readline()
+            if not data_line:
+                return False
+            if behaviour == "reset_in_data" and messages >= 1 and len(message) > 3:
+                self._reset(sock)
+                return False
+            if data_line == b".\r\n":
+                break
+            message.append(data_line)
+        mid = next(
+            (m.split(b":", 1)[1].strip().decode() for m in message
+             if m.lower().startswith(b"message-id:")),
+            "?",
+        )  # fmt: skip
+        with self.lock:
+            self.delivered.append(mid)
+        sock.sendall(b"250 2.0.0 ok\r\n")
+        return True
 
     def stop(self) -> None:
         self.stopping = True
