@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from mxbackup import config as config_module
-from mxbackup.inbound.server import SMTPFactory
+from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
 

@@ -80,7 +80,7 @@ def test_write_error_during_data_is_4xx(tmp_path, monkeypatch):
     h = Harness(tmp_path)
     c = h.connect()
     c.send(TXN)
-    incoming = c.proto._incoming
+    incoming = c.proto.message.incoming
     incoming.error = OSError(errno.ENOSPC, "No space left on device")
     assert final_codes(c.send(MSG)) == [452]
     assert spool_files(tmp_path / "spool", "tmp") == []
@@ -644,5 +644,5 @@ def test_multiline_reply_is_one_write(h):
     c.read()
     writes: list[bytes] = []
     c.transport.write = writes.append
-    c.proto.sendCode(250, b"a\nb\nc")
+    c.proto.send_lines(250, ["a", "b", "c"])
     assert writes == [b"250-a\r\n250-b\r\n250 c\r\n"]
