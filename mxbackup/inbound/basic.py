@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mxbackup import replies
 
@@ -18,6 +18,19 @@ _HELO_UNSAFE = re.compile(r"[^!-~]|[()\\]")
 def safe_helo(helo: str) -> str:
     """A HELO argument as we may show it (in a reply, in the Received header)."""
     return _HELO_UNSAFE.sub("?", helo)[:255]
+
+
+def command_table(session: SMTPServer) -> dict[str, Callable[[str], Any]]:
+    """Every verb the session knows, and whose it is."""
+    return {
+        **session.basic.verbs(),
+        "MAIL": session.mailrcpt.mail,
+        "RCPT": session.mailrcpt.rcpt,
+        "DATA": session.message.data,
+        "STARTTLS": session.starttls.command,
+        "AUTH": session.sasl.command,
+        "ETRN": session.etrn.command,
+    }
 
 
 class BasicCommands:

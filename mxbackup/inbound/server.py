@@ -34,8 +34,9 @@ from zope.interface import implementer
 from mxbackup import replies
 from mxbackup.inbound import space
 from mxbackup.inbound.address import Mailbox
-from mxbackup.inbound.basic import BasicCommands
+from mxbackup.inbound.basic import BasicCommands, command_table
 from mxbackup.inbound.etrn import Etrn
+from mxbackup.inbound.lines import LineReader
 from mxbackup.inbound.mailrcpt import MailRcpt, Transaction
 from mxbackup.inbound.message import MessageIntake
 from mxbackup.inbound.rcpt.decision import Candidate, Decision, Postpone
@@ -84,8 +85,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.auth_user: str | None = None
         self.transaction: Transaction | None = None  # from MAIL until the end of data / RSET
         self._buffer = b""
-        self._lines: tuple[int, OnLine, Callable[[], None]] = self._command_lines()
-        self._skipping = False  # the rest of an over-long line is being thrown away
+        self._line_reader = LineReader(MAX_COMMAND_LINE)
+        self.read_commands()
         self._stream: Stream | None = None  # DATA
         self._busy = False  # a command is waiting for an asynchronous result
         self._output_paused = False
@@ -100,15 +101,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.starttls = StartTLS(self)
         self.sasl = Sasl(self)
         self.etrn = Etrn(self)
-        self._verbs: dict[str, Callable[[str], Result]] = {
-            **self.basic.verbs(),
-            "MAIL": self.mailrcpt.mail,
-            "RCPT": self.mailrcpt.rcpt,
-            "DATA": self.message.data,
-            "STARTTLS": self.starttls.command,
-            "AUTH": self.sasl.command,
-            "ETRN": self.etrn.command,
-        }
+        self._verbs = command_table(self)
 
     @property
     def policy(self) -> Policy:
@@ -241,34 +234,24 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         return done
 
     def _next_line(self) -> bool:
-        end = self._buffer.find(b"\n")
-        if self._skipping:
-            self._buffer = self._buffer[end + 1 :] if end >= 0 else b""
-            self._skipping = end < 0
-            return True
-        limit, on_line, too_long = self._lines
-        if end < 0:
-            if len(self._buffer) >= limit:
-                self._buffer = b""
-                self._skipping = True
-                too_long()
-            return False
-        line, self._buffer = self._buffer[: end + 1], self._buffer[end + 1 :]
-        if len(line) > limit:
-            too_long()
-        else:
-            self.wait(on_line(line[:-2] if line.endswith(b"\r\n") else line[:-1]))
-        return True
+        used, line, too_long = self._line_reader.cut(self._buffer)
+        self._buffer = self._buffer[used:]
+        if too_long:
+            self._too_long()
+        elif line is not None:
+            self.wait(self._on_line(line))
+        return used > 0
 
     def read_lines(self, limit: int, on_line: OnLine, too_long: Callable[[], None]) -> None:
         """Hand the following lines (up to ``limit`` octets with CRLF) to ``on_line``."""
-        self._lines = (limit, on_line, too_long)
+        self._line_reader.limit = limit  # (a skip in progress goes on: same reader)
+        self._on_line, self._too_long = on_line, too_long
 
     def read_commands(self) -> None:
-        self._lines = self._command_lines()
+        self.read_lines(MAX_COMMAND_LINE, self._command, self._command_too_long)
 
-    def _command_lines(self) -> tuple[int, OnLine, Callable[[], None]]:
-        return (MAX_COMMAND_LINE, self._command, lambda: self.error(replies.LINE_TOO_LONG))
+    def _command_too_long(self) -> None:
+        self.error(replies.LINE_TOO_LONG)
 
     def read_stream(self, stream: Stream) -> None:
         """Hand the input to ``stream`` until it reports its end (DATA)."""
