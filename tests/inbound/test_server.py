@@ -8,10 +8,19 @@ tests/e2e/test_server_wire.py and test_policy_e2e.py.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
 from inbound_case import MSG, TXN, ManualThread, final_codes
+from twisted.internet import defer
 
 from helpers import Harness, spool_files
+from mxbackup import replies
+from mxbackup.inbound.address import Mailbox
+from mxbackup.inbound.rcpt.addresslist import AddressListLink
+from mxbackup.inbound.rcpt.chain import Chain
+from mxbackup.inbound.rcpt.decision import ACCEPT
+from mxbackup.inbound.rcpt.routing import RoutingInAddress
 from mxbackup.inbound.server import BUSY_BUFFER
 
 
@@ -141,3 +150,108 @@ def test_multiline_reply_is_one_write(h):
     c.transport.write = writes.append
     c.proto.send_lines(250, ["a", "b", "c"])
     assert writes == [b"250-a\r\n250-b\r\n250 c\r\n"]
+
+
+# -- the seam: validateFrom / validateTo may answer later; the order of replies is kept -------
+class Later:
+    """An asynchronous RCPT link whose answers the test gives by hand."""
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred] = []
+
+    def decide(self, transaction, recipient):
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+def test_asynchronous_rcpt_link_keeps_pipelined_replies_in_order(h):
+    later = Later()
+    h.factory.policy.rcpt_chain = Chain([RoutingInAddress(), later, AddressListLink()])
+    c = h.connect()
+    c.read()
+    lines = c.send(
+        b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<u@example.com>\r\n"
+        b"RCPT TO:<carol@sub.example.org>\r\nNOOP\r\n"
+    )
+    assert final_codes(lines) == [250]  # the first RCPT waits; nothing behind it runs
+    later.pending[0].callback(ACCEPT)
+    assert final_codes(c.read()) == [250]  # its 250; the second RCPT waits in turn
+    later.pending[1].callback(ACCEPT)
+    lines = c.read()
+    assert final_codes(lines) == [550, 250]  # address list after the async link, then NOOP
+    assert "5.1.1" in lines[0]
+
+
+def test_validate_to_gets_our_mailbox_and_validate_from_the_transaction(h):
+    c = h.connect()
+    seen = []
+    to, from_ = c.proto.validateTo, c.proto.validateFrom
+    c.proto.validateTo = lambda mailbox: seen.append(mailbox) or to(mailbox)
+    c.proto.validateFrom = lambda txn: seen.append(txn) or from_(txn)
+    c.send(b"EHLO c.test\r\nMAIL FROM:<s@Sender.test> SIZE=10\r\nRCPT TO:<U@Example.com>\r\n")
+    txn, mailbox = seen
+    assert isinstance(mailbox, Mailbox) and str(mailbox) == "U@example.com"
+    assert (txn.helo, txn.client_ip, str(txn.sender), txn.params) == (
+        "c.test",
+        "127.0.0.9",
+        "s@sender.test",
+        {"SIZE": "10"},
+    )
+
+
+def test_asynchronous_mail_refusal_is_answered_in_order(h):
+    c = h.connect()
+    c.read()
+    pending: defer.Deferred = defer.Deferred()
+    c.proto.validateFrom = lambda txn: pending
+    assert c.send(b"MAIL FROM:<s@sender.test>\r\nNOOP\r\n") == []
+    pending.callback(replies.INSUFFICIENT_SPACE)
+    assert c.read() == [str(replies.INSUFFICIENT_SPACE), "250 2.0.0 Ok"]
+
+
+def test_a_handler_that_fails_answers_451_and_the_session_goes_on(h):
+    c = h.connect()
+    c.read()
+    c.proto.validateFrom = lambda txn: defer.fail(RuntimeError("bug"))
+    assert c.send(b"MAIL FROM:<s@sender.test>\r\nNOOP\r\n") == [
+        str(replies.LOCAL_ERROR),
+        "250 2.0.0 Ok",
+    ]
+
+
+# -- commands: bare CR, NUL, 8-bit ------------------------------------------------------------
+def test_bare_cr_nul_and_non_ascii_in_commands(h):
+    c = h.connect()
+    c.read()
+    assert c.send(b"NO\rOP\r\n") == [str(replies.BARE_NEWLINE_COMMAND)]
+    assert c.send(b"NOOP\x00\r\n") == [str(replies.BARE_NEWLINE_COMMAND)]
+    assert c.send("NOOP \u00e9\r\n".encode()) == [str(replies.BAD_8BIT_COMMAND)]
+    assert c.send(b"noop\r\n") == ["250 2.0.0 Ok"]  # verbs in any case
+    assert c.send(b"NOOP\n") == ["250 2.0.0 Ok"]  # a bare LF ends a command line
+
+
+# -- what we rely on of Twisted: public API only ----------------------------------------------
+def test_server_registers_itself_as_a_streaming_producer(h):
+    c = h.connect()
+    assert c.transport.producer is c.proto and c.transport.streaming
+
+
+def test_connection_lost_in_data_removes_the_partial_message_and_frees_the_slot(h, tmp_path):
+    c = h.connect()
+    c.send(TXN + b"Subject: partial\r\n")
+    assert h.factory.connections == 1
+    c.proto.connectionLost(None)
+    assert spool_files(tmp_path / "spool", "tmp") == []
+    assert h.factory.connections == 0 and not h.factory.per_ip
+
+
+INBOUND = Path(__file__).resolve().parents[2] / "mxbackup" / "inbound"
+
+
+@pytest.mark.parametrize("path", sorted(INBOUND.rglob("*.py")), ids=lambda p: p.name)
+def test_no_twisted_mail_no_forged_objects_no_transport_privates(path):
+    text = path.read_text()
+    assert "twisted.mail" not in text
+    assert "__new__" not in text
+    assert not re.search(r"(transport|factory|reactor|clock)\._[a-z]", text)
