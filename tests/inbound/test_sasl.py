@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+
+import pytest
 from twisted.internet import defer
 
 from helpers import Harness, base_config
+from mxbackup import replies
+from mxbackup.inbound.sasl import Exchange
 
 
 def auth_harness(tmp_path, ok_user="relay-user", ok_pass="secret"):
@@ -133,3 +138,41 @@ def test_over_long_sasl_line_ends_the_exchange(tmp_path):
     assert c.codes(b"NOOP\r\n") == [250]
     assert c.send(b"AUTH LOGIN\r\n")[0].startswith("334")
     assert c.codes(b"QQ" * 400 + b"\r\n") == [334]  # 800 octets: allowed in SASL (not 512)
+
+
+def test_over_long_sasl_line_without_end_is_skipped_not_read_as_a_command(tmp_path):
+    h = auth_harness(tmp_path)
+    c = h.connect_tls()
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\n")
+    assert c.send(b"AUTH LOGIN\r\n") == ["334 VXNlcm5hbWU6"]
+    assert c.send(b"A" * 13000)[0].startswith("501 5.5.2")
+    assert c.send(b"A QUIT\r\n") == []  # the rest of that line: thrown away
+    assert c.codes(b"NOOP\r\n") == [250]
+
+
+def test_auth_in_a_transaction_is_refused(tmp_path):
+    h = auth_harness(tmp_path)
+    c = h.connect_tls()
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\n")
+    c.send(b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\n")
+    assert c.send(b"AUTH PLAIN\r\n") == [str(replies.AUTH_IN_TRANSACTION)]
+
+
+def test_exchange_plain():
+    exchange = Exchange("PLAIN")
+    assert exchange.challenge() == ""
+    assert exchange.respond(b"\0user\0pw") == ("user", "pw")
+    assert exchange.respond(b"user\0user\0pw") == ("user", "pw")
+    for bad in (b"user\0pw", b"\0\0pw", b"other\0user\0pw", b"\0us\xffer\0pw"):
+        with pytest.raises(ValueError):
+            exchange.respond(bad)
+
+
+def test_exchange_login():
+    exchange = Exchange("LOGIN")
+    assert base64.b64decode(exchange.challenge()) == b"Username:"
+    with pytest.raises(ValueError):
+        exchange.respond(b"")
+    assert exchange.respond(b"user") is None
+    assert base64.b64decode(exchange.challenge()) == b"Password:"
+    assert exchange.respond(b"") == ("user", "")
