@@ -79,26 +79,32 @@ def check_mail_params(params: dict[str, str | None], max_size: int) -> Reply | N
     return None
 
 
-def _command_argument(rest: str, keyword: str) -> tuple[str, dict[str, str | None]]:
-    path, param_text = split_command_argument(rest, keyword)
-    return path, parse_params(param_text)
-
-
 class MailRcpt:
     def __init__(self, session: SMTPServer) -> None:
         self.session = session
 
+    def _argument(
+        self, refusal: Reply | None, rest: str, keyword: str, syntax: Reply
+    ) -> tuple[str, dict[str, str | None]] | None:
+        """MAIL's or RCPT's path and parameters, unless ``refusal`` (out of sequence) or a
+        syntax error is answered instead: then None."""
+        if refusal is None:
+            try:
+                path, param_text = split_command_argument(rest, keyword)
+                return path, parse_params(param_text)
+            except PathError:
+                refusal = syntax
+        self.session.error(refusal)
+        return None
+
     # -- MAIL ----------------------------------------------------------------------------
     def mail(self, rest: str) -> Deferred[Any] | None:
         s = self.session
-        if s.transaction is not None:
-            s.error(replies.NESTED_MAIL)
+        out_of_order = replies.NESTED_MAIL if s.transaction is not None else None
+        parsed = self._argument(out_of_order, rest, "FROM:", replies.BAD_MAIL_SYNTAX)
+        if parsed is None:
             return None
-        try:
-            path, params = _command_argument(rest, "FROM:")
-        except PathError:
-            s.error(replies.BAD_MAIL_SYNTAX)
-            return None
+        path, params = parsed
         refusal = check_mail_params(params, s.policy.server.max_message_size)
         if refusal is not None:
             s.error(refusal)
@@ -121,14 +127,11 @@ class MailRcpt:
     # -- RCPT ----------------------------------------------------------------------------
     def rcpt(self, rest: str) -> Deferred[Any] | None:
         s = self.session
-        if s.transaction is None:
-            s.error(replies.NEED_MAIL)
+        out_of_order = replies.NEED_MAIL if s.transaction is None else None
+        parsed = self._argument(out_of_order, rest, "TO:", replies.BAD_RCPT_SYNTAX)
+        if parsed is None:
             return None
-        try:
-            path, params = _command_argument(rest, "TO:")
-        except PathError:
-            s.error(replies.BAD_RCPT_SYNTAX)
-            return None
+        path, params = parsed
         if params:
             s.error(replies.UNKNOWN_PARAMETER.format(next(iter(params))))
             return None
