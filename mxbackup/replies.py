@@ -26,9 +26,6 @@ class Reply:
     status: str  # enhanced status code, e.g. "5.7.1"; "" only for 220/221/235/334/354 etc.
     text: str
 
-    def with_text(self, text: str) -> Reply:
-        return Reply(self.code, self.status, text)
-
     def format(self, *args: object) -> Reply:
         """Fill in the placeholders; every argument is made printable (it may be the client's)."""
         return Reply(self.code, self.status, self.text.format(*(printable(a) for a in args)))
@@ -51,12 +48,10 @@ CLOSING = Reply(221, "2.0.0", "Bye")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
-SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 
 # Session
 HELO_OK = Reply(250, "", "{} Hello {}")  # no enhanced code in the HELO/EHLO greeting (RFC 2034)
-OK = Reply(250, "2.0.0", "Ok")
 RESET_OK = Reply(250, "2.0.0", "Reset state")
 NOOP_OK = Reply(250, "2.0.0", "Ok")
 VRFY_CANNOT = Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery")
@@ -83,7 +78,6 @@ NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
 NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
 NEED_MAIL = Reply(503, "5.5.1", "Need MAIL before RCPT")
 NEED_MAIL_FOR_DATA = Reply(503, "5.5.1", "Need MAIL before DATA")
-NEED_RCPT = Reply(503, "5.5.1", "Need RCPT before DATA")
 NO_VALID_RCPT = Reply(554, "5.5.1", "No valid recipients")
 DATA_ARGUMENT = Reply(501, "5.5.4", "DATA takes no argument")
 TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
@@ -114,7 +108,6 @@ UTF8_NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # ETRN (RFC 1985)
-ETRN_STARTED = Reply(250, "2.0.0", "Queuing for node {} started")
 ETRN_NOTHING = Reply(251, "2.0.0", "No messages waiting for node {}")
 ETRN_STARTED_COUNT = Reply(253, "2.0.0", "{} pending messages for node {} started")
 ETRN_UNABLE = Reply(458, "4.3.0", "Unable to queue messages for node {}")

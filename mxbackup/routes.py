@@ -35,10 +35,6 @@ class RouteTable:
                 return route
         return None
 
-    def recipient_kind(self, domain: str) -> Kind:
-        route = self.lookup(domain)
-        return route.treat_recipient_as if route is not None else "external"
-
     def sender_kind(self, domain: str | None) -> Kind:
         if domain is None:
             return "external"

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from mxbackup import config as config_module
 from mxbackup.config import Config, ConfigError
-from mxbackup.inbound.server import SMTPFactory
+from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service

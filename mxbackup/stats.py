@@ -18,4 +18,3 @@ class Stats:
     deferred: int = 0
     bounced: int = 0
     dsn_sent: int = 0
-    connections: int = 0

@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.ssh import keys
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
 
 from mxbackup import config as config_module
-from mxbackup.inbound.server import SMTPFactory
+from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
 
@@ -205,6 +207,22 @@ class Harness:
         )
         proto.makeConnection(transport)
         return Conn(proto, transport)
+
+    def connect_tls(self, client_ip: str = "127.0.0.9") -> Conn:
+        """A connection whose transport can start TLS (it only records that it did)."""
+        addr = IPv4Address("TCP", client_ip, 40000)
+        proto = self.factory.buildProtocol(addr)
+        transport = TLSStringTransport(peerAddress=addr)
+        proto.makeConnection(transport)
+        return Conn(proto, transport)
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    tls_started = False
+
+    def startTLS(self, ctx: Any, normal: bool = True) -> None:
+        self.tls_started = True
 
 
 class Conn:

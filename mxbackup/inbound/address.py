@@ -18,6 +18,7 @@ _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"\Z')
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _PARAM_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e]+\Z")  # esmtp-value: no "=", SP or controls
+_LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")  # dcontent (RFC 5321 4.1.3)
 
 
 class PathError(ValueError):
@@ -36,12 +37,6 @@ class Mailbox:
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
-
-
-@dataclass(frozen=True)
-class Path:
-    mailbox: Mailbox | None  # None for the null path <>
-    params: dict[str, str | None]
 
 
 def split_command_argument(arg: str, keyword: str) -> tuple[str, str]:
@@ -99,30 +94,38 @@ def parse_path(bracketed: str, allow_null: bool) -> Mailbox | None:
         if allow_null:
             return None
         raise PathError("empty path")
-    routing: str | None = None
-    if inner.startswith("@"):
-        # A-d-l source route: "@hostA,@hostB:user@domain" (RFC 5321 obsolete syntax).
-        route, colon, inner = inner.partition(":")
-        if not colon:
-            raise PathError("malformed source route")
-        routing = "source route"
+    inner, routing = _without_source_route(inner)
     local, domain = _split_mailbox(inner)
-    if domain.startswith("["):
-        routing = routing or "address literal"
-        if not re.match(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z", domain):
-            raise PathError("malformed address literal")
-    else:
-        domain = domain.lower()
-        if domain.endswith("."):
-            raise PathError("domain ends with a dot")
-        try:
-            parse_domain(domain, trailing_dot=False)
-        except DomainError:
-            raise PathError("malformed domain") from None
+    domain, literal = _checked_domain(domain)
     if len(local) > 64:
         raise PathError("local part longer than 64 octets")
-    routing = routing or _routing_in_local(local)
-    return Mailbox(local, domain, routing)
+    return Mailbox(local, domain, routing or literal or _routing_in_local(local))
+
+
+def _without_source_route(inner: str) -> tuple[str, str | None]:
+    """A-d-l source route: "@hostA,@hostB:user@domain" (RFC 5321 obsolete syntax)."""
+    if not inner.startswith("@"):
+        return inner, None
+    _route, colon, rest = inner.partition(":")
+    if not colon:
+        raise PathError("malformed source route")
+    return rest, "source route"
+
+
+def _checked_domain(domain: str) -> tuple[str, str | None]:
+    """The domain in lower case, and "address literal" if it is one."""
+    if domain.startswith("["):
+        if not _LITERAL.match(domain):
+            raise PathError("malformed address literal")
+        return domain, "address literal"
+    domain = domain.lower()
+    if domain.endswith("."):
+        raise PathError("domain ends with a dot")
+    try:
+        parse_domain(domain, trailing_dot=False)
+    except DomainError:
+        raise PathError("malformed domain") from None
+    return domain, None
 
 
 def _split_mailbox(inner: str) -> tuple[str, str]:

@@ -1,0 +1,103 @@
+"""The listening side: one ``SMTPServer`` per connection, the connection limits, and the
+``Policy`` (what the server needs of the configuration, prepared once, replaced on reload)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, interfaces, protocol
+from twisted.logger import Logger
+
+from mxbackup import replies
+from mxbackup.config import Config
+from mxbackup.inbound.access import AccessMatrix
+from mxbackup.inbound.etrn import QueueFlusher
+from mxbackup.inbound.rcpt.chain import build_chain
+from mxbackup.inbound.server import SMTPServer
+from mxbackup.queue.envelope import Envelope
+from mxbackup.queue.spool import Spool
+from mxbackup.replies import Reply
+from mxbackup.routes import RouteTable
+from mxbackup.stats import Stats
+
+log = Logger(namespace="mxbackup.smtp_in")
+
+PasswordCheck = Callable[[str, str], defer.Deferred]
+
+
+class Policy:
+    """What the server needs from the configuration, prepared once (and replaced on reload)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server = config.server
+        self.routes = RouteTable(config.routes)
+        self.access = AccessMatrix(config.ip_ranges)
+        self.accounts = {a.username: a.password_hash for a in config.accounts}
+        self.rcpt_chain = build_chain(config, self.routes, self.access)
+
+
+class SMTPFactory(protocol.ServerFactory):
+    """Builds one ``SMTPServer`` per connection and enforces the connection limits.
+
+    (Its class name is in Twisted's "SMTPFactory starting on PORT" line, which the tests and
+    operators look for.)"""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: Spool,
+        clock: interfaces.IReactorTime,
+        check_password: PasswordCheck,
+        tls_context: Any = None,
+        wakeup: Callable[[Envelope], None] = lambda envelope: None,
+        stats: Stats | None = None,
+        etrn: QueueFlusher | None = None,
+    ) -> None:
+        self.policy = Policy(config)
+        self.spool = spool
+        self.clock = clock
+        self.check_password = check_password
+        self.tls_context = tls_context
+        self.wakeup = wakeup
+        self.stats = stats or Stats()
+        self.etrn = etrn
+        self.connections = 0
+        self.per_ip: Counter[str] = Counter()
+
+    def reconfigure(self, config: Config) -> None:
+        self.policy = Policy(config)
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        server = self.policy.server
+        ip = getattr(addr, "host", str(addr))
+        if self.connections >= server.max_connections:
+            log.info("refused connection client={ip}: too many connections", ip=ip)
+            return Refuse(replies.TOO_MANY_CONNECTIONS)
+        if self.per_ip[ip] >= server.max_connections_per_ip:
+            log.info("refused connection client={ip}: too many from this address", ip=ip)
+            return Refuse(replies.TOO_MANY_FROM_IP)
+        return SMTPServer(self)
+
+    def opened(self, ip: str) -> None:
+        self.connections += 1
+        self.per_ip[ip] += 1
+
+    def closed(self, ip: str) -> None:
+        self.connections -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+
+class Refuse(protocol.Protocol):
+    """Says why (421) and closes: the connection limits."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.reply.line() + b"\r\n")
+        self.transport.loseConnection()

@@ -1,0 +1,168 @@
+"""MAIL and RCPT: the transaction's sender, parameters and recipients.
+
+Paths are parsed strictly (``address``); the decisions are the session's seam,
+``validateFrom`` and ``validateTo`` (pitfall 8: routing tricks are refused by the RCPT chain,
+not silently stripped).  A refused recipient is logged, one line each, for operators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from mxbackup import replies
+from mxbackup.inbound.address import (
+    Mailbox,
+    PathError,
+    parse_params,
+    parse_path,
+    split_command_argument,
+)
+from mxbackup.inbound.rcpt.decision import Accept, Postpone, when_decided
+from mxbackup.queue.envelope import Recipient
+from mxbackup.replies import Reply
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from mxbackup.inbound.server import SMTPServer
+
+log = Logger(namespace="mxbackup.smtp_in")
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One mail transaction, from MAIL to the end of data or RSET: what the checks ask about."""
+
+    client_ip: str
+    helo: str | None
+    authenticated: bool
+    sender: Mailbox | None  # None: the null reverse-path <>
+    params: dict[str, str | None]
+    recipients: list[Recipient] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    @property
+    def sender_text(self) -> str:
+        return "" if self.sender is None else str(self.sender)
+
+    def add(self, recipient: Recipient) -> None:
+        """A repeated recipient is kept once (compared without case)."""
+        key = recipient.address.lower()
+        if key not in self._seen:
+            self._seen.add(key)
+            self.recipients.append(recipient)
+
+
+def path_refusal(error: PathError, fallback: Reply) -> Reply:
+    """The reply to a malformed path: 553 5.6.7 for UTF-8 (no SMTPUTF8), else ``fallback``."""
+    if error.kind == "utf8":
+        return replies.UTF8_NEEDS_SMTPUTF8
+    return fallback.format(error) if "{}" in fallback.text else fallback
+
+
+def check_mail_params(params: dict[str, str | None], max_size: int) -> Reply | None:
+    """SIZE (RFC 1870), BODY (RFC 6152) and AUTH (RFC 4954 5: accepted, not trusted)."""
+    for key, value in params.items():
+        if key == "SIZE":
+            if value is None or not value.isdigit() or len(value) > 20:
+                return replies.BAD_PARAMETER.format("SIZE")
+            if int(value) > max_size:
+                return replies.SIZE_DECLARED_TOO_BIG.format(max_size)
+        elif key == "BODY":
+            if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                return replies.BAD_PARAMETER.format("BODY")
+        elif key != "AUTH":
+            return replies.UNKNOWN_PARAMETER.format(key)
+    return None
+
+
+class MailRcpt:
+    def __init__(self, session: SMTPServer) -> None:
+        self.session = session
+
+    def _argument(
+        self, refusal: Reply | None, rest: str, keyword: str, syntax: Reply
+    ) -> tuple[str, dict[str, str | None]] | None:
+        """MAIL's or RCPT's path and parameters, unless ``refusal`` (out of sequence) or a
+        syntax error is answered instead: then None."""
+        if refusal is None:
+            try:
+                path, param_text = split_command_argument(rest, keyword)
+                return path, parse_params(param_text)
+            except PathError:
+                refusal = syntax
+        self.session.error(refusal)
+        return None
+
+    # -- MAIL ----------------------------------------------------------------------------
+    def mail(self, rest: str) -> Deferred[Any] | None:
+        s = self.session
+        out_of_order = replies.NESTED_MAIL if s.transaction is not None else None
+        parsed = self._argument(out_of_order, rest, "FROM:", replies.BAD_MAIL_SYNTAX)
+        if parsed is None:
+            return None
+        path, params = parsed
+        refusal = check_mail_params(params, s.policy.server.max_message_size)
+        if refusal is not None:
+            s.error(refusal)
+            return None
+        try:
+            sender = parse_path(path, allow_null=True)
+        except PathError as e:
+            s.error(path_refusal(e, replies.BAD_SENDER_ADDRESS))
+            return None
+        txn = Transaction(s.client_ip, s.helo, s.authenticated, sender, params)
+        return when_decided(s.validateFrom(txn), self._mail_decided, txn)
+
+    def _mail_decided(self, decision: Any, transaction: Transaction) -> None:
+        if isinstance(decision, Accept):
+            self.session.transaction = transaction
+            self.session.reply(replies.SENDER_OK)
+        else:
+            self.session.error(decision)
+
+    # -- RCPT ----------------------------------------------------------------------------
+    def rcpt(self, rest: str) -> Deferred[Any] | None:
+        s = self.session
+        out_of_order = replies.NEED_MAIL if s.transaction is None else None
+        parsed = self._argument(out_of_order, rest, "TO:", replies.BAD_RCPT_SYNTAX)
+        if parsed is None:
+            return None
+        path, params = parsed
+        if params:
+            s.error(replies.UNKNOWN_PARAMETER.format(next(iter(params))))
+            return None
+        try:
+            mailbox = parse_path(path, allow_null=False)
+        except PathError as e:
+            self._refuse(path_refusal(e, replies.BAD_ADDRESS), path[1:-1])
+            return None
+        assert mailbox is not None
+        # An address carrying routing is logged as sent: the routing is the point.
+        shown = path[1:-1] if mailbox.routing is not None else str(mailbox)
+        return when_decided(s.validateTo(mailbox), self._rcpt_decided, s.transaction, shown)
+
+    def _rcpt_decided(self, decision: Any, transaction: Transaction, shown: str) -> None:
+        if isinstance(decision, Recipient):
+            transaction.add(decision)
+            self.session.reply(replies.RECIPIENT_OK)
+        elif isinstance(decision, Postpone):
+            self.session.reply(decision.reply)
+        else:
+            self._refuse(decision, shown)
+
+    def _refuse(self, reply: Reply, rcpt: str) -> None:
+        s = self.session
+        s.factory.stats.refused[str(reply.code)] += 1
+        log.info(
+            "refused rcpt=<{rcpt}> from=<{sender}> client={ip} code={code} reason={reason}",
+            rcpt=rcpt.encode("ascii", "backslashreplace").decode(),
+            sender=s.transaction.sender_text if s.transaction is not None else "",
+            ip=s.client_ip,
+            code=reply.code,
+            reason=reply.message,
+        )
+        s.error(reply)

@@ -1,0 +1,158 @@
+"""DATA: the message from ``354`` to the ``250`` that means "queued".
+
+One spool file per transaction (pitfall 10), our Received header on top, the body through
+``datastream.DataReader`` (end of data, limits, smuggling defence).  The 250 is sent only
+after the spool's commit is durable (invariant 1); any local failure answers 451/452 and
+keeps nothing (pitfall 1, invariant 2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mxbackup import replies
+from mxbackup.inbound.datastream import DataReader
+from mxbackup.inbound.received import received_header
+from mxbackup.inbound.starttls import tls_description
+from mxbackup.queue.envelope import Envelope
+from mxbackup.queue.spool import Incoming, is_out_of_space
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.server import SMTPServer
+
+log = Logger(namespace="mxbackup.smtp_in")
+
+
+class MessageIntake:
+    def __init__(self, session: SMTPServer) -> None:
+        self.session = session
+        self.incoming: Incoming | None = None
+        self.reader: DataReader | None = None
+
+    def data(self, rest: str) -> None:
+        s = self.session
+        txn = s.transaction
+        if rest:
+            s.error(replies.DATA_ARGUMENT)
+        elif txn is None:
+            s.error(replies.NEED_MAIL_FOR_DATA)
+        elif not txn.recipients:
+            s.error(replies.NO_VALID_RCPT)
+        else:
+            self._start(txn)
+
+    def _start(self, txn: Transaction) -> None:
+        s = self.session
+        incoming = s.factory.spool.incoming()
+        if incoming.error is not None:
+            self._local_failure(incoming, incoming.error)
+            return
+        self.incoming = incoming
+        incoming.write(self._received(txn, incoming.id))
+        server = s.policy.server
+        self.reader = DataReader(
+            incoming.write, server.max_message_size, server.max_received_headers
+        )
+        s.read_stream(self)
+        s.reply(replies.START_DATA)
+
+    def _received(self, txn: Transaction, queue_id: str) -> bytes:
+        s = self.session
+        return received_header(
+            helo=s.helo,
+            client_ip=s.client_ip,
+            hostname=s.policy.server.hostname,
+            queue_id=queue_id,
+            tls=tls_description(s.transport) if s.tls else None,
+            authenticated=s.authenticated,
+            recipients=[r.address for r in txn.recipients],
+            now=s.factory.clock.seconds(),
+        )
+
+    # -- the session's Stream ------------------------------------------------------------
+    def feed(self, data: bytes) -> tuple[int, bool]:
+        assert self.reader is not None
+        return self.reader.feed(data)
+
+    def abort(self) -> None:
+        if self.incoming is not None:
+            self.incoming.abort()
+        self.incoming = self.reader = None
+
+    def end(self) -> Deferred[Any] | None:
+        s = self.session
+        incoming, reader, txn = self.incoming, self.reader, s.transaction
+        assert incoming is not None and reader is not None and txn is not None
+        self.incoming = self.reader = None
+        s.transaction = None
+        if reader.error is not None:
+            incoming.abort()
+            log.info(
+                "refused message from=<{sender}> client={ip} size={size} code={code} "
+                "reason={reason}",
+                sender=txn.sender_text,
+                ip=s.client_ip,
+                size=reader.size,
+                code=reader.error.code,
+                reason=reader.error.message,
+            )
+            s.error(reader.error)
+            return None
+        if incoming.error is not None:
+            self._local_failure(incoming, incoming.error)
+            return None
+        envelope = Envelope(
+            id=incoming.id,
+            sender=txn.sender_text,
+            recipients=txn.recipients,
+            received_at=s.factory.clock.seconds(),
+            size=incoming.size,
+            client_ip=s.client_ip,
+            helo=txn.helo or "",
+            params=dict(txn.params),
+        )
+        d = s.factory.spool.commit(incoming, envelope)
+        return d.addCallbacks(self._committed, self._commit_failed, callbackArgs=(envelope,))
+
+    def _committed(self, _: object, envelope: Envelope) -> None:
+        s = self.session
+        log.info(
+            "accepted id={id} from=<{sender}> size={size} nrcpt={nrcpt} client={ip} tls={tls}",
+            id=envelope.id,
+            sender=envelope.sender,
+            size=envelope.size,
+            nrcpt=len(envelope.recipients),
+            ip=s.client_ip,
+            tls=s.tls,
+        )
+        s.reply(replies.QUEUED.format(envelope.id))
+        s.factory.stats.accepted += 1
+        s.clear_errors()
+        try:
+            s.factory.wakeup(envelope)
+        except Exception:  # noqa: BLE001 - the 250 is sent; never a second reply
+            log.failure("wakeup failed for id={id}", id=envelope.id)
+
+    def _commit_failed(self, failure: Failure) -> None:
+        self._local_failure(None, failure.value)
+
+    def _local_failure(self, incoming: Incoming | None, error: BaseException) -> None:
+        """A local problem (disk full, I/O error): always 4xx, never 5xx; nothing kept."""
+        s = self.session
+        if incoming is not None:
+            incoming.abort()
+        reply = replies.INSUFFICIENT_SPACE if is_out_of_space(error) else replies.QUEUE_WRITE_ERROR
+        log.error(
+            "queue write failed client={ip} code={code} error={error}",
+            ip=s.client_ip,
+            code=reply.code,
+            error=str(error),
+        )
+        s.reply(reply)
+        s.transaction = None

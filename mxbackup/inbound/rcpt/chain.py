@@ -1,0 +1,69 @@
+"""The RCPT decision chain: the links, in order, built from the configuration.
+
+Order (Postfix's ``smtpd_recipient_restrictions`` in spirit: cheap and absolute first):
+routing in the address (refused from anyone), the recipient limit (before any check that costs
+something), relay rules (routes, IP ranges, authentication), the route's address list.  The
+first link that does not accept decides.  Rebuilt on every reload (``factory.Policy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+
+from mxbackup.config import Config
+from mxbackup.inbound.access import AccessMatrix
+from mxbackup.inbound.rcpt.addresslist import AddressListLink
+from mxbackup.inbound.rcpt.decision import ACCEPT, Accept, Candidate, Decision, Link
+from mxbackup.inbound.rcpt.limit import RecipientLimit
+from mxbackup.inbound.rcpt.relay import RelayRules
+from mxbackup.inbound.rcpt.routing import RoutingInAddress
+from mxbackup.routes import RouteTable
+
+if TYPE_CHECKING:
+    from mxbackup.inbound.mailrcpt import Transaction
+
+
+class Chain:
+    """Runs its links in order; itself a link (chains nest)."""
+
+    def __init__(self, links: Sequence[Link]) -> None:
+        self.links = tuple(links)
+
+    def decide(
+        self, transaction: Transaction, recipient: Candidate
+    ) -> Decision | Deferred[Decision]:
+        return self._from(0, transaction, recipient)
+
+    def _from(
+        self, start: int, transaction: Transaction, recipient: Candidate
+    ) -> Decision | Deferred[Decision]:
+        links = self.links
+        for i in range(start, len(links)):
+            result = links[i].decide(transaction, recipient)
+            if isinstance(result, Deferred):
+                return result.addCallback(self._then, i + 1, transaction, recipient)
+            if not isinstance(result, Accept):
+                return result
+        return ACCEPT
+
+    def _then(
+        self, result: Decision, start: int, transaction: Transaction, recipient: Candidate
+    ) -> Decision | Deferred[Decision]:
+        if not isinstance(result, Accept):
+            return result
+        return self._from(start, transaction, recipient)
+
+
+def build_chain(config: Config, routes: RouteTable, access: AccessMatrix) -> Chain:
+    """The chain for ``config``: adding a check is one line here."""
+    return Chain(
+        [
+            RoutingInAddress(),
+            RecipientLimit(config.server.max_recipients),
+            RelayRules(routes, access),
+            AddressListLink(),
+        ]
+    )

@@ -1,0 +1,38 @@
+"""Our Received header (RFC 5321 4.4), written by hand: Twisted's has embedded bare LFs
+(pitfall 6).  Pure: no reactor.  Every value from the client is made safe before it is shown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from mxbackup.inbound.basic import safe_helo
+
+
+def received_header(
+    *,
+    helo: str | None,
+    client_ip: str,
+    hostname: str,
+    queue_id: str,
+    tls: str | None,
+    authenticated: bool,
+    recipients: Sequence[str],
+    now: float,
+) -> bytes:
+    """``tls`` is None without TLS, else the description to show (may be empty); the
+    recipient is named only when there is exactly one (more would disclose Bcc)."""
+    proto = "ESMTP" if helo is not None else "SMTP"
+    if tls is not None:
+        proto += "S"
+    if authenticated:
+        proto += "A"
+    when = format_datetime(datetime.fromtimestamp(now, UTC))
+    for_ = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
+    header = (
+        f"Received: from {safe_helo(helo or '') or 'unknown'} ([{client_ip}])\r\n"
+        f"\tby {hostname} (mxbackup) with {proto}{tls or ''} id {queue_id}"
+        f"{for_}; {when}\r\n"
+    )
+    return header.encode("ascii", "replace")

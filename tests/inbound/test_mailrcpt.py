@@ -1,0 +1,129 @@
+"""MAIL and RCPT: parameters, sequence, the recipient limit, refusals and their log lines."""
+
+from __future__ import annotations
+
+import pytest
+from inbound_case import MSG, final_codes
+from twisted.logger import formatEvent, globalLogPublisher
+
+from helpers import Harness, base_config
+from mxbackup import replies
+from mxbackup.inbound.address import PathError
+from mxbackup.inbound.mailrcpt import check_mail_params, path_refusal
+
+
+def test_size_parameter(h):
+    c = h.connect()
+    c.read()
+    assert c.send(b"MAIL FROM:<s@x.test> SIZE=99999999999\r\n")[0].startswith("552 5.3.4")
+    assert c.send(b"MAIL FROM:<s@x.test> SIZE=abc\r\n")[0].startswith("501 5.5.4")
+    assert c.send(b"MAIL FROM:<s@x.test> FOO=1\r\n")[0].startswith("555 5.5.4")
+    assert c.codes(b"MAIL FROM:<s@x.test> SIZE=1000 BODY=8BITMIME\r\n") == [250]
+    assert c.send(b"MAIL FROM:<s@x.test>\r\n")[0].startswith("503 5.5.1")
+
+
+def test_sequence_errors(h):
+    c = h.connect()
+    c.read()
+    assert c.send(b"RCPT TO:<u@example.com>\r\n")[0].startswith("503 5.5.1")
+    assert c.send(b"DATA\r\n")[0].startswith("503 5.5.1")
+    c.send(b"MAIL FROM:<>\r\n")
+    assert c.send(b"DATA\r\n")[0].startswith("554 5.5.1")
+    assert c.send(b"HELO\r\n")[0].startswith("501 5.5.4")
+
+
+def test_recipients_beyond_the_limit_do_not_end_the_session(tmp_path):
+    data = base_config(tmp_path, max_recipients=5)
+    h = Harness(tmp_path, data)
+    c = h.connect()
+    c.read()
+    rcpts = b"".join(b"RCPT TO:<u%d@example.com>\r\n" % i for i in range(30))
+    lines = c.send(b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\n" + rcpts + b"DATA\r\n")
+    codes = final_codes(lines)
+    assert codes[2:7] == [250] * 5 and codes[7:32] == [452] * 25 and codes[-1] == 354
+    assert final_codes(c.send(MSG)) == [250]
+
+
+@pytest.fixture
+def events():
+    seen: list[str] = []
+
+    def observer(event):
+        if event.get("log_namespace") == "mxbackup.smtp_in":
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observer)
+    yield seen
+    globalLogPublisher.removeObserver(observer)
+
+
+def test_refused_recipient_log_line_and_stats(h, events):
+    c = h.connect()
+    c.send(b"EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\n")
+    assert c.send(b"RCPT TO:<x@Elsewhere.test>\r\n") == [
+        "550 5.7.1 Relay access denied: elsewhere.test"
+    ]
+    assert events[-1] == (
+        "refused rcpt=<x@elsewhere.test> from=<s@sender.test> client=127.0.0.9 code=550 "
+        "reason=5.7.1 Relay access denied: elsewhere.test"
+    )
+    assert h.factory.stats.refused["550"] == 1
+
+
+def test_address_with_routing_is_logged_as_sent(h, events):
+    c = h.connect()
+    c.send(b"MAIL FROM:<>\r\n")
+    assert c.send(b"RCPT TO:<@A.test:u@Example.com>\r\n") == [
+        "550 5.7.1 Address carries its own routing: source route"
+    ]
+    assert events[-1].startswith("refused rcpt=<@A.test:u@Example.com> from=<> client=")
+
+
+def test_syntax_refusals(h, events):
+    c = h.connect()
+    c.read()
+    assert c.send(b"MAIL FROM:<s@x.test.>\r\n")[0].startswith("553 5.1.7 Bad sender address")
+    assert c.send("MAIL FROM:<j\u00fcrgen@x.test>\r\n".encode()) == [
+        "553 5.6.7 Non-ASCII address requires SMTPUTF8"
+    ]
+    assert c.send(b"MAIL TO:<s@x.test>\r\n")[0].startswith("501 5.5.4 Syntax: MAIL")
+    assert c.codes(b"MAIL FROM:<>\r\n") == [250]
+    assert c.send(b"RCPT FROM:<u@example.com>\r\n")[0].startswith("501 5.5.4 Syntax: RCPT")
+    assert c.send(b"RCPT TO:<u@example.com> NOTIFY=NEVER\r\n") == [
+        "555 5.5.4 Unsupported parameter: NOTIFY"
+    ]
+    assert c.send(b"RCPT TO:<u@example.com.>\r\n")[0].startswith("553 5.1.3 Bad address syntax")
+    assert "refused rcpt=<u@example.com.> from=<> client=127.0.0.9 code=553" in events[-1]
+
+
+def test_repeated_recipient_is_queued_once(h):
+    c = h.connect()
+    rcpts = b"RCPT TO:<u@example.com>\r\nRCPT TO:<U@EXAMPLE.com>\r\n"
+    c.send(b"MAIL FROM:<s@sender.test>\r\n" + rcpts + b"DATA\r\n")
+    assert final_codes(c.send(MSG)) == [250]
+    (env,) = h.woken
+    assert [r.address for r in env.recipients] == ["u@example.com"]
+
+
+def test_recipients_beyond_the_limit_are_not_logged_as_refused(tmp_path, events):
+    h = Harness(tmp_path, base_config(tmp_path, max_recipients=1))
+    c = h.connect()
+    c.send(b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<a@example.com>\r\n")
+    assert c.send(b"RCPT TO:<b@example.com>\r\n") == ["452 4.5.3 Too many recipients"]
+    assert not [e for e in events if e.startswith("refused")]
+
+
+def test_check_mail_params():
+    assert check_mail_params({"SIZE": "10", "BODY": "7bit", "AUTH": "<>"}, 100) is None
+    assert check_mail_params({"SIZE": "101"}, 100) == replies.SIZE_DECLARED_TOO_BIG.format(100)
+    assert check_mail_params({"SIZE": None}, 100) == replies.BAD_PARAMETER.format("SIZE")
+    assert check_mail_params({"SIZE": "1" * 21}, 10**30) == replies.BAD_PARAMETER.format("SIZE")
+    assert check_mail_params({"BODY": "BINARYMIME"}, 100) == replies.BAD_PARAMETER.format("BODY")
+    assert check_mail_params({"RET": "FULL"}, 100) == replies.UNKNOWN_PARAMETER.format("RET")
+
+
+def test_path_refusal():
+    assert path_refusal(PathError("x", "utf8"), replies.BAD_ADDRESS) == replies.UTF8_NEEDS_SMTPUTF8
+    assert path_refusal(PathError("bad domain"), replies.BAD_ADDRESS).text == (
+        "Bad address syntax: bad domain"
+    )
