@@ -270,15 +270,20 @@ def track_connections(factory: Any) -> list[defer.Deferred[None]]:
 
 
 def listening_port(svc: Any) -> defer.Deferred[Any]:
-    """The port a started ``strports`` service listens on (without consuming the result the
-    service needs to stop listening)."""
+    """The port a ``strports`` service will listen on; call before starting it.  Its public
+    ``endpoint`` is wrapped, so the service still gets (and later stops) the port itself."""
     d: defer.Deferred[Any] = defer.Deferred()
+    inner = svc.endpoint
 
-    def got(port: Any) -> Any:
-        d.callback(port)
-        return port
+    class Announcing:
+        def listen(self, factory: Any) -> defer.Deferred[Any]:
+            def got(port: Any) -> Any:
+                d.callback(port)
+                return port
 
-    svc._waitingForPort.addCallback(got)
+            return inner.listen(factory).addCallback(got)
+
+    svc.endpoint = Announcing()
     return d
 
 

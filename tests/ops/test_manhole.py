@@ -81,8 +81,9 @@ class ManholeTests(TestCase):
             host_key_path=str(self.tmp / "manhole_host_key"),
         )
         lost = track_connections(svc.factory)
+        listening = listening_port(svc)
         svc.startService()
-        self.port = (yield listening_port(svc)).getHost().port
+        self.port = (yield listening).getHost().port
 
         @defer.inlineCallbacks
         def stop() -> Any:

@@ -74,8 +74,9 @@ class MetricsTests(TestCase):
             MetricsConfig(listen="tcp:0:interface=127.0.0.1"), self.root, reactor
         )
         lost = track_connections(svc.factory)
+        listening = listening_port(svc)
         svc.startService()
-        port = yield listening_port(svc)
+        port = yield listening
         self.base = f"http://127.0.0.1:{port.getHost().port}"
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=pool)
