@@ -50,8 +50,10 @@ class MXBackupService(service.MultiService):
         factory: SMTPFactory,
         scheduler: Scheduler,
         stats: Stats,
+        spool_process: SpoolProcess | None = None,
     ) -> None:
         super().__init__()
+        self.spool_process = spool_process
         self.config = config
         self.spool = spool
         self.smtp_factory = factory
@@ -129,8 +131,14 @@ class MXBackupService(service.MultiService):
         return {"routes": len(new.routes), "restart_needed_for": restart_needed}
 
     def stopService(self) -> Any:
+        """No new deliveries, listeners closed, then the spool process finishes the rounds
+        it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
         self.scheduler.stop()
-        return super().stopService()
+        stopped = defer.maybeDeferred(super().stopService)
+        if self.spool_process is not None:
+            spool_process = self.spool_process
+            stopped.addCallback(lambda _: spool_process.shutdown())
+        return stopped
 
 
 def make_password_check(reactor: Any, config: Config) -> Any:
@@ -244,7 +252,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         stats=stats,
         etrn=scheduler,
     )
-    top = MXBackupService(config, spool, factory, scheduler, stats)
+    top = MXBackupService(config, spool, factory, scheduler, stats, spool_process)
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = endpoints.serverFromString(reactor, description)

@@ -23,6 +23,7 @@ from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.policy import RetryRule
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
+from mxbackup.queue.spoolproc import SpoolStopping
 from mxbackup.stats import Stats
 from mxbackup.wire.contract import Delivery, Job, JobResult, Outcome
 
@@ -77,7 +78,7 @@ class Recorder:
         try:
             yield self._record(key, result)
         except Exception:  # noqa: BLE001
-            log.failure("recording the outcome of id={id} failed", id=qid)
+            _log_local_failure(Failure(), "recording the outcome of id={id} failed", id=qid)
             self.backlog.requeue(qid, key, self.clock.seconds() + RECORD_RETRY)
 
     def _record(self, key: str, result: JobResult) -> defer.Deferred:
@@ -170,8 +171,8 @@ class Recorder:
         memory, so writing it (and the DSN) is tried again in a minute, not the delivery."""
 
         def retry_later(failure: Failure) -> None:
-            log.failure(
-                "recording the outcome of id={id} failed; again in 60 s", failure, id=envelope.id
+            _log_local_failure(
+                failure, "recording the outcome of id={id} failed; again in 60 s", id=envelope.id
             )
 
             def again() -> None:
@@ -291,3 +292,15 @@ class Batches:
 
 def _logged(d: defer.Deferred) -> None:
     d.addErrback(lambda f: log.failure("delivery bookkeeping failed", f))
+
+
+def _log_local_failure(failure: Failure, message: str, **fields: Any) -> None:
+    """A local failure while recording: the server stopping is news, the spool refusing an
+    error (one line: the reason is the OS's), anything else a bug (with its traceback).
+    Either way the outcome is recorded again later, or tried again after a restart."""
+    if failure.check(SpoolStopping):
+        log.info(message + ": the server is stopping (retried after the restart)", **fields)
+    elif failure.check(OSError):
+        log.error(message + ": {error}", error=str(failure.value), **fields)
+    else:
+        log.failure(message, failure, **fields)

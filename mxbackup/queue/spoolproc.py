@@ -43,12 +43,20 @@ class SpoolProcessError(OSError):
     """The spool process failed or went away; the round's outcome is unknown."""
 
 
+class SpoolStopping(SpoolProcessError):
+    """The server is stopping: the round was not started (nothing of it was written)."""
+
+
+STOP_GRACE = 10.0  # seconds the child may take, at the server's stop, to finish its rounds
+
+
 class SpoolProcess(protocol.ProcessProtocol):
     """A ``RoundRunner`` for ``Spool``: each round runs in the spool process.
 
-    It is not stopped with the service tree: the scheduler still records outcomes while the
-    server shuts down, so the child lives as long as the server's process and ends with it
-    (end of its stdin, or the parent-death signal)."""
+    At the server's stop (``shutdown``) it takes no new round and the child finishes every
+    round it was sent before it exits, while the reactor still reads its answers: a clean
+    stop loses no outcome that was being recorded and logs no error.  Otherwise the child
+    lives as long as the server's process and ends with it (the parent-death signal)."""
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -56,6 +64,8 @@ class SpoolProcess(protocol.ProcessProtocol):
         self._waiting: deque[defer.Deferred] = deque()
         self._buffer = bytearray()
         self._ended: defer.Deferred | None = None
+        self._stopping = False  # no new round (the server is stopping)
+        self._closed_stdin = False  # we ended its input: its output ends next, quietly
 
     def start(self) -> None:
         """Start the child now, so the first round does not wait for Python to start (it
@@ -71,6 +81,8 @@ class SpoolProcess(protocol.ProcessProtocol):
         """Run ``rounds.run_round(*args)`` in the child (the only call it serves)."""
         if fn is not run_round:
             return defer.fail(TypeError(f"the spool process only runs rounds, not {fn!r}"))
+        if self._stopping:
+            return defer.fail(SpoolStopping(0, "spool process: the server is stopping"))
         try:
             self._ensure_running()
             payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
@@ -90,6 +102,7 @@ class SpoolProcess(protocol.ProcessProtocol):
             p for p in (env.get("PYTHONPATH", ""), _PACKAGE_PARENT) if p
         )
         self._buffer.clear()
+        self._closed_stdin = False
         self._transport = self._reactor.spawnProcess(
             self,
             sys.executable,
@@ -125,8 +138,11 @@ class SpoolProcess(protocol.ProcessProtocol):
                 d.errback(SpoolProcessError(0, f"spool process: {value}"))
 
     def childConnectionLost(self, childFD: int) -> None:
-        if childFD == 1 and self._transport is not None:
-            self._broken("its answers stopped")  # it cannot answer any more: end it
+        if childFD != 1 or self._transport is None:
+            return
+        if self._closed_stdin and not self._waiting:
+            return  # it answered everything and ends, as asked
+        self._broken("its answers stopped")  # it cannot answer any more: end it
 
     def _broken(self, why: str) -> None:
         """The conversation with the child is lost: kill it, so processEnded fails
@@ -150,9 +166,30 @@ class SpoolProcess(protocol.ProcessProtocol):
             ended.callback(None)
 
     def stop(self) -> defer.Deferred | None:
-        """Close the child's stdin: it finishes the round in hand, then exits (for tests)."""
+        """Close the child's stdin: it finishes the rounds it was sent, then exits."""
         if self._transport is None or self._ended is None:
             return None
         ended = self._ended
+        self._closed_stdin = True
         self._transport.closeStdin()
         return ended
+
+    def shutdown(self) -> defer.Deferred:
+        """The server stops: no new round from now on; fires once the child has finished
+        what it was sent and exited (killed after ``STOP_GRACE`` seconds: its rounds then
+        fail, 4xx, and recovery at the next start sorts out what they left)."""
+        self._stopping = True
+        ended = self.stop()
+        if ended is None:
+            return defer.succeed(None)
+        finished: defer.Deferred = defer.Deferred()
+        timer = self._reactor.callLater(STOP_GRACE, self._broken, "it did not finish in time")
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            finished.callback(None)
+            return result
+
+        ended.addBoth(done)
+        return finished

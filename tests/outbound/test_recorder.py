@@ -107,3 +107,39 @@ def test_the_outcome_of_a_message_deleted_meanwhile_is_dropped(w):
     session.done.callback(BROKEN)
     assert not w.scheduler.backlog.inflight.busy(env.id)
     assert w.scheduler.stats.delivered == 0 and env.id in spool_files(w.root, "env")
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "traceback"),
+    [
+        ("stopping", "info", False),
+        ("disk", "error", False),
+        ("bug", "critical", True),
+    ],
+)
+def test_local_failures_are_logged_by_what_they_mean(error, level, traceback):
+    """Regression: a clean stop logged the spool's refusal as a traceback; the server
+    stopping is news, the disk refusing one error line, only a bug has a traceback."""
+    from twisted.logger import LogLevel, globalLogPublisher
+    from twisted.python.failure import Failure
+
+    from mxbackup.outbound.recorder import _log_local_failure
+    from mxbackup.queue.spoolproc import SpoolStopping
+
+    exc = {
+        "stopping": SpoolStopping(0, "spool process: the server is stopping"),
+        "disk": OSError(28, "No space left on device"),
+        "bug": KeyError("x"),
+    }[error]
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        try:
+            raise exc
+        except Exception:  # noqa: BLE001
+            _log_local_failure(Failure(), "recording the outcome of id={id} failed", id="Q1")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = [e for e in events if e.get("id") == "Q1"]
+    assert event["log_level"] == getattr(LogLevel, level)
+    assert ("log_failure" in event) == traceback

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, error, reactor
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -21,7 +22,7 @@ from helpers import Twistd, base_config, one_recipient_envelope, spool_files, wr
 from mxbackup.queue import rounds
 from mxbackup.queue.rounds import RoundOp, run_round
 from mxbackup.queue.spool import Spool
-from mxbackup.queue.spoolproc import SpoolProcess, SpoolProcessError
+from mxbackup.queue.spoolproc import SpoolProcess, SpoolProcessError, SpoolStopping
 
 
 def frame(obj: Any) -> bytes:
@@ -211,6 +212,30 @@ class RealProcessTests(TestCase):
         _, d = self.commit(spool, b"x\r\n")
         yield d
         assert self.proc._transport.pid == pid  # the same child did the round
+
+    @defer.inlineCallbacks
+    def test_shutdown_finishes_what_was_sent_then_refuses_quietly(self) -> Any:
+        """Regression: at the server's stop the child was killed while a round was in hand
+        ("its answers stopped; killing it"), so an outcome being recorded failed with a
+        traceback in the log.  Now the rounds sent finish, later ones fail at once with
+        SpoolStopping (no new child), and nothing is logged as an error."""
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        root = self.tmp / "spool"
+        spool = Spool(str(root), self.proc)
+        spool.recover()
+        qid, d = self.commit(spool, b"in hand\r\n")
+        stopped = self.proc.shutdown()  # while the round is in flight
+        yield d
+        assert (root / "new" / qid).read_bytes() == b"in hand\r\n"
+        yield stopped
+        assert self.proc._transport is None
+        failures: list[Failure] = []
+        self.commit(spool, b"too late\r\n")[1].addErrback(failures.append)
+        assert failures and failures[0].check(SpoolStopping)
+        assert self.proc._transport is None  # no new child
+        assert not [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
 
     @defer.inlineCallbacks
     def test_a_spilled_message_is_committed_whole(self) -> Any:
