@@ -53,7 +53,6 @@ class MXBackupService(service.MultiService):
         spool_process: SpoolProcess | None = None,
     ) -> None:
         super().__init__()
-        self.spool_process = spool_process
         self.config = config
         self.spool = spool
         self.smtp_factory = factory
@@ -69,6 +68,7 @@ class MXBackupService(service.MultiService):
             "smtp_factory": factory,
             "service": self,
         }
+        self.spool_process = spool_process  # stopped last (see stopService)
 
     def startService(self) -> None:
         super().startService()

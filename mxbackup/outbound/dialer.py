@@ -15,16 +15,8 @@ from twisted.internet import defer
 
 from mxbackup.config import Config, Route
 from mxbackup.outbound.nexthop import NextHop, NoRoute
-from mxbackup.wire.contract import (
-    Attempt,
-    Deliver,
-    Delivery,
-    Job,
-    JobResult,
-    Outcome,
-    Ready,
-    Settings,
-)
+from mxbackup.wire import contract
+from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, Settings
 
 NO_ADDRESS = "no address to connect to (or only our own)"
 
@@ -43,7 +35,7 @@ def decided(jobs: Sequence[Job], outcome: Outcome, attempt: Attempt) -> Delivery
 
 
 class Dialer:
-    def __init__(self, nexthop: NextHop, deliver: Deliver, config: Config) -> None:
+    def __init__(self, nexthop: NextHop, deliver: contract.Deliver, config: Config) -> None:
         self.nexthop = nexthop
         self.deliver = deliver
         self.reconfigure(config)
@@ -53,7 +45,7 @@ class Dialer:
         self._route_by_key = {r.domain: r for r in config.routes}
 
     @defer.inlineCallbacks
-    def dial(self, key: str, jobs: Sequence[Job], ready: Ready) -> Any:
+    def dial(self, key: str, jobs: Sequence[Job], ready: contract.Ready) -> Any:
         """Fires with the Delivery of ``jobs`` (none: a probe) to target ``key``."""
         route = self._route_by_key.get(key)
         try:

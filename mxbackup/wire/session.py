@@ -117,6 +117,7 @@ def open_session(
         elif needs_tls(settings):
             raise TLSRequired()
     if settings.username:
+        state.stage = "auth"
         yield authenticate(proto, state, settings, extensions)
     return extensions
 
@@ -184,7 +185,6 @@ def authenticate(
     proto: CommandClient, state: SessionState, settings: Settings, extensions: Extensions
 ) -> Generator[Any, Any, None]:
     """AUTH PLAIN (RFC 4616, no authorization identity) or LOGIN, in that order of preference."""
-    state.stage = "auth"
     offered = (extensions.get(b"AUTH") or b"").upper().split()
     user = (settings.username or "").encode()
     password = (settings.password or "").encode()
