@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 from typing import Any
 
 import bcrypt
 from OpenSSL.crypto import FILETYPE_PEM
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints, ssl, threads
-from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
-from zope.interface import implementer
+from twisted.names import hosts as dns_hosts
+from twisted.names import resolve
 
 from mxbackup import config as config_module
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
+from mxbackup.listening import Listener, all_settled
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
@@ -51,6 +54,7 @@ class MXBackupService(service.MultiService):
         scheduler: Scheduler,
         stats: Stats,
         spool_process: SpoolProcess | None = None,
+        reactor: Any = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -69,6 +73,33 @@ class MXBackupService(service.MultiService):
             "service": self,
         }
         self.spool_process = spool_process  # stopped last (see stopService)
+        self.listeners: list[Listener] = []  # every listening endpoint (see listen())
+        self._reactor = reactor
+
+    def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
+        """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
+        listener = Listener(endpoint, what, on_bound)
+        self.listeners.append(listener)
+        internet.StreamServerEndpointService(listener, factory).setServiceParent(self)
+
+    def watch(self, listening: Any, what: str) -> None:
+        """A listening service built elsewhere (``strports.service``): its endpoint is
+        wrapped like those of ``listen``."""
+        listening.endpoint = Listener(listening.endpoint, what)
+        self.listeners.append(listening.endpoint)
+
+    def privilegedStartService(self) -> None:
+        """Binding happens here (before twistd drops privileges).  A listener that cannot
+        bind stops the server at once: one line each, exit status 1 (systemd restarts it)."""
+        super().privilegedStartService()
+        failed = [listener for listener in self.listeners if listener.error]
+        if failed:
+            for listener in failed:
+                line = f"mxbackup: {self.config.source}: {listener.what}: {listener.error}"
+                log.critical("{line}", line=line)
+                # fd 2 itself: twistd has pointed sys.stderr at its log by now
+                os.write(2, (line + "\n").encode("utf-8", "replace"))
+            raise SystemExit(1)
 
     def startService(self) -> None:
         super().startService()
@@ -82,6 +113,29 @@ class MXBackupService(service.MultiService):
         gc.freeze()
         self.scheduler.start()
         self._install_sighup()
+        all_settled(self.listeners).addCallback(self._all_listening)
+
+    def _all_listening(self, failed: list[Listener]) -> None:
+        """ "ready" once every listener is bound; one that failed late (an endpoint that binds
+        asynchronously) stops the server with exit status 1."""
+        if failed:
+            for listener in failed:
+                log.critical(
+                    "{source}: {what}: {error}; stopping",
+                    source=self.config.source,
+                    what=listener.what,
+                    error=listener.error,
+                )
+            if self._reactor is not None:
+                self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+                self._reactor.stop()
+            return
+        log.info(
+            "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
+            routes=len(self.config.routes),
+            queued=len(self.scheduler.queue),
+            spool=self.spool.root,
+        )
 
     def _install_sighup(self) -> None:
         import signal
@@ -190,23 +244,20 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
     return parts
 
 
-@implementer(IStreamServerEndpoint)
-class _OwnAddressEndpoint:
-    """A listening endpoint that tells nexthop the address it bound, once it has, so that we
-    never deliver to ourselves (a wrapper: ``StreamServerEndpointService`` calls ``listen``)."""
-
-    def __init__(self, endpoint: IStreamServerEndpoint, nexthop: NextHop) -> None:
-        self._endpoint = endpoint
-        self._nexthop = nexthop
-
-    def listen(self, factory: Any) -> defer.Deferred:
-        return self._endpoint.listen(factory).addCallback(self._listening)
-
-    def _listening(self, port: Any) -> Any:
-        host = port.getHost()
-        if hasattr(host, "port"):
-            self._nexthop.add_own(host.host, host.port)
-        return port
+def make_resolver(config: Config, reactor: Any) -> Any:
+    """The DNS resolver for MX lookups: /etc/hosts, a cache, then the name servers.  With
+    ``delivery.dns_servers`` only those servers are asked (Twisted's ``createResolver`` adds
+    /etc/resolv.conf's servers to any list it is given, and re-reads that file)."""
+    servers = list(config.delivery.dns_servers)
+    if not servers:
+        return dns_client.createResolver(hosts=b"/etc/hosts")
+    return resolve.ResolverChain(
+        [
+            dns_hosts.Resolver(b"/etc/hosts"),
+            dns_cache.CacheResolver(reactor=reactor),
+            dns_client.Resolver(servers=servers, reactor=reactor),
+        ]
+    )
 
 
 def make_service(config: Config, reactor: Any) -> MXBackupService:
@@ -229,9 +280,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
             [f"{config.source}: server.spool: cannot use {spool.root}: {e}"]
         ) from None
     stats = Stats()
-    resolver = dns_client.createResolver(
-        servers=list(config.delivery.dns_servers) or None, hosts=b"/etc/hosts"
-    )
+    resolver = make_resolver(config, reactor)
     nexthop = NextHop(resolver, config.server.hostname)
     scheduler = Scheduler(
         config,
@@ -252,7 +301,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         stats=stats,
         etrn=scheduler,
     )
-    top = MXBackupService(config, spool, factory, scheduler, stats, spool_process)
+    top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = endpoints.serverFromString(reactor, description)
@@ -260,27 +309,32 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
             raise ConfigError(
                 [f"{config.source}: server.listen[{i}]: bad endpoint {description!r}: {e}"]
             ) from None
-        own = _OwnAddressEndpoint(endpoint, nexthop)
-        internet.StreamServerEndpointService(own, factory).setServiceParent(top)
+        top.listen(
+            endpoint,
+            factory,
+            f"server.listen[{i}]: cannot listen on {description!r}",
+            on_bound=lambda port: _own_address(port, nexthop),
+        )
     admin = QueueAdmin(scheduler)
     top.namespace["admin"] = admin
     commands = Commands(scheduler, admin, spool, top.reload)
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
-    control = internet.StreamServerEndpointService(
+    top.listen(
         endpoints.UNIXServerEndpoint(reactor, socket_path, mode=0o600, wantPID=False),
         ControlFactory(commands),
+        f"server.control_socket: cannot listen on {socket_path!r}",
     )
-    control.setServiceParent(top)
     _add_monitoring(config, top, reactor)
     reactor.callWhenRunning(spool_process.start)
-    log.info(
-        "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
-        routes=len(config.routes),
-        queued=len(scheduler.queue),
-        spool=spool.root,
-    )
     return top
+
+
+def _own_address(port: Any, nexthop: NextHop) -> None:
+    """A bound SMTP listener's address is ours: nexthop never delivers there."""
+    host = port.getHost()
+    if hasattr(host, "port"):
+        nexthop.add_own(host.host, host.port)
 
 
 def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
@@ -295,10 +349,13 @@ def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
             raise ConfigError(
                 [f"{config.source}: manhole: cannot use {config.manhole_host_key}: {e}"]
             ) from None
+        top.watch(manhole, f"manhole.listen: cannot listen on {config.manhole.listen!r}")
         manhole.setServiceParent(top)
     if config.metrics is not None:
         _check_endpoint(reactor, config, "metrics.listen", config.metrics.listen)
-        make_metrics_service(config.metrics, top, reactor).setServiceParent(top)
+        metrics = make_metrics_service(config.metrics, top, reactor)
+        top.watch(metrics, f"metrics.listen: cannot listen on {config.metrics.listen!r}")
+        metrics.setServiceParent(top)
 
 
 def _check_endpoint(reactor: Any, config: Config, key: str, description: str) -> None:

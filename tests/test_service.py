@@ -36,35 +36,43 @@ def test_start_freezes_what_lives_as_long_as_the_server() -> None:
         signal.signal(signal.SIGHUP, old_hup)
 
 
-class _Port:
-    def getHost(self) -> Any:
-        from twisted.internet.address import IPv4Address
+def _config_with_dns(servers: list[str] | None) -> Any:
+    from pathlib import Path
 
-        return IPv4Address("TCP", "127.0.0.1", 2525)
+    from mxbackup import config as config_module
 
-
-class _Endpoint:
-    def listen(self, factory: Any) -> Any:
-        from twisted.internet import defer
-
-        return defer.succeed(_Port())
-
-
-class _NextHop:
-    def __init__(self) -> None:
-        self.own: list[tuple[str, int]] = []
-
-    def add_own(self, host: str, port: int) -> None:
-        self.own.append((host, port))
+    data: dict[str, Any] = {
+        "server": {"hostname": "mx2.example.net", "listen": ["tcp:0"], "spool": "spool"},
+        "routes": [{"domain": "example.com", "target_host": "127.0.0.1"}],
+    }
+    if servers is not None:
+        data["delivery"] = {"dns_servers": servers}
+    return config_module.parse(data, str(Path("test.yaml")))
 
 
-def test_listening_address_is_remembered_as_our_own() -> None:
-    """Regression: once a listener is bound, nexthop knows its address (so we never deliver
-    to ourselves), through the endpoint's public ``listen``: no patched service methods."""
-    from mxbackup.service import _OwnAddressEndpoint
+def test_dns_servers_replace_the_system_resolver() -> None:
+    """Regression (issue 15): with delivery.dns_servers, Twisted's createResolver also asked
+    /etc/resolv.conf's servers (and re-read that file).  Now only the configured ones are
+    asked, round robin, and no resolv.conf is read."""
+    from twisted.internet.task import Clock
+    from twisted.names import client
 
-    nexthop = _NextHop()
-    ports: list[Any] = []
-    _OwnAddressEndpoint(_Endpoint(), nexthop).listen(object()).addCallback(ports.append)  # type: ignore[arg-type]
-    assert nexthop.own == [("127.0.0.1", 2525)]
-    assert isinstance(ports[0], _Port)
+    from mxbackup.service import make_resolver
+
+    resolver = make_resolver(_config_with_dns(["127.0.0.53", "[::1]:5353"]), Clock())
+    (network,) = [r for r in resolver.resolvers if isinstance(r, client.Resolver)]
+    assert network.servers == [("127.0.0.53", 53), ("::1", 5353)]
+    assert network.resolv is None  # no resolv.conf to read or re-read
+    picked = {network.pickServer() for _ in range(4)}
+    assert picked == {("127.0.0.53", 53), ("::1", 5353)}
+
+
+def test_without_dns_servers_the_system_resolver_is_used() -> None:
+    from twisted.internet.task import Clock
+    from twisted.names import client
+
+    from mxbackup.service import make_resolver
+
+    resolver = make_resolver(_config_with_dns(None), Clock())
+    (network,) = [r for r in resolver.resolvers if isinstance(r, client.Resolver)]
+    assert network.resolv == b"/etc/resolv.conf"
