@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mxbackup import replies
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import Session
 
 _HELO_UNSAFE = re.compile(r"[^!-~]|[()\\]")
 
@@ -20,21 +20,8 @@ def safe_helo(helo: str) -> str:
     return _HELO_UNSAFE.sub("?", helo)[:255]
 
 
-def command_table(session: SMTPServer) -> dict[str, Callable[[str], Any]]:
-    """Every verb the session knows, and whose it is."""
-    return {
-        **session.basic.verbs(),
-        "MAIL": session.mailrcpt.mail,
-        "RCPT": session.mailrcpt.rcpt,
-        "DATA": session.message.data,
-        "STARTTLS": session.starttls.command,
-        "AUTH": session.sasl.command,
-        "ETRN": session.etrn.command,
-    }
-
-
 class BasicCommands:
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def verbs(self) -> dict[str, Callable[[str], None]]:

@@ -1,13 +1,13 @@
 """ETRN (RFC 1985): a client asks us to flush the queue for a node.
 
 Allowed only from IP ranges with ``allow_etrn`` (by default the loopback ones) and only for
-routes we have; the queue is reached through an injected ``QueueFlusher`` (the scheduler),
-never imported.
+routes we have; the queue is reached through an injected ``session.QueueFlusher`` (the
+scheduler), never imported.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
@@ -15,21 +15,13 @@ from mxbackup import replies
 from mxbackup.names import DomainError, parse_domain
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import QueueFlusher, Session
 
 log = Logger(namespace="mxbackup.smtp_in")
 
 
-class QueueFlusher(Protocol):
-    """What ETRN needs of the queue (the scheduler provides it; injected, not imported)."""
-
-    def keys_for_domain(self, domain: str) -> list[str]: ...
-
-    def flush(self, key: str | None = None) -> int: ...
-
-
 class Etrn:
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def allowed(self) -> bool:

@@ -1,5 +1,6 @@
 """The listening side: one ``SMTPServer`` per connection, the connection limits, and the
-``Policy`` (what the server needs of the configuration, prepared once, replaced on reload)."""
+current ``policy.Policy`` (replaced on reload).  The top of the inbound layers: it imports the
+server, nothing in ``inbound`` imports it (the server sees it as ``session.FactoryView``)."""
 
 from __future__ import annotations
 
@@ -7,36 +8,20 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, interfaces, protocol
+from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 
 from mxbackup import replies
 from mxbackup.config import Config
-from mxbackup.inbound.access import AccessMatrix
-from mxbackup.inbound.etrn import QueueFlusher
-from mxbackup.inbound.rcpt.chain import build_chain
+from mxbackup.inbound.policy import Policy
 from mxbackup.inbound.server import SMTPServer
+from mxbackup.inbound.session import PasswordCheck, QueueFlusher
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
 from mxbackup.replies import Reply
-from mxbackup.routes import RouteTable
 from mxbackup.stats import Stats
 
 log = Logger(namespace="mxbackup.smtp_in")
-
-PasswordCheck = Callable[[str, str], defer.Deferred]
-
-
-class Policy:
-    """What the server needs from the configuration, prepared once (and replaced on reload)."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.server = config.server
-        self.routes = RouteTable(config.routes)
-        self.access = AccessMatrix(config.ip_ranges)
-        self.accounts = {a.username: a.password_hash for a in config.accounts}
-        self.rcpt_chain = build_chain(config, self.routes, self.access)
 
 
 class SMTPFactory(protocol.ServerFactory):

@@ -7,53 +7,28 @@ not silently stripped).  A refused recipient is logged, one line each, for opera
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from mxbackup import replies
 from mxbackup.inbound.address import (
-    Mailbox,
     PathError,
     parse_params,
     parse_path,
     split_command_argument,
 )
 from mxbackup.inbound.rcpt.decision import Accept, Postpone, when_decided
+from mxbackup.inbound.transaction import Transaction
 from mxbackup.queue.envelope import Recipient
 from mxbackup.replies import Reply
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import Session
 
 log = Logger(namespace="mxbackup.smtp_in")
-
-
-@dataclass(slots=True)
-class Transaction:
-    """One mail transaction, from MAIL to the end of data or RSET: what the checks ask about."""
-
-    client_ip: str
-    helo: str | None
-    authenticated: bool
-    sender: Mailbox | None  # None: the null reverse-path <>
-    params: dict[str, str | None]
-    recipients: list[Recipient] = field(default_factory=list)
-    _seen: set[str] = field(default_factory=set)
-
-    @property
-    def sender_text(self) -> str:
-        return "" if self.sender is None else str(self.sender)
-
-    def add(self, recipient: Recipient) -> None:
-        """A repeated recipient is kept once (compared without case)."""
-        key = recipient.address.lower()
-        if key not in self._seen:
-            self._seen.add(key)
-            self.recipients.append(recipient)
 
 
 def path_refusal(error: PathError, fallback: Reply) -> Reply:
@@ -80,7 +55,7 @@ def check_mail_params(params: dict[str, str | None], max_size: int) -> Reply | N
 
 
 class MailRcpt:
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def _argument(

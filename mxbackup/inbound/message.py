@@ -23,14 +23,14 @@ from mxbackup.queue.spool import Incoming, is_out_of_space
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from mxbackup.inbound.mailrcpt import Transaction
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import Session
+    from mxbackup.inbound.transaction import Transaction
 
 log = Logger(namespace="mxbackup.smtp_in")
 
 
 class MessageIntake:
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.incoming: Incoming | None = None
         self.reader: DataReader | None = None

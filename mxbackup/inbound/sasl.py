@@ -21,7 +21,7 @@ from mxbackup.replies import Reply
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import Session
 
 log = Logger(namespace="mxbackup.smtp_in")
 
@@ -31,7 +31,7 @@ MAX_AUTH_LINE = 12288  # octets of one SASL response line (RFC 4954 4)
 class Sasl:
     """The AUTH command and the exchange that follows it, one line at a time."""
 
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.exchange: Exchange | None = None
 

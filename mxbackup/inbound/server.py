@@ -15,14 +15,16 @@ each point has a regression test under ``tests/inbound``):
   within ``CLOSE_GRACE`` is aborted, ``HARD_ERROR_LIMIT`` errors end the session.
 
 The commands are its collaborators' (``basic``, ``mailrcpt``, ``message``, ``starttls``,
-``sasl``, ``etrn``); MAIL and RCPT ask ``validateFrom`` and ``validateTo``, the seam where
-policy is plugged in (``space`` and the ``rcpt`` chain).  It knows nothing of delivery.
+``sasl``, ``etrn``; ``command_table`` maps the verbs to them); they see it as a
+``session.Session`` and never import this module.  MAIL and RCPT ask ``validateFrom`` and
+``validateTo``, the seam where policy is plugged in (``space`` and the ``rcpt`` chain).  It
+knows nothing of delivery, nor of the factory beyond ``session.FactoryView``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import interfaces, protocol
 from twisted.internet.defer import Deferred
@@ -34,20 +36,22 @@ from zope.interface import implementer
 from mxbackup import replies
 from mxbackup.inbound import space
 from mxbackup.inbound.address import Mailbox
-from mxbackup.inbound.basic import BasicCommands, command_table
+from mxbackup.inbound.basic import BasicCommands
 from mxbackup.inbound.etrn import Etrn
 from mxbackup.inbound.lines import LineReader
-from mxbackup.inbound.mailrcpt import MailRcpt, Transaction
+from mxbackup.inbound.mailrcpt import MailRcpt
 from mxbackup.inbound.message import MessageIntake
 from mxbackup.inbound.rcpt.decision import Candidate, Decision, Postpone
 from mxbackup.inbound.sasl import Sasl
+from mxbackup.inbound.session import FactoryView, OnLine, Result, Stream
 from mxbackup.inbound.starttls import StartTLS
+from mxbackup.inbound.transaction import Transaction
 from mxbackup.queue.envelope import Recipient
 from mxbackup.replies import Reply
 from mxbackup.wire.fastwrite import write_now
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.factory import Policy, SMTPFactory
+    from mxbackup.inbound.policy import Policy
 
 log = Logger(namespace="mxbackup.smtp_in")
 
@@ -57,24 +61,23 @@ HARD_ERROR_LIMIT = 20  # like Postfix's smtpd_hard_error_limit
 BUSY_BUFFER = 64 * 1024  # octets read ahead while a command waits, before reading pauses
 _EIGHT_BIT_OK = frozenset({"MAIL", "RCPT"})  # they answer a UTF-8 address with 553 5.6.7
 
-Result = Deferred[Any] | None
-OnLine = Callable[[bytes], Result]
 
-
-class Stream(Protocol):
-    """What reads the DATA phase: ``feed`` consumes a prefix of the input and says whether the
-    end was reached; ``end`` then answers; ``abort`` drops it (connection lost, timeout)."""
-
-    def feed(self, data: bytes) -> tuple[int, bool]: ...
-
-    def end(self) -> Result: ...
-
-    def abort(self) -> None: ...
+def command_table(session: SMTPServer) -> dict[str, Callable[[str], Any]]:
+    """Every verb the session knows, and whose it is."""
+    return {
+        **session.basic.verbs(),
+        "MAIL": session.mailrcpt.mail,
+        "RCPT": session.mailrcpt.rcpt,
+        "DATA": session.message.data,
+        "STARTTLS": session.starttls.command,
+        "AUTH": session.sasl.command,
+        "ETRN": session.etrn.command,
+    }
 
 
 @implementer(interfaces.IPushProducer)
 class SMTPServer(protocol.Protocol, TimeoutMixin):
-    def __init__(self, factory: SMTPFactory) -> None:
+    def __init__(self, factory: FactoryView) -> None:
         self.factory = factory
         self.callLater = factory.clock.callLater  # TimeoutMixin's clock
         self.client_ip = ""

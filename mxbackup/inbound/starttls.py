@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from mxbackup import replies
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.server import SMTPServer
+    from mxbackup.inbound.session import Session
 
 
 class StartTLS:
-    def __init__(self, session: SMTPServer) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
 
     def command(self, rest: str) -> None:

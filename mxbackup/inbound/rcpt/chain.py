@@ -3,7 +3,7 @@
 Order (Postfix's ``smtpd_recipient_restrictions`` in spirit: cheap and absolute first):
 routing in the address (refused from anyone), the recipient limit (before any check that costs
 something), relay rules (routes, IP ranges, authentication), the route's address list.  The
-first link that does not accept decides.  Rebuilt on every reload (``factory.Policy``).
+first link that does not accept decides.  Rebuilt on every reload (``policy.Policy``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mxbackup.inbound.rcpt.routing import RoutingInAddress
 from mxbackup.routes import RouteTable
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.transaction import Transaction
 
 
 class Chain:

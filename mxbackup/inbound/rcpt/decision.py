@@ -21,7 +21,7 @@ from mxbackup.queue.envelope import Recipient
 from mxbackup.replies import Reply
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.transaction import Transaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from mxbackup import replies
 from mxbackup.inbound.rcpt.decision import ACCEPT, Candidate, Decision, Postpone
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.transaction import Transaction
 
 _TOO_MANY = Postpone(replies.TOO_MANY_RECIPIENTS)
 

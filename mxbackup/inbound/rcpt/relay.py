@@ -13,7 +13,7 @@ from mxbackup.inbound.rcpt.decision import ACCEPT, Candidate, Decision
 from mxbackup.routes import RouteTable
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.transaction import Transaction
 
 
 class RelayRules:

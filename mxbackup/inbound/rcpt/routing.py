@@ -12,7 +12,7 @@ from mxbackup import replies
 from mxbackup.inbound.rcpt.decision import ACCEPT, Candidate, Decision
 
 if TYPE_CHECKING:
-    from mxbackup.inbound.mailrcpt import Transaction
+    from mxbackup.inbound.transaction import Transaction
 
 
 class RoutingInAddress:

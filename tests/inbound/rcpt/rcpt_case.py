@@ -8,8 +8,8 @@ from typing import Any
 from helpers import base_config
 from mxbackup import config as config_module
 from mxbackup.inbound.address import Mailbox, parse_path
-from mxbackup.inbound.mailrcpt import Transaction
 from mxbackup.inbound.rcpt.decision import ACCEPT, Candidate
+from mxbackup.inbound.transaction import Transaction
 from mxbackup.routes import RouteTable
 
 CONFIG = config_module.parse(base_config(Path("/nonexistent")), "test.yaml")

@@ -1,0 +1,21 @@
+"""The ``Policy``: what the server needs from the configuration, prepared once (and replaced on
+reload).  Below the server and the factory: both read it, it knows neither."""
+
+from __future__ import annotations
+
+from mxbackup.config import Config
+from mxbackup.inbound.access import AccessMatrix
+from mxbackup.inbound.rcpt.chain import build_chain
+from mxbackup.routes import RouteTable
+
+
+class Policy:
+    """What the server needs from the configuration, prepared once (and replaced on reload)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.server = config.server
+        self.routes = RouteTable(config.routes)
+        self.access = AccessMatrix(config.ip_ranges)
+        self.accounts = {a.username: a.password_hash for a in config.accounts}
+        self.rcpt_chain = build_chain(config, self.routes, self.access)

@@ -1,0 +1,35 @@
+"""One mail transaction: what MAIL begins, RCPT adds to, and the RCPT chain and DATA ask about.
+
+The bottom of the inbound layers: it knows addresses and the queue's ``Recipient``, nothing of
+the session or the checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mxbackup.inbound.address import Mailbox
+from mxbackup.queue.envelope import Recipient
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One mail transaction, from MAIL to the end of data or RSET: what the checks ask about."""
+
+    client_ip: str
+    helo: str | None
+    authenticated: bool
+    sender: Mailbox | None  # None: the null reverse-path <>
+    params: dict[str, str | None]
+    recipients: list[Recipient] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    @property
+    def sender_text(self) -> str:
+        return "" if self.sender is None else str(self.sender)
+
+    def add(self, recipient: Recipient) -> None:
+        """A repeated recipient is kept once (compared without case)."""
+        key = recipient.address.lower()
+        if key not in self._seen:
+            self._seen.add(key)
+            self.recipients.append(recipient)
