@@ -245,18 +245,17 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
 
 
 def make_resolver(config: Config, reactor: Any) -> Any:
-    """The DNS resolver for MX lookups: /etc/hosts, a cache, then the name servers.  With
-    ``delivery.dns_servers`` only those servers are asked (Twisted's ``createResolver`` adds
-    /etc/resolv.conf's servers to any list it is given, and re-reads that file)."""
+    """The DNS resolver for MX lookups: /etc/hosts, a cache, then the name servers, all on
+    the injected reactor.  With ``delivery.dns_servers`` only those servers are asked (Twisted's
+    ``createResolver`` adds /etc/resolv.conf's to any list it is given); without it, those of
+    /etc/resolv.conf (re-read when it changes)."""
     servers = list(config.delivery.dns_servers)
-    if not servers:
-        return dns_client.createResolver(hosts=b"/etc/hosts")
+    if servers:
+        network = dns_client.Resolver(servers=servers, reactor=reactor)
+    else:
+        network = dns_client.Resolver(resolv=b"/etc/resolv.conf", reactor=reactor)
     return resolve.ResolverChain(
-        [
-            dns_hosts.Resolver(b"/etc/hosts"),
-            dns_cache.CacheResolver(reactor=reactor),
-            dns_client.Resolver(servers=servers, reactor=reactor),
-        ]
+        [dns_hosts.Resolver(b"/etc/hosts"), dns_cache.CacheResolver(reactor=reactor), network]
     )
 
 

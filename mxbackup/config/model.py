@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
-from mxbackup.config import values as v
+import mxbackup.config.values as v
 from mxbackup.config.reader import Items, setting
 from mxbackup.config.scalars import (
     boolean,

@@ -1,4 +1,4 @@
-"""The behaviours of test_smtp_in.py again, on real sockets against the real twistd."""
+"""The inbound server's behaviours (tests/inbound/) again, on real sockets, real twistd."""
 
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ FINAL_LINE = re.compile(rb"\d{3} ")
 ANY_LINE = re.compile(rb"\d{3}[ -]")
 ENHANCED = re.compile(rb"([245])\.\d{1,3}\.\d{1,3}(?: |$)")
 
+# Long Hypothesis runs belong to the slow tier (``-m e2e``); the fast one has the unit tests.
+pytestmark = pytest.mark.e2e
+
 SETTINGS = settings(
     max_examples=int(os.environ.get("MXBACKUP_FUZZ_EXAMPLES", "120")),
     deadline=None,
@@ -165,8 +168,7 @@ class Session:
 
     def tick(self, seconds: float) -> None:
         # Work in flight finishes first: time passes while the *client* is silent.  (The
-        # idle timer firing while the server itself is still committing is a separate,
-        # deterministic test in test_abuse.py.)
+        # idle timer is tested deterministically in tests/inbound/test_server.py.)
         self.run_due()
         # Step from one timed call to the next, as a reactor would, so that what a call
         # schedules "now" (connectionLost after an abort) runs before later calls.
