@@ -326,6 +326,12 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     )
     _add_monitoring(config, top, reactor)
     reactor.callWhenRunning(spool_process.start)
+    log.info(
+        "mxbackup starting: {routes} routes, {queued} messages in the queue, spool {spool}",
+        routes=len(config.routes),
+        queued=len(scheduler.queue),
+        spool=spool.root,
+    )
     return top
 
 
