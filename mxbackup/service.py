@@ -58,6 +58,7 @@ class MXBackupService(service.MultiService):
     ) -> None:
         super().__init__()
         self.config = config
+        self.started_config = config  # what the listeners, spool... were built from
         self.spool = spool
         self.smtp_factory = factory
         self.scheduler = scheduler
@@ -161,13 +162,14 @@ class MXBackupService(service.MultiService):
             new = config_module.load(self.config.source)
         except ConfigError as e:
             raise ValueError("\n".join(e.errors)) from None
+        # Against what the server started with (what runs), not the last reload: a value
+        # changed and then restored needs no restart.
+        running = self.started_config
         restart_needed = [
-            key
+            f"server.{key}"
             for key in ("listen", "spool", "tls", "control_socket", "spool_sync")
-            if getattr(new.server, key) != getattr(self.config.server, key)
-        ] + [
-            key for key in ("manhole", "metrics") if getattr(new, key) != getattr(self.config, key)
-        ]
+            if getattr(new.server, key) != getattr(running.server, key)
+        ] + [key for key in ("manhole", "metrics") if getattr(new, key) != getattr(running, key)]
         self.smtp_factory.reconfigure(new)
         self.scheduler.reconfigure(new)
         self.config = new
@@ -179,8 +181,8 @@ class MXBackupService(service.MultiService):
         )
         if restart_needed:
             log.warn(
-                "reload: changes to server.{keys} take effect after a restart",
-                keys=", server.".join(restart_needed),
+                "reload: changes to {keys} take effect after a restart",
+                keys=", ".join(restart_needed),
             )
         return {"routes": len(new.routes), "restart_needed_for": restart_needed}
 

@@ -76,3 +76,39 @@ def test_without_dns_servers_the_system_resolver_is_used() -> None:
     resolver = make_resolver(_config_with_dns(None), Clock())
     (network,) = [r for r in resolver.resolvers if isinstance(r, client.Resolver)]
     assert network.resolv == b"/etc/resolv.conf"
+
+
+class _Reconfigurable:
+    def reconfigure(self, config: Any) -> None:
+        self.config = config
+
+
+def test_reload_names_the_keys_that_need_a_restart_against_what_runs(tmp_path) -> None:
+    """Regression (issue 15): the note said ``server.metrics`` (the key is top-level
+    ``metrics``) and came again after the value was put back (it compared with the last
+    reload, not with what the server runs)."""
+    import yaml
+
+    from mxbackup import config as config_module
+
+    def write(**extra: Any) -> str:
+        data: dict[str, Any] = {
+            "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": "spool"},
+            "routes": [{"domain": "example.com", "target_host": "127.0.0.1"}],
+            **extra,
+        }
+        path = tmp_path / "mx.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return str(path)
+
+    started = config_module.load(write())
+    top = MXBackupService(started, None, _Reconfigurable(), _Reconfigurable(), None)  # type: ignore[arg-type]
+    write(metrics={"listen": "tcp:9125:interface=127.0.0.1"})
+    assert top.reload()["restart_needed_for"] == ["metrics"]
+    write()  # put back: what runs again
+    assert top.reload()["restart_needed_for"] == []
+    path = write()
+    data = yaml.safe_load(open(path))
+    data["server"]["listen"] = ["tcp:2526"]
+    (tmp_path / "mx.yaml").write_text(yaml.safe_dump(data))
+    assert top.reload()["restart_needed_for"] == ["server.listen"]

@@ -33,7 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help or a usage error: argparse has printed the message
         return exc.code if isinstance(exc.code, int) else 2
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``... | head``): not an error worth a traceback.  Point
+        # stdout at /dev/null so that Python's own flush at exit meets no pipe either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE
     return status
 
 
@@ -47,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", metavar="FILE", help="the YAML configuration, e.g. etc/mx.yaml")
     check.set_defaults(run=_check_config)
+
+    hashing = commands.add_parser(
+        "hash-password",
+        help="print the bcrypt hash of a password, for accounts[].password_hash",
+        description="Read a password (asked twice on a terminal, else one line of stdin) "
+        "and print its bcrypt hash for accounts[].password_hash.",
+    )
+    hashing.add_argument(
+        "--rounds", type=int, default=12, choices=range(4, 32), metavar="4..31",
+        help="bcrypt cost (default 12)",
+    )  # fmt: skip
+    hashing.set_defaults(run=_hash_password)
 
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--config", help="the server's configuration (to find its socket)")
@@ -239,8 +259,31 @@ def _reload(args: argparse.Namespace) -> int:
     if not status:
         print(f"reloaded: {result['routes']} routes")
         for key in result["restart_needed_for"]:
-            print(f"note: server.{key} changed; it takes effect after a restart")
+            print(f"note: {key} changed; it takes effect after a restart")
     return status
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    import bcrypt
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("mxbackup: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("mxbackup: an empty password", file=sys.stderr)
+        return 1
+    secret = password.encode("utf-8")
+    if len(secret) > 72:
+        print("mxbackup: bcrypt uses at most 72 bytes of a password", file=sys.stderr)
+        return 1
+    print(bcrypt.hashpw(secret, bcrypt.gensalt(rounds=args.rounds)).decode())
+    return 0
 
 
 if __name__ == "__main__":

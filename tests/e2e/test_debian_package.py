@@ -171,6 +171,15 @@ def test_package_metadata_and_contents(package: Path) -> None:
     ):
         assert path in files, path
     assert (PLUGIN_DIR / "dropin.cache").as_posix() not in files  # generated, not shipped
+    # Regression (issue 15): the unit's Documentation= named a file shipped gzipped.
+    docs = [
+        line.split("=", 1)[1]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("Documentation=")
+    ]
+    for uri in " ".join(docs).split():
+        if uri.startswith("file://"):
+            assert uri.removeprefix("file://") in files, uri
 
     assert os.path.realpath("/usr/bin/mxbackup") == str(VENV / "bin/mxbackup")
     for script in ("mxbackup", "twistd"):

@@ -1,0 +1,46 @@
+"""The ``mxbackup`` command itself (its queue commands are in test_control.py, check-config
+in tests/test_config.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import bcrypt
+
+from helpers import ROOT
+
+
+def mxbackup(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mxbackup.cli", *args], cwd=ROOT, timeout=60, **kw)
+
+
+def test_a_reader_that_goes_away_is_no_traceback():
+    """Regression (issue 15): ``mxbackup queue show ID --json | head`` ended in a
+    BrokenPipeError traceback.  Here the pipe's reader is gone before anything is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = mxbackup("check-config", "etc/mx.yaml", stdout=write, stderr=subprocess.PIPE)
+    finally:
+        os.close(write)
+    assert proc.stderr == b""
+    assert proc.returncode == 141
+
+
+def test_hash_password_prints_a_bcrypt_hash_the_config_accepts():
+    proc = mxbackup(
+        "hash-password", "--rounds", "4", input="s3cret\n", capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    hashed = proc.stdout.strip()
+    assert hashed.startswith("$2b$04$") and len(hashed) == 60
+    assert bcrypt.checkpw(b"s3cret", hashed.encode())
+
+
+def test_hash_password_refuses_what_bcrypt_would_cut_or_nothing():
+    for given in ("\n", "x" * 73 + "\n"):
+        proc = mxbackup("hash-password", input=given, capture_output=True, text=True)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.startswith("mxbackup: ")
