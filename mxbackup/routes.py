@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mxbackup.config import Kind, Route
+from mxbackup.config import Config, Kind, Route
 
 
 class RouteTable:
@@ -43,3 +43,20 @@ class RouteTable:
 
     def __len__(self) -> int:
         return len(self._exact) + len(self._wild)
+
+
+class _Latest:
+    """The table of the configuration in force, built once: the SMTP side and the delivery
+    side ask for it at start-up and again at each reload, with the same ``Config``."""
+
+    def __init__(self) -> None:
+        self.config: Config | None = None
+        self.table = RouteTable(())
+
+    def table_for(self, config: Config) -> RouteTable:
+        if config is not self.config:
+            self.config, self.table = config, RouteTable(config.routes)
+        return self.table
+
+
+table_for = _Latest().table_for

@@ -55,3 +55,23 @@ def test_sender_kind():
 def test_len_counts_routes():
     assert len(TABLE) == 4
     assert len(RouteTable([])) == 0
+
+
+def test_one_table_per_configuration_shared_by_both_sides():
+    """The route table was built twice (SMTP side and scheduler): now once per config."""
+    from mxbackup import config as config_module
+    from mxbackup.routes import table_for
+
+    def config():
+        return config_module.parse(
+            {
+                "server": {"hostname": "mx.test", "listen": ["tcp:0"], "spool": "spool"},
+                "routes": [{"domain": "example.com", "target_host": "127.0.0.1"}],
+            },
+            "test.yaml",
+        )
+
+    first, reloaded = config(), config()
+    assert table_for(first) is table_for(first)
+    assert table_for(reloaded) is not table_for(first)
+    assert table_for(reloaded).lookup("example.com").domain == "example.com"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mxbackup.config import Config
 from mxbackup.inbound.access import AccessMatrix
 from mxbackup.inbound.rcpt.chain import build_chain
-from mxbackup.routes import RouteTable
+from mxbackup.routes import table_for as route_table
 
 
 class Policy:
@@ -15,7 +15,7 @@ class Policy:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.server = config.server
-        self.routes = RouteTable(config.routes)
+        self.routes = route_table(config)
         self.access = AccessMatrix(config.ip_ranges)
         self.accounts = {a.username: a.password_hash for a in config.accounts}
         self.rcpt_chain = build_chain(config, self.routes, self.access)

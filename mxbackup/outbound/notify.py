@@ -17,7 +17,7 @@ from mxbackup.config import Config
 from mxbackup.outbound import bounce
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
-from mxbackup.routes import RouteTable
+from mxbackup.routes import table_for as route_table
 from mxbackup.stats import Stats
 from mxbackup.wire.contract import Outcome
 
@@ -32,7 +32,7 @@ class DsnQueue:
 
     def reconfigure(self, config: Config) -> None:
         self.hostname = config.server.hostname
-        self.routes = RouteTable(config.routes)
+        self.routes = route_table(config)
 
     @defer.inlineCallbacks
     def notify(

@@ -33,7 +33,7 @@ from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recor
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
-from mxbackup.routes import RouteTable
+from mxbackup.routes import table_for as route_table
 from mxbackup.stats import Stats
 from mxbackup.wire.contract import Attempt, Deliver, Job
 
@@ -76,7 +76,7 @@ class Scheduler:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.delivery = config.delivery
-        self.routes = RouteTable(config.routes)
+        self.routes = route_table(config)
         self.dialer.reconfigure(config)
         self.recorder.reconfigure(config)
         self.dsn.reconfigure(config)
