@@ -12,9 +12,8 @@ import os
 from typing import Any
 
 import bcrypt
-from OpenSSL.crypto import FILETYPE_PEM
 from twisted.application import internet, service
-from twisted.internet import defer, endpoints, ssl, threads
+from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
 from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
@@ -31,6 +30,7 @@ from mxbackup.ops.metrics import make_metrics_service
 from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
+from mxbackup.preflight import preflight
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
 from mxbackup.stats import Stats
@@ -216,36 +216,6 @@ def make_password_check(reactor: Any, config: Config) -> Any:
     return check
 
 
-def load_tls_context(config: Config) -> Any:
-    tls = config.server.tls
-    if tls is None:
-        return None
-    try:
-        with open(tls.certificate, "rb") as f:
-            cert_pem = f.read()
-        with open(tls.key, "rb") as f:
-            key_pem = f.read()
-        certs = [ssl.Certificate.loadPEM(block) for block in _pem_blocks(cert_pem)]
-        key = ssl.KeyPair.load(key_pem, FILETYPE_PEM)
-        return ssl.CertificateOptions(
-            privateKey=key.original,
-            certificate=certs[0].original,
-            extraCertChain=[c.original for c in certs[1:]],
-        )
-    except Exception as e:  # noqa: BLE001 - any failure to load is a configuration error
-        raise ConfigError(
-            [f"{config.source}: server.tls: cannot load certificate/key: {e or type(e).__name__}"]
-        ) from None
-
-
-def _pem_blocks(pem: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    parts = [p + marker for p in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in p]
-    if not parts:
-        raise ValueError("no certificate found")
-    return parts
-
-
 def make_resolver(config: Config, reactor: Any) -> Any:
     """The DNS resolver for MX lookups: /etc/hosts, a cache, then the name servers, all on
     the injected reactor.  With ``delivery.dns_servers`` only those servers are asked (Twisted's
@@ -264,6 +234,11 @@ def make_resolver(config: Config, reactor: Any) -> Any:
 def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
+    checked = preflight(config)  # what check-config checks too
+    if checked.errors:
+        raise ConfigError(checked.errors)
+    for warning in checked.warnings:
+        log.warn("warning: {warning}", warning=warning)
     spool_process = SpoolProcess(reactor)
     try:
         spool = Spool(
@@ -297,19 +272,14 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         spool,
         clock=reactor,
         check_password=make_password_check(reactor, config),
-        tls_context=load_tls_context(config),
+        tls_context=checked.tls_context,
         wakeup=scheduler.wakeup,
         stats=stats,
         etrn=scheduler,
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     for i, description in enumerate(config.server.listen):
-        try:
-            endpoint = endpoints.serverFromString(reactor, description)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(
-                [f"{config.source}: server.listen[{i}]: bad endpoint {description!r}: {e}"]
-            ) from None
+        endpoint = endpoints.serverFromString(reactor, description)  # parsed by preflight
         top.listen(
             endpoint,
             factory,
@@ -347,7 +317,6 @@ def _own_address(port: Any, nexthop: NextHop) -> None:
 def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
     """The optional SSH manhole and Prometheus listener (loopback by default)."""
     if config.manhole is not None:
-        _check_endpoint(reactor, config, "manhole.listen", config.manhole.listen)
         try:
             manhole = make_manhole_service(
                 config.manhole, top.namespace, reactor, config.manhole_host_key
@@ -359,14 +328,6 @@ def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
         top.watch(manhole, f"manhole.listen: cannot listen on {config.manhole.listen!r}")
         manhole.setServiceParent(top)
     if config.metrics is not None:
-        _check_endpoint(reactor, config, "metrics.listen", config.metrics.listen)
         metrics = make_metrics_service(config.metrics, top, reactor)
         top.watch(metrics, f"metrics.listen: cannot listen on {config.metrics.listen!r}")
         metrics.setServiceParent(top)
-
-
-def _check_endpoint(reactor: Any, config: Config, key: str, description: str) -> None:
-    try:
-        endpoints.serverFromString(reactor, description)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError([f"{config.source}: {key}: bad endpoint {description!r}: {e}"]) from None

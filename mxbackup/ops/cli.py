@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from mxbackup.config import ConfigError, load
+from mxbackup.preflight import preflight
 
 DEFAULT_CONFIGS = ("/etc/mxbackup/mx.yaml", "etc/mx.yaml")
 
@@ -107,6 +108,13 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
+        return 1
+    checked = preflight(config)  # what the server checks before it listens
+    for line in checked.errors:
+        print(line, file=sys.stderr)
+    for line in checked.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if checked.errors:
         return 1
     print(f"OK: {args.file} ({len(config.routes)} routes, {len(config.ip_ranges)} ip ranges)")
     return 0

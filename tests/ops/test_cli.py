@@ -44,3 +44,14 @@ def test_hash_password_refuses_what_bcrypt_would_cut_or_nothing():
         proc = mxbackup("hash-password", input=given, capture_output=True, text=True)
         assert proc.returncode == 1 and proc.stdout == ""
         assert proc.stderr.startswith("mxbackup: ")
+
+
+def test_check_config_refuses_what_the_server_would(tmp_path):
+    """Regression (issue 15): check-config and the server share one validation."""
+    text = (ROOT / "etc" / "mx.yaml").read_text().replace("tcp:2525:", "tcp:25xx:")
+    assert "tcp:25xx:" in text
+    bad = tmp_path / "mx.yaml"
+    bad.write_text(text)
+    proc = mxbackup("check-config", str(bad), capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(f"{bad}: server.listen[0]: bad endpoint 'tcp:25xx:")

@@ -1,0 +1,80 @@
+"""What check-config and the server both check beyond the YAML (mxbackup.preflight)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bcrypt
+
+from mxbackup import config as config_module
+from mxbackup.preflight import preflight
+from tlsutil import make_cert
+
+SOURCE = "mx.yaml"
+
+
+def config(**server: Any) -> Any:
+    extra = server.pop("extra", {})
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525:interface=127.0.0.1"]}
+        | {"spool": "spool"}
+        | server,
+        "routes": [{"domain": "example.com", "target_host": "192.0.2.10"}],
+        **extra,
+    }
+    return config_module.parse(data, SOURCE)
+
+
+def test_a_sound_configuration_has_nothing_to_say():
+    report = preflight(config())
+    assert (report.errors, report.warnings, report.tls_context) == ([], [], None)
+
+
+def test_an_endpoint_twisted_cannot_parse_is_an_error():
+    """Regression (issue 15): check-config said OK for ``tcp:25xx``, which the server then
+    refused."""
+    report = preflight(
+        config(
+            listen=["tcp:25xx"],
+            extra={"metrics": {"listen": "nonsense:1"}},
+        )
+    )
+    assert report.errors[0].startswith(f"{SOURCE}: server.listen[0]: bad endpoint 'tcp:25xx': ")
+    assert report.errors[1].startswith(f"{SOURCE}: metrics.listen: bad endpoint 'nonsense:1': ")
+
+
+def test_accounts_without_tls_are_a_warning():
+    account = {"username": "u", "password_hash": bcrypt.hashpw(b"x", bcrypt.gensalt(4)).decode()}
+    report = preflight(config(extra={"accounts": [account]}))
+    assert report.errors == []
+    assert report.warnings == [
+        f"{SOURCE}: accounts: AUTH is offered only over TLS and server.tls is not set: "
+        "no account can log in"
+    ]
+
+
+def test_a_target_that_is_our_own_listening_address_is_an_error():
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": "spool"},
+        "routes": [
+            {"domain": "example.com", "target_host": "127.0.0.1", "port": 2525},
+            {"domain": "example.net", "target_host": "127.0.0.1", "port": 25},
+        ],
+    }
+    report = preflight(config_module.parse(data, SOURCE))
+    assert report.errors == [
+        f"{SOURCE}: routes[0].target_host: 127.0.0.1:2525 is one of our own listening "
+        "addresses (the mail would come back to us)"
+    ]
+
+
+def test_tls_that_does_not_load_is_an_error_and_one_that_does_is_returned(tmp_path):
+    empty = tmp_path / "empty.pem"
+    empty.write_text("")
+    missing = preflight(config(tls={"certificate": str(empty), "key": str(empty)}))
+    assert missing.errors == [
+        f"{SOURCE}: server.tls: cannot load certificate/key: no certificate found"
+    ]
+    cert, key = make_cert(tmp_path)
+    loaded = preflight(config(tls={"certificate": str(cert), "key": str(key)}))
+    assert loaded.errors == [] and loaded.tls_context is not None
