@@ -273,10 +273,16 @@ def _wait_ready(proto: CommandClient, work: Work) -> Generator[Any, Any, str | N
 def _quit(
     proto: CommandClient, state: SessionState, exc: Exception | None
 ) -> Generator[Any, Any, None]:
-    """QUIT when the session can still talk, then wait for the connection to go."""
+    """QUIT when the session can still talk, then wait for the connection to go (at most a
+    reply timeout after it was closed: the core aborts it then)."""
     if isinstance(exc, ReplyTimeout | ProtocolError):
         if proto.alive:  # the core aborted already: a stalled target never reads our QUIT
             proto.abort()
+    elif proto.alive and (state.stage == "greeting" or proto.awaiting):
+        # A refused greeting: closed at once, no QUIT (as Twisted did), the next candidate
+        # is tried.  Replies still due (a 421 inside a pipelined group): a QUIT would be read
+        # out of turn, as message data after a 354; the target is closing anyway.
+        proto.close()
     elif proto.alive:
         try:
             yield proto.send(b"QUIT")[0]

@@ -261,3 +261,28 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertTrue(attempt.broken)
         self.assertEqual(self.outcomes["Q1"]["x@example.com"].code, 550)
         self.assertFalse(self.outcomes["Q2"]["bob@example.com"].tried)
+
+    def test_421_to_a_pipelined_rcpt_closes_without_quit(self) -> None:
+        """Replies are still due (here a 354 to DATA follows the 421): a QUIT would be read as
+        the message, and its reply awaited for a reply timeout.  The client closes instead."""
+        job = Job("Q1", SENDER, ("bob@example.com", "carol@example.com"), "/nonexistent", 10)
+        proto, t = self.session([job])
+        proto.dataReceived(GREETING_AND_EHLO)
+        t.clear()
+        proto.dataReceived(b"250 ok\r\n250 ok\r\n421 4.3.2 closing\r\n")  # MAIL, RCPT, RCPT
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+        proto.dataReceived(b"354 go\r\n")
+        self.assertEqual(t.value(), b"")  # nothing, not the message either
+        attempt = self.end(proto)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(attempt.error, "rcpt: 421 4.3.2 closing")
+        self.assertTrue(self.outcomes["Q1"]["bob@example.com"].tried)
+
+    def test_refused_greeting_gets_no_quit(self) -> None:
+        proto, t = self.session([self.job()])
+        proto.dataReceived(b"421 4.3.2 busy\r\n")
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+        attempt = self.end(proto)
+        self.assertFalse(attempt.connected)
