@@ -231,10 +231,13 @@ def _send_jobs(
         except Closing as e:
             if e.outcomes is not None:
                 work.finish(i, e.outcomes)
+                state.stage = "mail"
             elif state.stage == "mail":
                 state.started_jobs.discard(i)  # 421 to its MAIL: it was not tried
             raise
         work.finish(i, outcomes)
+        # between transactions (RSET, QUIT) errors read "mail: ...", as they did with Twisted
+        state.stage = "mail"
     if state.in_transaction:
         yield _rset(proto, state)
 

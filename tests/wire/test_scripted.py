@@ -140,7 +140,7 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertEqual(t.value(), b"QUIT\r\n")
         attempt = self.end(proto)
         self.assertFalse(self.outcomes["Q1"]["bob@example.com"].tried)
-        self.assertEqual(attempt.error, "ehlo: 421 4.4.2 idle too long")
+        self.assertEqual(attempt.error, "auth: 421 4.4.2 idle too long")  # as with Twisted
 
     def test_many_jobs_behind_a_failed_ready(self) -> None:
         failed = defer.fail(OSError(28, "No space left on device"))
@@ -241,7 +241,7 @@ class ScriptedSessionTests(SynchronousTestCase):
         attempt = self.end(proto)  # the target hangs up while our disk is slow
         self.assertTrue(attempt.connected)
         self.assertTrue(attempt.broken)
-        self.assertEqual(attempt.error, "ehlo: connection closed by the target")
+        self.assertEqual(attempt.error, "auth: connection closed by the target")  # as Twisted
         for qid in ("Q1", "Q2"):
             outcome = self.outcomes[qid]["bob@example.com"]
             self.assertEqual((outcome.kind, outcome.tried), ("tempfail", False))
@@ -286,3 +286,41 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertTrue(t.disconnecting)
         attempt = self.end(proto)
         self.assertFalse(attempt.connected)
+
+    # -- error texts: the stage as it was with Twisted ---------------------------------------
+    def test_probe_lost_after_ehlo_reads_auth(self) -> None:
+        """After EHLO the stage is "auth" until MAIL, with or without credentials."""
+        proto, t = self.session([])
+        proto.dataReceived(GREETING_AND_EHLO)
+        self.assertEqual(t.value().splitlines()[-1], b"QUIT")
+        attempt = self.end(proto)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(attempt.error, "auth: connection closed by the target")
+
+    def test_errors_between_transactions_read_mail(self) -> None:
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
+        proto.dataReceived(b"554 5.5.1 RSET refused\r\n")
+        attempt = self.end(proto)
+        self.assertEqual(attempt.error, "mail: 554 5.5.1 RSET refused")
+        self.assertEqual(self.outcomes["Q2"]["bob@example.com"].text, attempt.error)
+
+    def test_lost_after_the_last_transaction_reads_mail(self) -> None:
+        proto, t = self.session([self.job(body=b"x\r\n")])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 queued\r\n")
+        self.assertTrue(t.value().endswith(b"QUIT\r\n"))
+        attempt = self.end(proto)  # no 221
+        self.assertFalse(attempt.broken)  # every job done
+        self.assertEqual(attempt.error, "mail: connection closed by the target")
+
+    def test_421_to_the_lone_dot_reads_mail(self) -> None:
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n354 go\r\n421 4.3.2 closing\r\n")
+        attempt = self.end(proto)
+        self.assertEqual(attempt.error, "mail: 421 4.3.2 closing")
+        self.assertEqual(self.outcomes["Q2"]["bob@example.com"].text, attempt.error)
