@@ -155,7 +155,9 @@ class Recorder:
             else:
                 rcpt.next_attempt = when
                 self.stats.deferred += 1
-        flushed = self.backlog.inflight.release(envelope.id, key, envelope)
+        # Never sent by this run: the recipients' in-flight marks are left alone (one read
+        # from disk says a crash interrupted a delivery, and explains a later duplicate).
+        flushed = self.backlog.inflight.release(envelope.id, key, None)
         if failed or self._wants_delay_warning(envelope, now):
             return self.settle(envelope, key, failed, now, untried=True, flushed=flushed)
         # The common case (a dead target, retries left): nothing to write or send, so no

@@ -10,6 +10,7 @@ from twisted.internet import defer
 
 from helpers import spool_files
 from mxbackup.outbound.recorder import APPLY_EVERY, Batches
+from mxbackup.queue.envelope import Envelope
 from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome
 
 BROKEN = Attempt(True, "primary.test[127.0.0.1]:25", "mail: connection lost", broken=True)
@@ -107,6 +108,26 @@ def test_the_outcome_of_a_message_deleted_meanwhile_is_dropped(w):
     session.done.callback(BROKEN)
     assert not w.scheduler.backlog.inflight.busy(env.id)
     assert w.scheduler.stats.delivered == 0 and env.id in spool_files(w.root, "env")
+
+
+def test_a_try_failed_while_the_target_is_down_keeps_a_recovered_in_flight_mark(tmp_path):
+    """An envelope read from disk with ``inflight`` says a crash interrupted its delivery
+    (and explains a duplicate).  A try that fails because the target is down sends nothing:
+    the mark stays, in memory and in the next write of the envelope (the delay warning's)."""
+    w = World(tmp_path, delivery={"delay_warning": 600})
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(5)
+    assert w.scheduler.targets["example.com"].down
+    rcpt = env.recipients[0]
+    rcpt.inflight = True  # as recovered after a kill -9 in the middle of a delivery
+    w.scheduler.backlog.schedule(env.id, "example.com", env.received_at + 700)
+    w.advance(705)
+    assert env.delay_warned  # the try failed without a connection, and the envelope was written
+    assert rcpt.inflight
+    on_disk = Envelope.from_json((w.root / "env" / env.id).read_bytes())
+    assert on_disk.recipients[0].inflight
+    assert not w.scheduler.backlog.inflight.busy(env.id)
 
 
 @pytest.mark.parametrize(
