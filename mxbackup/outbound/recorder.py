@@ -249,11 +249,12 @@ class Recorder:
 
 
 class Batches:
-    """Records one connection's results as they come: those that come while it goes on in
-    batches of APPLY_EVERY (a crash then repeats at most that many deliveries known to have
-    worked; recording each at once cost a quarter of the drain's speed: a spool round beside
-    every few messages), the rest (``rest``) once it has ended, after the session has told
-    the target's health."""
+    """Records one connection's results as they come: those of transactions that end while
+    it goes on in batches of APPLY_EVERY (a crash then repeats at most that many deliveries
+    known to have worked; recording each at once cost a quarter of the drain's speed: a
+    spool round beside every few messages), the rest (``rest``: what the session's end
+    decided, ``JobResult.at_end``, and what no batch took) once it has ended, after the
+    session has told the target's health."""
 
     def __init__(self, recorder: Recorder, key: str, jobs: list[Job], delivery: Delivery) -> None:
         self.recorder = recorder
@@ -268,8 +269,8 @@ class Batches:
 
     def _came(self, result: JobResult, i: int) -> None:
         self.results[i] = result
-        if self.done.called:
-            return  # the session has ended: recorded by ``rest``
+        if self.done.called or result.at_end:
+            return  # the session has ended (or is ending): recorded by ``rest``
         self._batch.append(i)
         if len(self._batch) >= APPLY_EVERY:
             batch, self._batch = self._batch, []

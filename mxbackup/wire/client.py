@@ -87,12 +87,14 @@ class Work:
     def unfinished(self) -> list[int]:
         return [i for i, d in enumerate(self.results) if not d.called]
 
-    def finish(self, i: int, outcomes: Outcomes) -> None:
-        self.results[i].callback(JobResult(self.jobs[i], MappingProxyType(dict(outcomes))))
+    def finish(self, i: int, outcomes: Outcomes, at_end: bool = False) -> None:
+        result = JobResult(self.jobs[i], MappingProxyType(dict(outcomes)), at_end)
+        self.results[i].callback(result)
 
     def finish_all(self, indexes: Sequence[int], outcome: Outcome) -> None:
+        """The jobs the session ends without sending (``JobResult.at_end``)."""
         for i in indexes:
-            self.finish(i, dict.fromkeys(self.jobs[i].recipients, outcome))
+            self.finish(i, dict.fromkeys(self.jobs[i].recipients, outcome), at_end=True)
 
     def ready(self) -> defer.Deferred[str | None]:
         """The barrier: ``None`` once it holds, or why it failed.  ``ready()`` is called once."""

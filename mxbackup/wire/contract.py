@@ -115,6 +115,10 @@ class Job:
 class JobResult:
     job: Job
     outcomes: Mapping[str, Outcome]  # exactly one per recipient of ``job``
+    # True: not the end of the job's transaction, but the session's (the jobs it could not
+    # send, a failed ``ready``, no candidate, a local error): the caller may keep it until
+    # ``done`` and record it after the session's ``Attempt``.
+    at_end: bool = False
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,21 @@ def test_results_of_a_session_that_has_ended_are_all_recorded_at_the_end():
     assert recorder.recorded == [j.qid for j in js]
 
 
+def test_results_the_end_of_the_session_decides_wait_for_done():
+    """Fired as the session ends (``at_end``), before ``done``: recorded after the session
+    has told the target's health, however many, not in a batch."""
+    recorder, js = FakeRecorder(), jobs(APPLY_EVERY + 5)
+    delivery = Delivery(tuple(defer.Deferred() for _ in js), defer.Deferred())
+    batches = Batches(recorder, "example.com", js, delivery)
+    delivery.results[0].callback(result(js[0]))  # a transaction that ended mid-session
+    for i in range(1, len(js)):
+        delivery.results[i].callback(JobResult(js[i], result(js[i], "tempfail").outcomes, True))
+    assert recorder.recorded == []
+    delivery.done.callback(None)
+    batches.rest()
+    assert recorder.recorded == [j.qid for j in js]
+
+
 def test_a_missing_result_is_not_left_in_flight():
     recorder, js = FakeRecorder(), jobs(2)
     delivery = Delivery((defer.succeed(result(js[0])), defer.Deferred()), defer.succeed(None))

@@ -22,7 +22,9 @@ from mxbackup.wire.contract import Attempt, Candidate, Job, Outcome, Settings
 GREETING_AND_EHLO = b"220 x ESMTP\r\n250-x\r\n250 PIPELINING\r\n"
 
 
-class ScriptedSessionTests(SynchronousTestCase):
+class ScriptedCase(SynchronousTestCase):
+    """A session against a scripted peer: ``session`` starts it, ``end`` loses it."""
+
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mx-scripted-"))
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -61,6 +63,8 @@ class ScriptedSessionTests(SynchronousTestCase):
             path.write_bytes(body)
         return Job(qid, SENDER, (rcpt,), str(path), len(body or b"0123456789"))
 
+
+class ScriptedSessionTests(ScriptedCase):
     def test_refused_ehlo_and_helo_end_the_session_and_count(self) -> None:
         job = self.job()
         proto, t = self.session([job])
@@ -262,6 +266,10 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertEqual(self.outcomes["Q1"]["x@example.com"].code, 550)
         self.assertFalse(self.outcomes["Q2"]["bob@example.com"].tried)
 
+
+class ScriptedEndTests(ScriptedCase):
+    """How the session ends: no QUIT out of turn, the error texts, the results' ``at_end``."""
+
     def test_421_to_a_pipelined_rcpt_closes_without_quit(self) -> None:
         """Replies are still due (here a 354 to DATA follows the 421): a QUIT would be read as
         the message, and its reply awaited for a reply timeout.  The client closes instead."""
@@ -324,3 +332,14 @@ class ScriptedSessionTests(SynchronousTestCase):
         attempt = self.end(proto)
         self.assertEqual(attempt.error, "mail: 421 4.3.2 closing")
         self.assertEqual(self.outcomes["Q2"]["bob@example.com"].text, attempt.error)
+
+    def test_results_the_end_of_the_session_decides_say_so(self) -> None:
+        """``at_end``: the caller records those after the session's Attempt."""
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
+        self.assertFalse(self.delivery.results[0].result.at_end)  # its transaction ended
+        proto.dataReceived(b"554 5.5.1 RSET refused\r\n")
+        self.end(proto)
+        self.assertTrue(self.delivery.results[1].result.at_end)  # the session's end did it
