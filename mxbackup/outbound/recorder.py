@@ -279,16 +279,18 @@ class Batches:
                 _logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
-    def rest(self) -> Any:
-        """Record, one after the other, every result not recorded in a batch."""
+    def rest(self, local_error: bool = False) -> Any:
+        """Record, one after the other, every result not recorded in a batch.  After a local
+        error in the client (``local_error``) the results it made up as the session ended say
+        nothing about the target: those messages are tried again in a minute instead."""
         for i, result in enumerate(self.results):
             if i in self._recorded:
                 continue
             if result is None:  # the contract says it cannot be: not left stuck in flight
-                qid = self.jobs[i].qid
-                log.error("no result for id={id} from the delivery", id=qid)
+                log.error("no result for id={id} from the delivery", id=self.jobs[i].qid)
+            if result is None or (local_error and result.at_end):
                 when = self.recorder.clock.seconds() + RECORD_RETRY
-                self.recorder.backlog.requeue(qid, self.key, when)
+                self.recorder.backlog.requeue(self.jobs[i].qid, self.key, when)
                 continue
             yield self.recorder.record(self.key, result)
 

@@ -105,11 +105,13 @@ class Work:
         return self._ready_result.when()
 
     def internal_error(self, failure: Failure) -> Attempt:
-        """A bug, not the target: the jobs left are retried later (not counted as tried)."""
+        """A local failure (an unreadable ca_file, a bug), not the target: the jobs left are
+        tempfailed, not tried, and the ``Attempt`` says ``local_error`` (the scheduler tries
+        them again in a minute and leaves the target as it is, as when this raised)."""
         log.failure("delivery failed locally", failure)
         why = f"local: {_why(failure)}"
         self.finish_all(self.unfinished(), Outcome("tempfail", 0, why, "", tried=False))
-        return Attempt(False, "", why, broken=True)
+        return Attempt(False, "", why, broken=True, local_error=True)
 
 
 def _why(failure: Failure) -> str:

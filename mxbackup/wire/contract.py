@@ -132,6 +132,9 @@ class Attempt:
     # The session ended before all its jobs were done (connection reset or closed, timeout,
     # 421), or a probe did not end cleanly: the target is in trouble even if it took mail.
     broken: bool = False
+    # The client failed locally (an unreadable ca_file, a bug), not the target: its jobs'
+    # results (tempfail, "local: ...", not tried, ``at_end``) say nothing about the target.
+    local_error: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,14 @@ def test_results_the_end_of_the_session_decides_wait_for_done():
     assert recorder.recorded == [j.qid for j in js]
 
 
+def test_after_a_local_error_the_results_made_up_at_the_end_are_requeued():
+    recorder, js = FakeRecorder(), jobs(2)
+    local = JobResult(js[1], result(js[1], "tempfail").outcomes, at_end=True)
+    delivery = Delivery((defer.succeed(result(js[0])), defer.succeed(local)), defer.succeed(None))
+    Batches(recorder, "example.com", js, delivery).rest(local_error=True)
+    assert recorder.recorded == ["Q0", ("requeue", ("Q1", "example.com", 160.0))]
+
+
 def test_a_missing_result_is_not_left_in_flight():
     recorder, js = FakeRecorder(), jobs(2)
     delivery = Delivery((defer.succeed(result(js[0])), defer.Deferred()), defer.succeed(None))

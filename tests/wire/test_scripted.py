@@ -341,5 +341,5 @@ class ScriptedEndTests(ScriptedCase):
         proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
         self.assertFalse(self.delivery.results[0].result.at_end)  # its transaction ended
         proto.dataReceived(b"554 5.5.1 RSET refused\r\n")
-        self.end(proto)
+        self.assertFalse(self.end(proto).local_error)
         self.assertTrue(self.delivery.results[1].result.at_end)  # the session's end did it

@@ -176,3 +176,20 @@ class SessionEndTests(WireTestCase):
         self.assertFalse(txn.complete)
         self.assertEqual(txn.raw, b"")  # ...and nothing followed, no QUIT as data
         self.assertNotIn(b"QUIT", primary.sessions[0].commands)
+
+    @defer.inlineCallbacks
+    def test_a_local_error_is_flagged_as_such(self) -> Any:
+        """An unreadable ca_file fails in the client, before connecting: not the target."""
+        primary = self.primary()
+        job = self.job()
+        missing = str(self.tmp / "gone.pem")
+        attempt = yield self.start([primary], [job], security="starttls_required", ca_file=missing)
+        self.assertTrue(attempt.local_error)
+        self.assertFalse(attempt.connected)
+        self.assertTrue(attempt.error.startswith("local: "))
+        outcome = self.out(job)["bob@example.com"]
+        self.assertEqual(
+            (outcome.kind, outcome.tried, outcome.text), ("tempfail", False, attempt.error)
+        )
+        self.assertEqual(primary.connections, 0)
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
