@@ -81,8 +81,9 @@ class InFlight:
 
     def release(self, qid: str, key: str, envelope: Envelope | None) -> bool:
         """Its outcome is decided (or it was never sent): no longer in flight, nor are its
-        recipients at ``key``.  True if a flush passed over it meanwhile.  Called once it has
-        left the waiting line (``next_batch``, ``drain``) or if it never joined it."""
+        recipients at ``key`` (those of ``envelope``; None leaves their marks alone).  True if
+        a flush passed over it meanwhile.  Called once it has left the waiting line
+        (``next_batch``, ``drain``) or if it never joined it."""
         if envelope is not None:
             for rcpt in envelope.recipients:
                 if rcpt.inflight and target_key(rcpt) == key:

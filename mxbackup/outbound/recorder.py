@@ -155,7 +155,9 @@ class Recorder:
             else:
                 rcpt.next_attempt = when
                 self.stats.deferred += 1
-        flushed = self.backlog.inflight.release(envelope.id, key, envelope)
+        # Never sent by this run: the recipients' in-flight marks are left alone (one read
+        # from disk says a crash interrupted a delivery, and explains a later duplicate).
+        flushed = self.backlog.inflight.release(envelope.id, key, None)
         if failed or self._wants_delay_warning(envelope, now):
             return self.settle(envelope, key, failed, now, untried=True, flushed=flushed)
         # The common case (a dead target, retries left): nothing to write or send, so no
@@ -247,11 +249,12 @@ class Recorder:
 
 
 class Batches:
-    """Records one connection's results as they come: those that come while it goes on in
-    batches of APPLY_EVERY (a crash then repeats at most that many deliveries known to have
-    worked; recording each at once cost a quarter of the drain's speed: a spool round beside
-    every few messages), the rest (``rest``) once it has ended, after the session has told
-    the target's health."""
+    """Records one connection's results as they come: those of transactions that end while
+    it goes on in batches of APPLY_EVERY (a crash then repeats at most that many deliveries
+    known to have worked; recording each at once cost a quarter of the drain's speed: a
+    spool round beside every few messages), the rest (``rest``: what the session's end
+    decided, ``JobResult.at_end``, and what no batch took) once it has ended, after the
+    session has told the target's health."""
 
     def __init__(self, recorder: Recorder, key: str, jobs: list[Job], delivery: Delivery) -> None:
         self.recorder = recorder
@@ -266,8 +269,8 @@ class Batches:
 
     def _came(self, result: JobResult, i: int) -> None:
         self.results[i] = result
-        if self.done.called:
-            return  # the session has ended: recorded by ``rest``
+        if self.done.called or result.at_end:
+            return  # the session has ended (or is ending): recorded by ``rest``
         self._batch.append(i)
         if len(self._batch) >= APPLY_EVERY:
             batch, self._batch = self._batch, []
@@ -276,16 +279,18 @@ class Batches:
                 _logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
-    def rest(self) -> Any:
-        """Record, one after the other, every result not recorded in a batch."""
+    def rest(self, local_error: bool = False) -> Any:
+        """Record, one after the other, every result not recorded in a batch.  After a local
+        error in the client (``local_error``) the results it made up as the session ended say
+        nothing about the target: those messages are tried again in a minute instead."""
         for i, result in enumerate(self.results):
             if i in self._recorded:
                 continue
             if result is None:  # the contract says it cannot be: not left stuck in flight
-                qid = self.jobs[i].qid
-                log.error("no result for id={id} from the delivery", id=qid)
+                log.error("no result for id={id} from the delivery", id=self.jobs[i].qid)
+            if result is None or (local_error and result.at_end):
                 when = self.recorder.clock.seconds() + RECORD_RETRY
-                self.recorder.backlog.requeue(qid, self.key, when)
+                self.recorder.backlog.requeue(self.jobs[i].qid, self.key, when)
                 continue
             yield self.recorder.record(self.key, result)
 

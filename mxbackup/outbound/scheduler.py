@@ -207,6 +207,12 @@ class Scheduler:
             delivery = yield self.dialer.dial(key, jobs, barrier.wait)
             batches = Batches(self.recorder, key, jobs, delivery)
             attempt = yield delivery.done
+            if attempt.local_error:
+                # not the target's doing (an unreadable ca_file...): as when the client
+                # raised, the messages wait a minute and the target is left as it is
+                log.error("delivery to {key} failed locally: {error}", key=key, error=attempt.error)
+                yield batches.rest(local_error=True)
+                return
             self._observe(target, attempt, probe=False)
             yield batches.rest()
         except Exception:  # noqa: BLE001

@@ -87,12 +87,14 @@ class Work:
     def unfinished(self) -> list[int]:
         return [i for i, d in enumerate(self.results) if not d.called]
 
-    def finish(self, i: int, outcomes: Outcomes) -> None:
-        self.results[i].callback(JobResult(self.jobs[i], MappingProxyType(dict(outcomes))))
+    def finish(self, i: int, outcomes: Outcomes, at_end: bool = False) -> None:
+        result = JobResult(self.jobs[i], MappingProxyType(dict(outcomes)), at_end)
+        self.results[i].callback(result)
 
     def finish_all(self, indexes: Sequence[int], outcome: Outcome) -> None:
+        """The jobs the session ends without sending (``JobResult.at_end``)."""
         for i in indexes:
-            self.finish(i, dict.fromkeys(self.jobs[i].recipients, outcome))
+            self.finish(i, dict.fromkeys(self.jobs[i].recipients, outcome), at_end=True)
 
     def ready(self) -> defer.Deferred[str | None]:
         """The barrier: ``None`` once it holds, or why it failed.  ``ready()`` is called once."""
@@ -103,11 +105,13 @@ class Work:
         return self._ready_result.when()
 
     def internal_error(self, failure: Failure) -> Attempt:
-        """A bug, not the target: the jobs left are retried later (not counted as tried)."""
+        """A local failure (an unreadable ca_file, a bug), not the target: the jobs left are
+        tempfailed, not tried, and the ``Attempt`` says ``local_error`` (the scheduler tries
+        them again in a minute and leaves the target as it is, as when this raised)."""
         log.failure("delivery failed locally", failure)
         why = f"local: {_why(failure)}"
         self.finish_all(self.unfinished(), Outcome("tempfail", 0, why, "", tried=False))
-        return Attempt(False, "", why, broken=True)
+        return Attempt(False, "", why, broken=True, local_error=True)
 
 
 def _why(failure: Failure) -> str:
@@ -231,10 +235,13 @@ def _send_jobs(
         except Closing as e:
             if e.outcomes is not None:
                 work.finish(i, e.outcomes)
+                state.stage = "mail"
             elif state.stage == "mail":
                 state.started_jobs.discard(i)  # 421 to its MAIL: it was not tried
             raise
         work.finish(i, outcomes)
+        # between transactions (RSET, QUIT) errors read "mail: ...", as they did with Twisted
+        state.stage = "mail"
     if state.in_transaction:
         yield _rset(proto, state)
 
@@ -273,10 +280,16 @@ def _wait_ready(proto: CommandClient, work: Work) -> Generator[Any, Any, str | N
 def _quit(
     proto: CommandClient, state: SessionState, exc: Exception | None
 ) -> Generator[Any, Any, None]:
-    """QUIT when the session can still talk, then wait for the connection to go."""
+    """QUIT when the session can still talk, then wait for the connection to go (at most a
+    reply timeout after it was closed: the core aborts it then)."""
     if isinstance(exc, ReplyTimeout | ProtocolError):
         if proto.alive:  # the core aborted already: a stalled target never reads our QUIT
             proto.abort()
+    elif proto.alive and (state.stage == "greeting" or proto.awaiting):
+        # A refused greeting: closed at once, no QUIT (as Twisted did), the next candidate
+        # is tried.  Replies still due (a 421 inside a pipelined group): a QUIT would be read
+        # out of turn, as message data after a 354; the target is closing anyway.
+        proto.close()
     elif proto.alive:
         try:
             yield proto.send(b"QUIT")[0]

@@ -7,8 +7,9 @@ as RFC 2920 says they come.  ``expect()`` waits for a reply no command asked for
 greeting, the reply to the end of the data).  One reply timer, on the injected clock, runs while
 a reply is awaited or data is being written; when it fires every waiting command fails with
 ``ReplyTimeout`` and the connection is aborted (a stalled target never reads our output, so
-``loseConnection`` would wait for ever).  When the connection goes, every waiting command
-fails with its reason (a TLS layer hands its own: a failed certificate check...).
+``loseConnection`` would wait for ever).  ``close`` is bounded the same way: a connection
+still there a reply timeout after it is aborted.  When the connection goes, every waiting
+command fails with its reason (a TLS layer hands its own: a failed certificate check...).
 
 A reply that arrives while nothing waits (an idle 421...) goes to ``when_unasked()``.
 
@@ -95,6 +96,7 @@ class CommandClient(basic.LineReceiver):
         self._waiting: deque[defer.Deferred[Reply]] = deque()
         self._lines: list[bytes] = []
         self._timer: Any = None
+        self._closing: Any = None  # the backstop of ``close``
         self._writing = 0  # data transfers in progress (they keep the timer running)
         self._lost_reason: Failure | None = None
         self.made = Observers()
@@ -116,18 +118,35 @@ class CommandClient(basic.LineReceiver):
         self.alive = False
         self._lost_reason = reason
         self._stop_timer()
+        if self._closing is not None:
+            if self._closing.active():
+                self._closing.cancel()
+            self._closing = None
         self._fail_waiting(reason)
         self.lost.fire(reason.value)
 
     def close(self) -> None:
-        """End the connection once our output is sent."""
+        """End the connection once our output is sent.  Over TLS that waits for the peer's
+        close_notify, which a peer that neither reads nor closes never sends: after the reply
+        timeout the connection is aborted (Twisted's reply timer stayed armed until then)."""
         self.alive = False
+        if self._closing is None:
+            self._closing = self.clock.callLater(self.timeout, self._close_timed_out)
         self.transport.loseConnection()
+
+    def _close_timed_out(self) -> None:
+        self._closing = None
+        self.transport.abortConnection()
 
     def abort(self) -> None:
         """End the connection now, whatever is unsent."""
         self.alive = False
         self.transport.abortConnection()
+
+    @property
+    def awaiting(self) -> int:
+        """How many replies are still due (to commands sent, or expected)."""
+        return len(self._waiting)
 
     # -- commands and replies ----------------------------------------------------------------
     def send(self, *lines: bytes) -> list[defer.Deferred[Reply]]:

@@ -115,6 +115,10 @@ class Job:
 class JobResult:
     job: Job
     outcomes: Mapping[str, Outcome]  # exactly one per recipient of ``job``
+    # True: not the end of the job's transaction, but the session's (the jobs it could not
+    # send, a failed ``ready``, no candidate, a local error): the caller may keep it until
+    # ``done`` and record it after the session's ``Attempt``.
+    at_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class Attempt:
     # The session ended before all its jobs were done (connection reset or closed, timeout,
     # 421), or a probe did not end cleanly: the target is in trouble even if it took mail.
     broken: bool = False
+    # The client failed locally (an unreadable ca_file, a bug), not the target: its jobs'
+    # results (tempfail, "local: ...", not tried, ``at_end``) say nothing about the target.
+    local_error: bool = False
 
 
 @dataclass(frozen=True)

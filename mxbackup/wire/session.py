@@ -116,8 +116,11 @@ def open_session(
             extensions = yield starttls(proto, state, settings, context)
         elif needs_tls(settings):
             raise TLSRequired()
+    # "auth" from here to the first MAIL, with or without credentials: what ends the session
+    # meanwhile (the target hangs up, an idle 421) reads "auth: ..." as it did with Twisted,
+    # which went through its authenticate step after every EHLO
+    state.stage = "auth"
     if settings.username:
-        state.stage = "auth"
         yield authenticate(proto, state, settings, extensions)
     return extensions
 

@@ -52,17 +52,20 @@ class Session:
         self.done: defer.Deferred = defer.Deferred()
         self.delivery = Delivery(self.results, self.done)
 
-    def finish(self, i: int, outcome: Outcome | Callable[[str], Outcome]) -> None:
+    def finish(
+        self, i: int, outcome: Outcome | Callable[[str], Outcome], at_end: bool = False
+    ) -> None:
         job = self.jobs[i]
         per_rcpt = outcome if callable(outcome) else (lambda rcpt: outcome)
-        self.results[i].callback(JobResult(job, {r: per_rcpt(r) for r in job.recipients}))
+        outcomes = {r: per_rcpt(r) for r in job.recipients}
+        self.results[i].callback(JobResult(job, outcomes, at_end))
 
     def end(self, attempt: Attempt, rest: Outcome | None = None) -> None:
         """Every job not finished gets ``rest`` (default: not tried), then ``done`` fires."""
         rest = rest or Outcome("tempfail", 0, attempt.error or "session ended", tried=False)
         for i, d in enumerate(self.results):
             if not d.called:
-                self.finish(i, rest)
+                self.finish(i, rest, at_end=True)
         self.done.callback(attempt)
 
 

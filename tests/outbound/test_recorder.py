@@ -10,6 +10,7 @@ from twisted.internet import defer
 
 from helpers import spool_files
 from mxbackup.outbound.recorder import APPLY_EVERY, Batches
+from mxbackup.queue.envelope import Envelope
 from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome
 
 BROKEN = Attempt(True, "primary.test[127.0.0.1]:25", "mail: connection lost", broken=True)
@@ -60,6 +61,29 @@ def test_results_of_a_session_that_has_ended_are_all_recorded_at_the_end():
     assert recorder.recorded == [j.qid for j in js]
 
 
+def test_results_the_end_of_the_session_decides_wait_for_done():
+    """Fired as the session ends (``at_end``), before ``done``: recorded after the session
+    has told the target's health, however many, not in a batch."""
+    recorder, js = FakeRecorder(), jobs(APPLY_EVERY + 5)
+    delivery = Delivery(tuple(defer.Deferred() for _ in js), defer.Deferred())
+    batches = Batches(recorder, "example.com", js, delivery)
+    delivery.results[0].callback(result(js[0]))  # a transaction that ended mid-session
+    for i in range(1, len(js)):
+        delivery.results[i].callback(JobResult(js[i], result(js[i], "tempfail").outcomes, True))
+    assert recorder.recorded == []
+    delivery.done.callback(None)
+    batches.rest()
+    assert recorder.recorded == [j.qid for j in js]
+
+
+def test_after_a_local_error_the_results_made_up_at_the_end_are_requeued():
+    recorder, js = FakeRecorder(), jobs(2)
+    local = JobResult(js[1], result(js[1], "tempfail").outcomes, at_end=True)
+    delivery = Delivery((defer.succeed(result(js[0])), defer.succeed(local)), defer.succeed(None))
+    Batches(recorder, "example.com", js, delivery).rest(local_error=True)
+    assert recorder.recorded == ["Q0", ("requeue", ("Q1", "example.com", 160.0))]
+
+
 def test_a_missing_result_is_not_left_in_flight():
     recorder, js = FakeRecorder(), jobs(2)
     delivery = Delivery((defer.succeed(result(js[0])), defer.Deferred()), defer.succeed(None))
@@ -107,6 +131,26 @@ def test_the_outcome_of_a_message_deleted_meanwhile_is_dropped(w):
     session.done.callback(BROKEN)
     assert not w.scheduler.backlog.inflight.busy(env.id)
     assert w.scheduler.stats.delivered == 0 and env.id in spool_files(w.root, "env")
+
+
+def test_a_try_failed_while_the_target_is_down_keeps_a_recovered_in_flight_mark(tmp_path):
+    """An envelope read from disk with ``inflight`` says a crash interrupted its delivery
+    (and explains a duplicate).  A try that fails because the target is down sends nothing:
+    the mark stays, in memory and in the next write of the envelope (the delay warning's)."""
+    w = World(tmp_path, delivery={"delay_warning": 600})
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(5)
+    assert w.scheduler.targets["example.com"].down
+    rcpt = env.recipients[0]
+    rcpt.inflight = True  # as recovered after a kill -9 in the middle of a delivery
+    w.scheduler.backlog.schedule(env.id, "example.com", env.received_at + 700)
+    w.advance(705)
+    assert env.delay_warned  # the try failed without a connection, and the envelope was written
+    assert rcpt.inflight
+    on_disk = Envelope.from_json((w.root / "env" / env.id).read_bytes())
+    assert on_disk.recipients[0].inflight
+    assert not w.scheduler.backlog.inflight.busy(env.id)
 
 
 @pytest.mark.parametrize(

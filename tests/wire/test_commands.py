@@ -100,3 +100,17 @@ class CoreTests(SynchronousTestCase):
         transport.setTcpNoDelay = calls.append  # type: ignore[attr-defined]
         CommandClient(self.clock, 30.0).makeConnection(transport)
         self.assertEqual(calls, [True])
+
+    def test_close_is_aborted_after_the_reply_timeout(self) -> None:
+        """Over TLS ``loseConnection`` waits for the peer's close_notify: bounded."""
+        self.proto.close()
+        self.assertTrue(self.transport.disconnecting)
+        self.clock.advance(29.9)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected)  # abortConnection
+
+    def test_close_backstop_goes_with_the_connection(self) -> None:
+        self.proto.close()
+        self.proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

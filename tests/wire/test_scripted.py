@@ -22,7 +22,9 @@ from mxbackup.wire.contract import Attempt, Candidate, Job, Outcome, Settings
 GREETING_AND_EHLO = b"220 x ESMTP\r\n250-x\r\n250 PIPELINING\r\n"
 
 
-class ScriptedSessionTests(SynchronousTestCase):
+class ScriptedCase(SynchronousTestCase):
+    """A session against a scripted peer: ``session`` starts it, ``end`` loses it."""
+
     def setUp(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="mx-scripted-"))
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -61,6 +63,8 @@ class ScriptedSessionTests(SynchronousTestCase):
             path.write_bytes(body)
         return Job(qid, SENDER, (rcpt,), str(path), len(body or b"0123456789"))
 
+
+class ScriptedSessionTests(ScriptedCase):
     def test_refused_ehlo_and_helo_end_the_session_and_count(self) -> None:
         job = self.job()
         proto, t = self.session([job])
@@ -140,7 +144,7 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertEqual(t.value(), b"QUIT\r\n")
         attempt = self.end(proto)
         self.assertFalse(self.outcomes["Q1"]["bob@example.com"].tried)
-        self.assertEqual(attempt.error, "ehlo: 421 4.4.2 idle too long")
+        self.assertEqual(attempt.error, "auth: 421 4.4.2 idle too long")  # as with Twisted
 
     def test_many_jobs_behind_a_failed_ready(self) -> None:
         failed = defer.fail(OSError(28, "No space left on device"))
@@ -241,7 +245,7 @@ class ScriptedSessionTests(SynchronousTestCase):
         attempt = self.end(proto)  # the target hangs up while our disk is slow
         self.assertTrue(attempt.connected)
         self.assertTrue(attempt.broken)
-        self.assertEqual(attempt.error, "ehlo: connection closed by the target")
+        self.assertEqual(attempt.error, "auth: connection closed by the target")  # as Twisted
         for qid in ("Q1", "Q2"):
             outcome = self.outcomes[qid]["bob@example.com"]
             self.assertEqual((outcome.kind, outcome.tried), ("tempfail", False))
@@ -261,3 +265,81 @@ class ScriptedSessionTests(SynchronousTestCase):
         self.assertTrue(attempt.broken)
         self.assertEqual(self.outcomes["Q1"]["x@example.com"].code, 550)
         self.assertFalse(self.outcomes["Q2"]["bob@example.com"].tried)
+
+
+class ScriptedEndTests(ScriptedCase):
+    """How the session ends: no QUIT out of turn, the error texts, the results' ``at_end``."""
+
+    def test_421_to_a_pipelined_rcpt_closes_without_quit(self) -> None:
+        """Replies are still due (here a 354 to DATA follows the 421): a QUIT would be read as
+        the message, and its reply awaited for a reply timeout.  The client closes instead."""
+        job = Job("Q1", SENDER, ("bob@example.com", "carol@example.com"), "/nonexistent", 10)
+        proto, t = self.session([job])
+        proto.dataReceived(GREETING_AND_EHLO)
+        t.clear()
+        proto.dataReceived(b"250 ok\r\n250 ok\r\n421 4.3.2 closing\r\n")  # MAIL, RCPT, RCPT
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+        proto.dataReceived(b"354 go\r\n")
+        self.assertEqual(t.value(), b"")  # nothing, not the message either
+        attempt = self.end(proto)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(attempt.error, "rcpt: 421 4.3.2 closing")
+        self.assertTrue(self.outcomes["Q1"]["bob@example.com"].tried)
+
+    def test_refused_greeting_gets_no_quit(self) -> None:
+        proto, t = self.session([self.job()])
+        proto.dataReceived(b"421 4.3.2 busy\r\n")
+        self.assertEqual(t.value(), b"")
+        self.assertTrue(t.disconnecting)
+        attempt = self.end(proto)
+        self.assertFalse(attempt.connected)
+
+    # -- error texts: the stage as it was with Twisted ---------------------------------------
+    def test_probe_lost_after_ehlo_reads_auth(self) -> None:
+        """After EHLO the stage is "auth" until MAIL, with or without credentials."""
+        proto, t = self.session([])
+        proto.dataReceived(GREETING_AND_EHLO)
+        self.assertEqual(t.value().splitlines()[-1], b"QUIT")
+        attempt = self.end(proto)
+        self.assertTrue(attempt.broken)
+        self.assertEqual(attempt.error, "auth: connection closed by the target")
+
+    def test_errors_between_transactions_read_mail(self) -> None:
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
+        proto.dataReceived(b"554 5.5.1 RSET refused\r\n")
+        attempt = self.end(proto)
+        self.assertEqual(attempt.error, "mail: 554 5.5.1 RSET refused")
+        self.assertEqual(self.outcomes["Q2"]["bob@example.com"].text, attempt.error)
+
+    def test_lost_after_the_last_transaction_reads_mail(self) -> None:
+        proto, t = self.session([self.job(body=b"x\r\n")])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 queued\r\n")
+        self.assertTrue(t.value().endswith(b"QUIT\r\n"))
+        attempt = self.end(proto)  # no 221
+        self.assertFalse(attempt.broken)  # every job done
+        self.assertEqual(attempt.error, "mail: connection closed by the target")
+
+    def test_421_to_the_lone_dot_reads_mail(self) -> None:
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n354 go\r\n421 4.3.2 closing\r\n")
+        attempt = self.end(proto)
+        self.assertEqual(attempt.error, "mail: 421 4.3.2 closing")
+        self.assertEqual(self.outcomes["Q2"]["bob@example.com"].text, attempt.error)
+
+    def test_results_the_end_of_the_session_decides_say_so(self) -> None:
+        """``at_end``: the caller records those after the session's Attempt."""
+        first, second = self.job("x@example.com"), self.job()
+        proto, t = self.session([first, second])
+        proto.dataReceived(GREETING_AND_EHLO)
+        proto.dataReceived(b"250 ok\r\n550 5.1.1 no\r\n503 5.5.1 no valid recipients\r\n")
+        self.assertFalse(self.delivery.results[0].result.at_end)  # its transaction ended
+        proto.dataReceived(b"554 5.5.1 RSET refused\r\n")
+        self.assertFalse(self.end(proto).local_error)
+        self.assertTrue(self.delivery.results[1].result.at_end)  # the session's end did it

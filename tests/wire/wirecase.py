@@ -90,11 +90,12 @@ def collect(test: Any, delivery: Delivery, jobs: Sequence[Job], into: dict) -> d
     test.assertEqual(len(delivery.results), len(jobs))
     for job, result in zip(jobs, delivery.results, strict=True):
 
-        def record(r: JobResult, job: Job = job) -> None:
+        def record(r: JobResult, job: Job = job) -> JobResult:
             test.assertIs(r.job, job)
             test.assertNotIn(job.qid, into)  # fires once
             test.assertEqual(set(r.outcomes), set(job.recipients))
             into[job.qid] = r.outcomes
+            return r
 
         result.addCallback(record)
 
