@@ -29,8 +29,12 @@ class QueueAdmin:
         self.stats = scheduler.stats
 
     def flush_message(self, qid: str) -> bool:
-        """Due now (postqueue -i): at each of its targets where it is not in flight."""
-        self.backlog.flush_message(self._get(qid), self.clock.seconds())
+        """Due now (postqueue -i): at each of its targets where it is not in flight.  A held
+        message is refused (release it to try it)."""
+        envelope = self._get(qid)
+        if envelope.held:
+            raise ValueError(f"message {qid} is held; 'mxbackup queue release {qid}' tries it")
+        self.backlog.flush_message(envelope, self.clock.seconds())
         return True
 
     def hold(self, qid: str) -> defer.Deferred:

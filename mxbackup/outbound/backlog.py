@@ -105,11 +105,14 @@ class Backlog:
             self.schedule(qid, key, when)
 
     def flush(self, keys: Iterable[str], now: float) -> int:
-        """Make every message at ``keys`` due now; returns how many were rescheduled.  One in
-        flight is due as soon as its outcome is recorded."""
+        """Make every message at ``keys`` due now, held ones aside; returns how many were
+        rescheduled.  One in flight is due as soon as its outcome is recorded."""
         count = 0
         for key in keys:
             for qid in list(self._by_target.get(key, ())):
+                envelope = self.envelopes.get(qid)
+                if envelope is not None and envelope.held:
+                    continue  # held: not tried, so not flushed (nor counted as flushed)
                 if not self.inflight.flush(qid, key):
                     self.schedule(qid, key, now)
                     count += 1

@@ -119,3 +119,16 @@ def test_message_deleted_while_its_dsn_is_queued_is_not_written_back(tmp_path):
     held[0].callback(None)
     assert spool_files(w.root, "env") == [] and spool_files(w.root, "new") == []
     assert env.id not in w.scheduler.queue
+
+
+def test_a_held_message_is_not_reported_as_flushed(w):
+    """Regression (issue 15): ``queue flush ID``, ``queue flush`` and ETRN reported held
+    messages as flushed although nothing would try them."""
+    held, other = w.queue(), w.queue()
+    w.advance(1)
+    w.admin.hold(held.id)
+    error = refusal(w.admin.flush_message, held.id)
+    assert isinstance(error, ValueError) and "is held" in str(error)
+    assert w.scheduler.flush("example.com") == 1  # the other one only
+    assert w.scheduler.flush() == 1
+    assert other.id != held.id
