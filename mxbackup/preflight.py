@@ -35,7 +35,7 @@ class _NoReactor:
 
 
 def preflight(config: Config) -> Report:
-    report = Report()
+    report = Report(warnings=list(config.warnings))
     say = _Say(config.source, report)
     for key, description in _listeners(config):
         _parse_endpoint(say, key, description)

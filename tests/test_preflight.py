@@ -78,3 +78,16 @@ def test_tls_that_does_not_load_is_an_error_and_one_that_does_is_returned(tmp_pa
     cert, key = make_cert(tmp_path)
     loaded = preflight(config(tls={"certificate": str(cert), "key": str(key)}))
     assert loaded.errors == [] and loaded.tls_context is not None
+
+
+def test_a_network_with_host_bits_set_is_a_warning():
+    """Regression (issue 15): ``192.0.2.1/24`` was read as 192.0.2.0/24 without a word."""
+    ranges = [
+        {"name": "office", "addresses": ["192.0.2.1/24", "2001:DB8::/32", "198.51.100.7"]},
+    ]
+    report = preflight(config(extra={"ip_ranges": ranges}))
+    assert report.errors == []
+    assert report.warnings == [
+        f"{SOURCE}: ip_ranges[0].addresses[0]: '192.0.2.1/24' has host bits set: "
+        "it means '192.0.2.0/24'"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 
 from mxbackup.config.model import Config
@@ -49,7 +51,7 @@ def parse(data: object, source: str) -> Config:
     config = read_section(r, data, "", Config, fixed={"source": source})
     if r.errors or config is None:
         raise ConfigError(r.errors)
-    return config
+    return dataclasses.replace(config, warnings=tuple(r.warnings)) if r.warnings else config
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:

@@ -240,6 +240,9 @@ class MetricsConfig:
 @dataclass(frozen=True, kw_only=True)
 class Config:
     source: str  # the file name; not a YAML key
+    # Legal but probably wrong (one line each, like errors); not a YAML key.  check-config
+    # prints them, the server logs them.
+    warnings: tuple[str, ...] = ()
     server: ServerConfig = setting(
         "how we present ourselves and what we accept", section=ServerConfig
     )

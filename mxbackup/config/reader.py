@@ -45,9 +45,13 @@ class Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.errors: list[str] = []
+        self.warnings: list[str] = []
 
     def error(self, path: str, reason: str) -> None:
         self.errors.append(one_line(f"{self.source}: {path}: {reason}"))
+
+    def warning(self, path: str, reason: str) -> None:
+        self.warnings.append(one_line(f"{self.source}: {path}: {reason}"))
 
 
 class Map:

@@ -89,11 +89,22 @@ ENDPOINTS = Items(
 def network(r: Reader, value: object, path: str) -> IPNetwork | None:
     try:
         if isinstance(value, str):
-            return ipaddress.ip_network(value, strict=False)
+            net = ipaddress.ip_network(value, strict=False)
+            if "/" in value and not _exact_network(value):
+                r.warning(path, f"{value!r} has host bits set: it means {str(net)!r}")
+            return net
     except ValueError:
         pass
     r.error(path, f"must be an IP address or network such as '192.0.2.0/24', got {show(value)}")
     return None
+
+
+def _exact_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value.strip())  # strict: no host bits
+    except ValueError:
+        return False
+    return True
 
 
 NETWORKS = Items(
