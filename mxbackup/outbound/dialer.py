@@ -8,7 +8,7 @@ without a usable address a temporary one (``4.4.4``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
@@ -16,7 +16,19 @@ from twisted.internet import defer
 from mxbackup.config import Config, Route
 from mxbackup.outbound.nexthop import NextHop, NoRoute
 from mxbackup.wire import contract
-from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, Settings
+from mxbackup.wire.contract import (
+    Attempt,
+    Candidate,
+    Delivery,
+    Job,
+    JobResult,
+    Outcome,
+    Settings,
+)
+
+# The connect-only check (``mxbackup.wire.reach.reachable`` with the reactor bound in):
+# candidates and a connect timeout in, a Deferred firing True once one of them connected.
+Check = Callable[[Sequence[Candidate], float], "defer.Deferred[bool]"]
 
 NO_ADDRESS = "no address to connect to (or only our own)"
 
@@ -35,24 +47,50 @@ def decided(jobs: Sequence[Job], outcome: Outcome, attempt: Attempt) -> Delivery
 
 
 class Dialer:
-    def __init__(self, nexthop: NextHop, deliver: contract.Deliver, config: Config) -> None:
+    def __init__(
+        self,
+        nexthop: NextHop,
+        deliver: contract.Deliver,
+        config: Config,
+        check: Check | None = None,
+    ) -> None:
         self.nexthop = nexthop
         self.deliver = deliver
+        self.check = check
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self._route_by_key = {r.domain: r for r in config.routes}
 
+    def candidates(self, key: str) -> defer.Deferred[list[Candidate]]:
+        """Where target ``key`` is: its route's hosts, or its domain's MX hosts."""
+        route = self._route_by_key.get(key)
+        if route is not None:
+            return defer.maybeDeferred(self.nexthop.for_route, route)
+        return defer.maybeDeferred(self.nexthop.for_domain, key.removeprefix("mx:"))
+
+    @defer.inlineCallbacks
+    def reach(self, key: str, timeout: float) -> Any:
+        """Fires True when one of the target's addresses accepts a TCP connection (closed at
+        once, no SMTP); False when none does, or there is nowhere (or nothing) to check."""
+        if self.check is None:
+            return False
+        try:
+            candidates = yield self.candidates(key)
+        except NoRoute:
+            return False
+        if not candidates:
+            return False
+        connected = yield self.check(candidates, timeout)
+        return bool(connected)
+
     @defer.inlineCallbacks
     def dial(self, key: str, jobs: Sequence[Job], ready: contract.Ready) -> Any:
         """Fires with the Delivery of ``jobs`` (none: a probe) to target ``key``."""
         route = self._route_by_key.get(key)
         try:
-            if route is not None:
-                candidates = yield self.nexthop.for_route(route)
-            else:
-                candidates = yield self.nexthop.for_domain(key.removeprefix("mx:"))
+            candidates = yield self.candidates(key)
         except NoRoute as e:
             return decided(jobs, Outcome("permfail", 0, f"5.1.2 {e}"), Attempt(True, "", str(e)))
         if not candidates:
