@@ -16,19 +16,11 @@ from twisted.internet import defer
 from mxbackup.config import Config, Route
 from mxbackup.outbound.nexthop import NextHop, NoRoute
 from mxbackup.wire import contract
-from mxbackup.wire.contract import (
-    Attempt,
-    Candidate,
-    Delivery,
-    Job,
-    JobResult,
-    Outcome,
-    Settings,
-)
+from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, Settings
 
 # The connect-only check (``mxbackup.wire.reach.reachable`` with the reactor bound in):
 # candidates and a connect timeout in, a Deferred firing True once one of them connected.
-Check = Callable[[Sequence[Candidate], float], "defer.Deferred[bool]"]
+Check = Callable[[Sequence[contract.Candidate], float], "defer.Deferred[bool]"]
 
 NO_ADDRESS = "no address to connect to (or only our own)"
 
@@ -63,7 +55,7 @@ class Dialer:
         self.config = config
         self._route_by_key = {r.domain: r for r in config.routes}
 
-    def candidates(self, key: str) -> defer.Deferred[list[Candidate]]:
+    def candidates(self, key: str) -> defer.Deferred[list[contract.Candidate]]:
         """Where target ``key`` is: its route's hosts, or its domain's MX hosts."""
         route = self._route_by_key.get(key)
         if route is not None:

@@ -70,7 +70,7 @@ class Scheduler:
         self.stats = stats or Stats()
         self.backlog = Backlog()
         self.health = Health()
-        self.quick = QuickChecks(self.dialer, self.health, self._start_probe, rng)
+        self.quick = QuickChecks(self.dialer, self.health, lambda t: self._run(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
         self.recorder = Recorder(
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
@@ -168,11 +168,11 @@ class Scheduler:
         for key in started:
             self._start_connections(self.health.get(key))
         for target in self.health.startup_probes():
-            self._start_probe(target)
+            self._run(self._probe(target))
         for target in self.health.due_probes(now):
             if self.backlog.has_mail(target.key):
-                self._start_probe(target)
-        self.quick.run(now, self.backlog.has_mail)  # connected: ``_start_probe`` at once
+                self._run(self._probe(target))
+        self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
 
     def _take(self, qid: str, key: str) -> bool:
         """A due (message, target): queue it for a connection, or, when the target is down,
@@ -254,9 +254,6 @@ class Scheduler:
         return jobs
 
     # -- target health -------------------------------------------------------------------------
-    def _start_probe(self, target: Target) -> None:
-        self._run(self._probe(target))
-
     @defer.inlineCallbacks
     def _probe(self, target: Target) -> Any:
         """Connect, EHLO, QUIT: is the target back?  Costs one connection per interval."""
