@@ -102,3 +102,34 @@ def test_queued_while_primary_down_arrives_intact_when_it_returns(tmp_path):
         if sink:
             sink.kill()
             sink.wait()
+
+
+def test_with_the_default_settings_mail_arrives_within_seconds_of_the_primary_starting(tmp_path):
+    """No delivery section at all (probe_interval 30, tick 1, quick checks every 2 s): the
+    quick connect-only checks notice the primary's port open and probe it at once, so the
+    mail does not wait for the 30 s probe.  A behaviour bound, not a benchmark."""
+    port = free_port()
+    data = base_config(tmp_path)
+    data["routes"][0].update({"target_host": "127.0.0.1", "port": port})
+    assert "delivery" not in data
+    server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
+    sink = None
+    try:
+        with server.smtp("127.0.0.9") as c:
+            c.sendmail("s@sender.test", ["u@example.com"], b"Subject: quick\r\n\r\nhello\r\n")
+        assert wait_for(lambda: "target example.com is down" in server.logtext())
+        up_at = time.monotonic()
+        sink = start_sink(tmp_path / "sink", port)
+        assert wait_for(lambda: spool_files(tmp_path / "sink", "") != [], 15), server.logtext()
+        elapsed = time.monotonic() - up_at
+        assert elapsed < 10, f"took {elapsed:.1f}s after the primary started"
+        assert wait_for(lambda: "outcome=delivered reply=250" in server.logtext())
+        assert wait_for(lambda: spool_files(tmp_path / "spool", "env") == [])
+        # the checks say nothing: the log has the one "is down" and the one "is back"
+        assert server.logtext().count("target example.com is down") == 1
+        assert server.logtext().count("target example.com is back") == 1
+    finally:
+        server.stop()
+        if sink:
+            sink.kill()
+            sink.wait()
