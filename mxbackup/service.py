@@ -277,6 +277,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         wakeup=scheduler.wakeup,
         stats=stats,
         etrn=scheduler,
+        seen=scheduler.quick.seen,
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     for i, description in enumerate(config.server.listen):

@@ -8,6 +8,8 @@ without a usable address a temporary one (``4.4.4``).
 
 from __future__ import annotations
 
+import ipaddress
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +25,16 @@ from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, S
 Check = Callable[[Sequence[contract.Candidate], float], "defer.Deferred[bool]"]
 
 NO_ADDRESS = "no address to connect to (or only our own)"
+
+
+def normal_ip(ip: str) -> str:
+    """One spelling per address (an IPv4-mapped IPv6 address is its IPv4 address)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
 
 
 def no_wait() -> defer.Deferred[None]:
@@ -49,6 +61,10 @@ class Dialer:
         self.nexthop = nexthop
         self.deliver = deliver
         self.check = check
+        # the addresses each target was last found at, and the targets at each address: an
+        # inbound connection from one of them is a sign of life (``liveness``)
+        self.addresses: dict[str, frozenset[str]] = {}
+        self.targets_at: dict[str, set[str]] = defaultdict(set)
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -59,8 +75,23 @@ class Dialer:
         """Where target ``key`` is: its route's hosts, or its domain's MX hosts."""
         route = self._route_by_key.get(key)
         if route is not None:
-            return defer.maybeDeferred(self.nexthop.for_route, route)
-        return defer.maybeDeferred(self.nexthop.for_domain, key.removeprefix("mx:"))
+            d = defer.maybeDeferred(self.nexthop.for_route, route)
+        else:
+            d = defer.maybeDeferred(self.nexthop.for_domain, key.removeprefix("mx:"))
+        return d.addCallback(self._found, key)
+
+    def _found(self, candidates: list[contract.Candidate], key: str) -> list[contract.Candidate]:
+        ips = frozenset(normal_ip(c.ip) for c in candidates)
+        old = self.addresses.get(key, frozenset())
+        if ips != old:
+            for ip in old - ips:
+                self.targets_at[ip].discard(key)
+                if not self.targets_at[ip]:
+                    del self.targets_at[ip]
+            for ip in ips - old:
+                self.targets_at[ip].add(key)
+            self.addresses[key] = ips
+        return candidates
 
     @defer.inlineCallbacks
     def reach(self, key: str, timeout: float) -> Any:

@@ -15,6 +15,10 @@ connected check of the outage, or the first after one that failed): a target tha
 TCP connections but refuses SMTP (421 for hours) costs one extra probe, not one every few
 seconds; its regular probes go on.
 
+A sign of life does the same: an inbound SMTP connection from one of a down target's
+addresses (``seen``, injected into the inbound side by ``service.py``) has it probed at the
+next tick, at any time of the outage, at most once per ``probe_interval``.
+
 The checks run from the scheduler's tick: their times are rounded up to the tick, but they
 are kept on a jittered grid (the next check is due one interval after the previous one was
 due), so the mean interval stays ``quick_check_interval``.
@@ -22,6 +26,7 @@ due), so the mean interval stays ``quick_check_interval``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mxbackup.config.model import DeliveryConfig
-from mxbackup.outbound.dialer import Dialer
+from mxbackup.outbound.dialer import Dialer, normal_ip
 from mxbackup.outbound.health import Health, Target
 
 log = Logger(namespace="mxbackup.scheduler")
@@ -59,10 +64,13 @@ class QuickChecks:
         self.probe = probe
         self.rng = rng or random.Random()
         self._outages: dict[str, _Outage] = {}
+        self._seen: set[str] = set()  # down targets an inbound connection came from
+        self._life_probed: dict[str, float] = {}  # when a sign of life last probed them
         self.checks = 0  # checks started (for tests and the manhole)
 
     def reconfigure(self, delivery: DeliveryConfig) -> None:
         self.interval = delivery.quick_check_interval
+        self.probe_interval = delivery.probe_interval
         self.window = delivery.quick_check_for
         self.timeout = min(delivery.connect_timeout, self.interval or delivery.connect_timeout)
 
@@ -73,10 +81,31 @@ class QuickChecks:
         """Start the checks due at ``now`` (of down targets with mail, in their window)."""
         for target in self.due(now, has_mail):
             self._start(target, now)
+        self._signs_of_life(now, has_mail)
+
+    def seen(self, ip: str) -> None:
+        """An inbound connection came from ``ip``: a down target at that address is probed
+        at the next tick.  Cheap (a dict lookup): called for every inbound connection."""
+        for key in self.dialer.targets_at.get(normal_ip(ip), ()):
+            if self.health.is_down(key):
+                self._seen.add(key)
+
+    def _signs_of_life(self, now: float, has_mail: Callable[[str], bool]) -> None:
+        seen, self._seen = self._seen, set()
+        for key in seen:
+            target = self.health.targets.get(key)
+            if target is None or not target.down or target.probing or not has_mail(key):
+                continue
+            if now < self._life_probed.get(key, -math.inf) + self.probe_interval:
+                continue
+            self._life_probed[key] = now
+            self.probe(target)
 
     def due(self, now: float, has_mail: Callable[[str], bool]) -> list[Target]:
         for key in [k for k in self._outages if not self.health.is_down(k)]:
             del self._outages[key]  # back up (or forgotten): that outage is over
+        for key in [k for k in self._life_probed if not self.health.is_down(k)]:
+            del self._life_probed[key]
         if not self.interval:
             return []
         due = []

@@ -163,3 +163,67 @@ def test_no_checks_without_mail_nor_without_an_address(w):
     w.queue()
     w.advance(MINUTE)
     assert w.deliver.checks == []  # nowhere to check: the fake check was never called
+
+
+# -- a sign of life: an inbound connection from a down target's address ------------------------
+@pytest.fixture
+def slow(tmp_path):
+    """Probes once an hour and no quick checks: only a sign of life can be quick."""
+    return World(tmp_path, delivery={"quick_check_interval": 0, "probe_interval": 3600})
+
+
+def test_a_connection_from_the_targets_address_probes_it_at_the_next_tick(slow):
+    down_at_acceptance(slow)
+    slow.advance(MINUTE)
+    slow.deliver.up = True
+    slow.scheduler.quick.seen("::ffff:127.0.0.1")  # the route's address, IPv4-mapped
+    assert until_delivered(slow, limit=1) <= 1
+    assert slow.deliver.probes == 1
+
+
+def test_a_connection_from_elsewhere_is_no_sign_of_life(slow):
+    down_at_acceptance(slow)
+    slow.deliver.up = True
+    slow.scheduler.quick.seen("127.0.0.9")
+    slow.advance(MINUTE)
+    assert slow.deliver.probes == 0 and slow.scheduler.stats.delivered == 0
+
+
+def test_signs_of_life_probe_at_most_once_per_probe_interval(slow):
+    down_at_acceptance(slow)
+    for _ in range(100):  # a busy primary whose own port is still closed
+        slow.scheduler.quick.seen("127.0.0.1")
+        slow.clock.advance(1)
+    assert slow.deliver.probes == 1
+    slow.clock.advance(3600)  # the regular probe
+    slow.scheduler.quick.seen("127.0.0.1")
+    slow.clock.advance(1)
+    assert slow.deliver.probes == 3
+
+
+def test_no_sign_of_life_for_an_address_never_dialed(slow):
+    slow.scheduler.quick.seen("127.0.0.1")  # nothing queued, nothing known
+    slow.advance(2)
+    assert slow.deliver.calls == []
+
+
+def test_the_inbound_factory_reports_each_clients_address_and_survives_a_failing_report(
+    tmp_path,
+):
+    from twisted.internet.address import IPv4Address
+
+    from mxbackup.inbound.factory import SMTPFactory
+
+    seen: list[str] = []
+    w = World(tmp_path)
+    factory = SMTPFactory(
+        w.config, w.spool, clock=w.clock, check_password=lambda u, p: None, seen=seen.append
+    )
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.5", 40000)) is not None
+    assert seen == ["127.0.0.5"]
+
+    def broken(ip: str) -> None:
+        raise RuntimeError("bug")
+
+    factory.seen = broken
+    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.5", 40001)) is not None
