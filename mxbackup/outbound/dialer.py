@@ -61,8 +61,8 @@ class Dialer:
         self.nexthop = nexthop
         self.deliver = deliver
         self.check = check
-        # the addresses each target was last found at, and the targets at each address: an
-        # inbound connection from one of them is a sign of life (``liveness``)
+        # the addresses each route's target was last found at, and the targets at each
+        # address: an inbound connection from one of them is a sign of life (``liveness``)
         self.addresses: dict[str, frozenset[str]] = {}
         self.targets_at: dict[str, set[str]] = defaultdict(set)
         self.reconfigure(config)
@@ -74,10 +74,9 @@ class Dialer:
     def candidates(self, key: str) -> defer.Deferred[list[contract.Candidate]]:
         """Where target ``key`` is: its route's hosts, or its domain's MX hosts."""
         route = self._route_by_key.get(key)
-        if route is not None:
-            d = defer.maybeDeferred(self.nexthop.for_route, route)
-        else:
-            d = defer.maybeDeferred(self.nexthop.for_domain, key.removeprefix("mx:"))
+        if route is None:  # MX delivery (bounces): many domains, none of them a primary
+            return defer.maybeDeferred(self.nexthop.for_domain, key.removeprefix("mx:"))
+        d = defer.maybeDeferred(self.nexthop.for_route, route)
         return d.addCallback(self._found, key)
 
     def _found(self, candidates: list[contract.Candidate], key: str) -> list[contract.Candidate]:

@@ -143,3 +143,14 @@ def test_a_target_without_an_address_is_down_and_the_try_counts(w):
     assert (rcpt.state, rcpt.attempts) == ("pending", 1)
     assert rcpt.last_reply == "4.4.4 no address to connect to (or only our own)"
     assert w.scheduler.targets["example.com"].down
+
+
+def test_route_targets_are_indexed_by_address_mx_targets_are_not(tmp_path):
+    nexthop = FakeNextHop()
+    dialer = Dialer(nexthop, Recording(), config(tmp_path))
+    fired(dialer.dial("example.com", JOBS, no_wait))
+    fired(dialer.dial("mx:sender.test", JOBS, no_wait))  # 127.0.0.2: a bounce's MX host
+    assert dict(dialer.targets_at) == {"127.0.0.1": {"example.com"}}
+    nexthop.no_address.add("example.com")  # the route's name no longer resolves
+    fired(dialer.dial("example.com", JOBS, no_wait))
+    assert dict(dialer.targets_at) == {} and dialer.addresses == {"example.com": frozenset()}
