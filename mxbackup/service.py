@@ -34,7 +34,7 @@ from mxbackup.preflight import preflight
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
 from mxbackup.stats import Stats
-from mxbackup.wire import client
+from mxbackup.wire import client, reach
 
 log = Logger(namespace="mxbackup.service")
 
@@ -265,6 +265,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         nexthop=nexthop,
         deliver=functools.partial(client.deliver, reactor),
         stats=stats,
+        check=functools.partial(reach.reachable, reactor),
     )
     scheduler.load(live)
     factory = SMTPFactory(
@@ -276,6 +277,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         wakeup=scheduler.wakeup,
         stats=stats,
         etrn=scheduler,
+        seen=scheduler.quick.seen,
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     for i, description in enumerate(config.server.listen):

@@ -200,6 +200,14 @@ class DeliveryConfig:
     probe_interval: float = setting(
         "a target that is down is probed this often", seconds, default=30.0
     )
+    quick_check_interval: float = setting(
+        "seconds between connect-only checks of a down target; 0 = off",
+        seconds_or_off,
+        default=2.0,
+    )
+    quick_check_for: float = setting(
+        "seconds of an outage with quick checks; then probes only", seconds, default=3600.0
+    )
     connect_timeout: float = setting("seconds to wait for the connection", seconds, default=30.0)
     reply_timeout: float = setting("seconds to wait for each SMTP reply", seconds, default=300.0)
     max_connections_per_target: int = setting(

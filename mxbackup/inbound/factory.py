@@ -40,6 +40,7 @@ class SMTPFactory(protocol.ServerFactory):
         wakeup: Callable[[Envelope], None] = lambda envelope: None,
         stats: Stats | None = None,
         etrn: QueueFlusher | None = None,
+        seen: Callable[[str], None] = lambda ip: None,
     ) -> None:
         self.policy = Policy(config)
         self.spool = spool
@@ -49,6 +50,7 @@ class SMTPFactory(protocol.ServerFactory):
         self.wakeup = wakeup
         self.stats = stats or Stats()
         self.etrn = etrn
+        self.seen = seen  # each client's address: one of a down target's is a sign of life
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
 
@@ -58,6 +60,10 @@ class SMTPFactory(protocol.ServerFactory):
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         server = self.policy.server
         ip = getattr(addr, "host", str(addr))
+        try:
+            self.seen(ip)
+        except Exception:  # noqa: BLE001 - never a reason to refuse a client
+            log.failure("sign of life from {ip} not recorded", ip=ip)
         if self.connections >= server.max_connections:
             log.info("refused connection client={ip}: too many connections", ip=ip)
             return Refuse(replies.TOO_MANY_CONNECTIONS)

@@ -3,7 +3,8 @@
 Pure: no reactor, no I/O; times are passed in.  A target is a route's domain pattern, or
 ``mx:<domain>`` for mail delivered by MX lookup.  When a session to it fails, the target is
 *down*: mail that falls due meanwhile counts a failed try without connecting, and one cheap
-probe (connect, EHLO, QUIT) every ``probe_interval`` checks whether it is back.  Until a
+probe (connect, EHLO, QUIT) every ``probe_interval`` checks whether it is back (and, early in
+the outage, quick connect-only checks: ``liveness``).  Until a
 session or probe has worked since it was last down, it is not *proven*: one connection at a
 time (slow start), so an unknown or dead target does not cost a full set of connections, each
 with its batch of envelope writes.
@@ -81,6 +82,13 @@ class Health:
         """Known and not down (an unknown target is neither)."""
         target = self.targets.get(key)
         return target is not None and not target.down
+
+    def is_down(self, key: str) -> bool:
+        target = self.targets.get(key)
+        return target is not None and target.down
+
+    def down_targets(self) -> list[Target]:
+        return [target for target in self.targets.values() if target.down]
 
     def probe_at_start(self, keys: Iterable[str]) -> None:
         """Targets with mail at start-up: each is probed at the first tick."""

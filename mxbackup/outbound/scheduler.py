@@ -7,8 +7,9 @@ only what is due, so a tick's cost follows what is due, not the queue's size.
 Targets have their own state (``health``): at most ``max_connections_per_target`` connections
 (one until the target is proven), each carrying up to ``max_messages_per_connection``
 messages; a target that is down gets a failed try without connecting for what falls due, and
-one probe every ``probe_interval``; when a probe or any delivery to it succeeds, the target's
-whole queue is flushed at once.
+one probe every ``probe_interval`` (early in the outage, quick connect-only checks too, each
+probing at once when the port takes connections again: ``liveness``); when a probe or any
+delivery to it succeeds, the target's whole queue is flushed at once.
 
 A connection is one call of the injected ``deliver`` (the delivery contract,
 ``mxbackup.wire.contract``): immutable jobs in; each job's result is recorded as it comes
@@ -18,6 +19,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from twisted.internet import defer, task
@@ -25,8 +27,9 @@ from twisted.logger import Logger
 
 from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
-from mxbackup.outbound.dialer import Dialer, no_wait
+from mxbackup.outbound.dialer import Check, Dialer, no_wait
 from mxbackup.outbound.health import Health, Target, target_key
+from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder
@@ -58,13 +61,16 @@ class Scheduler:
         nexthop: NextHop,
         deliver: Deliver,
         stats: Stats | None = None,
+        check: Check | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.spool = spool
         self.clock = clock
-        self.dialer = Dialer(nexthop, deliver, config)
+        self.dialer = Dialer(nexthop, deliver, config, check)
         self.stats = stats or Stats()
         self.backlog = Backlog()
         self.health = Health()
+        self.quick = QuickChecks(self.dialer, self.health, lambda t: self._run(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
         self.recorder = Recorder(
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
@@ -78,6 +84,7 @@ class Scheduler:
         self.delivery = config.delivery
         self.routes = route_table(config)
         self.dialer.reconfigure(config)
+        self.quick.reconfigure(config.delivery)
         self.recorder.reconfigure(config)
         self.dsn.reconfigure(config)
 
@@ -165,6 +172,7 @@ class Scheduler:
         for target in self.health.due_probes(now):
             if self.backlog.has_mail(target.key):
                 self._run(self._probe(target))
+        self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
 
     def _take(self, qid: str, key: str) -> bool:
         """A due (message, target): queue it for a connection, or, when the target is down,

@@ -135,3 +135,24 @@ def test_route_defaults_are_stated_once() -> None:
     assert fields["retries"] == 100
     assert fields["minutes_between_retries"] == 15
     assert fields["port"] == 25
+
+
+def test_the_quick_check_keys(tmp_path: Path) -> None:
+    """Seconds like the section's other keys: quick_check_interval may be 0 (off),
+    quick_check_for may not; the defaults are 2 and 3600."""
+    from mxbackup.config import ConfigError
+
+    def delivery(**keys: Any) -> DeliveryConfig:
+        data = required_only(tmp_path)
+        data["delivery"] = keys
+        return parse(data, SOURCE).delivery
+
+    default = delivery()
+    assert (default.quick_check_interval, default.quick_check_for) == (2.0, 3600.0)
+    assert delivery(quick_check_interval=0, quick_check_for=60).quick_check_interval == 0.0
+    assert delivery(quick_check_interval=0.5).quick_check_interval == 0.5
+    for bad in ({"quick_check_interval": -1}, {"quick_check_for": 0}, {"quick_check_for": "x"}):
+        with pytest.raises(ConfigError) as info:
+            delivery(**bad)
+        (line,) = info.value.errors
+        assert f"delivery.{next(iter(bad))}: must be a number of seconds" in line

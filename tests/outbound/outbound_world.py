@@ -6,6 +6,7 @@ anything is "sent"; if it fails, nothing is sent and every job is a tempfail, no
 from __future__ import annotations
 
 import email
+import random
 from collections.abc import Callable
 
 from twisted.internet import defer
@@ -81,6 +82,20 @@ class FakeDeliver:
         self.hold = False
         self.pending: list[Session] = []
         self.settings: list = []
+        # the connect-only check (``reach``): its calls, and whether the port takes
+        # connections (None: when the target is ``up``); ``hold_checks`` keeps them pending
+        self.checks: list[tuple] = []
+        self.port_open: bool | None = None
+        self.hold_checks = False
+        self.pending_checks: list[defer.Deferred] = []
+
+    def reach(self, candidates, timeout) -> defer.Deferred:
+        self.checks.append((list(candidates), timeout))
+        if self.hold_checks:
+            d: defer.Deferred = defer.Deferred()
+            self.pending_checks.append(d)
+            return d
+        return defer.succeed(self.up if self.port_open is None else self.port_open)
 
     @property
     def probes(self) -> int:
@@ -158,10 +173,13 @@ class HeldRunner:
 
 
 class World:
-    def __init__(self, tmp, routes=None, delivery=None, runner=sync_thread) -> None:
+    def __init__(
+        self, tmp, routes=None, delivery=None, runner=sync_thread, default_delivery=False
+    ) -> None:
         data = base_config(tmp)
         data["routes"][0].update(routes or {})
-        data["delivery"] = {"probe_interval": 30, "tick": 1, **(delivery or {})}
+        if not default_delivery:  # else no delivery section at all: every default
+            data["delivery"] = {"probe_interval": 30, "tick": 1, **(delivery or {})}
         self.config = config_module.parse(data, "test.yaml")
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -169,7 +187,15 @@ class World:
         self.spool.recover()
         self.deliver = FakeDeliver()
         self.nexthop = FakeNextHop()
-        self.scheduler = Scheduler(self.config, self.spool, self.clock, self.nexthop, self.deliver)
+        self.scheduler = Scheduler(
+            self.config,
+            self.spool,
+            self.clock,
+            self.nexthop,
+            self.deliver,
+            check=self.deliver.reach,
+            rng=random.Random(14),
+        )
         self.admin = QueueAdmin(self.scheduler)
         self.scheduler.start()
         self.root = tmp / "spool"

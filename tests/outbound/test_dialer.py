@@ -95,6 +95,24 @@ def test_no_address_is_a_temporary_failure_and_the_target_counts_as_down(tmp_pat
     assert fired(no_wait()) is None
 
 
+def test_reach_checks_the_targets_addresses_and_nothing_else(tmp_path):
+    nexthop, deliver, checks = FakeNextHop(), Recording(), []
+
+    def check(candidates, timeout):
+        checks.append(([(c.ip, c.port) for c in candidates], timeout))
+        return defer.succeed(True)
+
+    dialer = Dialer(nexthop, deliver, config(tmp_path), check)
+    assert fired(dialer.reach("example.com", 2.0)) is True
+    assert checks == [([("127.0.0.1", 9)], 2.0)]
+    nexthop.no_address.add("example.com")
+    nexthop.no_route.add("sender.test")
+    assert fired(dialer.reach("example.com", 2.0)) is False  # nowhere to check
+    assert fired(dialer.reach("mx:sender.test", 2.0)) is False
+    assert len(checks) == 1 and deliver.calls == []
+    assert fired(Dialer(FakeNextHop(), deliver, config(tmp_path)).reach("example.com", 2)) is False
+
+
 # -- through the scheduler -----------------------------------------------------------------------
 @pytest.fixture
 def w(tmp_path):
@@ -125,3 +143,14 @@ def test_a_target_without_an_address_is_down_and_the_try_counts(w):
     assert (rcpt.state, rcpt.attempts) == ("pending", 1)
     assert rcpt.last_reply == "4.4.4 no address to connect to (or only our own)"
     assert w.scheduler.targets["example.com"].down
+
+
+def test_route_targets_are_indexed_by_address_mx_targets_are_not(tmp_path):
+    nexthop = FakeNextHop()
+    dialer = Dialer(nexthop, Recording(), config(tmp_path))
+    fired(dialer.dial("example.com", JOBS, no_wait))
+    fired(dialer.dial("mx:sender.test", JOBS, no_wait))  # 127.0.0.2: a bounce's MX host
+    assert dict(dialer.targets_at) == {"127.0.0.1": {"example.com"}}
+    nexthop.no_address.add("example.com")  # the route's name no longer resolves
+    fired(dialer.dial("example.com", JOBS, no_wait))
+    assert dict(dialer.targets_at) == {} and dialer.addresses == {"example.com": frozenset()}
