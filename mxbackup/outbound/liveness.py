@@ -9,6 +9,9 @@ connections again.  When it does, the full probe is made at once (the usual path
 probe marks the target up and flushes its queue).  A check that is refused or times out
 changes nothing: no log line, no try counted, no reply recorded.
 
+At most ``CHECKS_PER_SECOND`` checks a second are made in all: with more down targets than
+that budget allows at ``quick_check_interval``, each is checked less often.
+
 At most one check or probe per target is in flight (``Target.probing`` covers both).  A
 check triggers a probe only when the target's port has just become reachable (the first
 connected check of the outage, or the first after one that failed): a target that takes
@@ -42,6 +45,10 @@ from mxbackup.outbound.health import Health, Target
 log = Logger(namespace="mxbackup.scheduler")
 
 JITTER = 0.25
+# Quick checks in all, a second at most: beyond CHECKS_PER_SECOND * quick_check_interval down
+# targets (100 at the defaults) each is checked less often, so that a thousand dead routes
+# cost 50 connection attempts a second (each checked every 20 s), not 500.
+CHECKS_PER_SECOND = 50.0
 
 
 @dataclass
@@ -75,7 +82,8 @@ class QuickChecks:
         self.timeout = min(delivery.connect_timeout, self.interval or delivery.connect_timeout)
 
     def _jittered(self) -> float:
-        return self.interval * self.rng.uniform(1 - JITTER, 1 + JITTER)
+        spacing = max(self.interval, len(self._outages) / CHECKS_PER_SECOND)
+        return spacing * self.rng.uniform(1 - JITTER, 1 + JITTER)
 
     def run(self, now: float, has_mail: Callable[[str], bool]) -> None:
         """Start the checks due at ``now`` (of down targets with mail, in their window)."""

@@ -227,3 +227,34 @@ def test_the_inbound_factory_reports_each_clients_address_and_survives_a_failing
 
     factory.seen = broken
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.5", 40001)) is not None
+
+
+def test_a_thousand_dead_targets_cost_at_most_the_global_budget():
+    """1,000 dead routes: at most CHECKS_PER_SECOND quick checks a second in all (each
+    target then every ~20 s), instead of 500 a second."""
+    import random
+
+    from twisted.internet import defer
+
+    from mxbackup.outbound.health import Health
+    from mxbackup.outbound.liveness import CHECKS_PER_SECOND, QuickChecks
+
+    health = Health()
+    for i in range(1000):
+        health.get(f"r{i}.test").went_down("refused", now=1.0, probe_interval=30)
+    calls: list[str] = []
+
+    class Dialer:
+        targets_at: dict = {}
+
+        def reach(self, key, timeout):
+            calls.append(key)
+            return defer.succeed(False)
+
+    checks = QuickChecks(Dialer(), health, probe=lambda t: None, rng=random.Random(14))
+    checks.reconfigure(DeliveryConfig())
+    for second in range(600):
+        checks.run(1.0 + second, has_mail=lambda key: True)
+    first_round = 1000  # every target's first check falls in its first jittered interval
+    assert len(calls) <= CHECKS_PER_SECOND * 600 * 1.1 + first_round
+    assert len(set(calls)) == 1000  # nobody starved
