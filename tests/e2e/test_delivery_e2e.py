@@ -69,100 +69,109 @@ def body_with_dots_at_chunk_boundaries() -> bytes:
     return b"\r\n".join(lines) + b"\r\n"
 
 
-def test_queued_while_primary_down_arrives_intact_when_it_returns(tmp_path):
-    port = free_port()
-    data = base_config(tmp_path)
-    data["routes"][0].update({"target_host": "127.0.0.1", "port": port})
-    data["delivery"] = {"probe_interval": 0.5, "tick": 0.1}
-    server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
-    sink = None
-    try:
-        body = body_with_dots_at_chunk_boundaries()
-        with server.smtp("127.0.0.9") as c:
-            c.sendmail("s@sender.test", ["u@example.com"], body)
-        spool = tmp_path / "spool"
-        assert len(spool_files(spool, "new")) == 1
-        assert wait_for(lambda: "target example.com is down" in server.logtext())
-        up_at = time.monotonic()
-        sink = start_sink(tmp_path / "sink", port)
-        assert wait_for(lambda: spool_files(tmp_path / "sink", "") != []), server.logtext()
-        elapsed = time.monotonic() - up_at
-        assert elapsed < 5, f"took {elapsed:.1f}s after the primary came up"
-        # The dump file appears as the message arrives; it is complete once the sink has
-        # answered the end of data, i.e. once we logged the delivery.
-        assert wait_for(lambda: "outcome=delivered" in server.logtext()), server.logtext()
-        (dump,) = (tmp_path / "sink").iterdir()
-        received = dump.read_bytes()
-        # smtp-sink writes LF line ends and one extra LF at the end; after its headers and our
-        # Received header come exactly the bytes that were sent.
-        ours = received.index(b"by mx2.example.net (mxbackup)")
-        after_ours = received[received.index(b"\nSubject: dots", ours) + 1 :]
-        assert after_ours == body.replace(b"\r\n", b"\n") + b"\n"
-        assert received.count(b"Message-Id: <dots@e2e.test>") == 1
-        assert wait_for(lambda: spool_files(spool, "env") == [])
-        assert spool_files(spool, "new") == []
-        assert "outcome=delivered reply=250" in server.logtext()
-    finally:
-        server.stop()
-        if sink:
-            sink.kill()
-            sink.wait()
+class DeadPrimary:
+    """The real twistd with example.com routed to a primary whose port is closed until
+    ``start_primary`` runs smtp-sink there."""
+
+    def __init__(self, tmp_path: Path, delivery: dict | None) -> None:
+        self.tmp = tmp_path
+        self.port = free_port()
+        data = base_config(tmp_path)
+        data["routes"][0].update({"target_host": "127.0.0.1", "port": self.port})
+        if delivery is not None:
+            data["delivery"] = delivery
+        self.server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
+        self.sink: subprocess.Popen | None = None
+
+    def start_primary(self) -> None:
+        self.sink = start_sink(self.tmp / "sink", self.port)
+
+    def close(self) -> None:
+        self.server.stop()
+        if self.sink:
+            self.sink.kill()
+            self.sink.wait()
 
 
-def test_with_the_default_settings_mail_arrives_within_seconds_of_the_primary_starting(tmp_path):
+@pytest.fixture
+def dead_primary(tmp_path):
+    made: list[DeadPrimary] = []
+
+    def make(delivery: dict | None = None) -> DeadPrimary:
+        made.append(DeadPrimary(tmp_path, delivery))
+        return made[-1]
+
+    yield make
+    for world in made:
+        world.close()
+
+
+def test_queued_while_primary_down_arrives_intact_when_it_returns(tmp_path, dead_primary):
+    world = dead_primary({"probe_interval": 0.5, "tick": 0.1})
+    server = world.server
+    body = body_with_dots_at_chunk_boundaries()
+    with server.smtp("127.0.0.9") as c:
+        c.sendmail("s@sender.test", ["u@example.com"], body)
+    spool = tmp_path / "spool"
+    assert len(spool_files(spool, "new")) == 1
+    assert wait_for(lambda: "target example.com is down" in server.logtext())
+    up_at = time.monotonic()
+    world.start_primary()
+    assert wait_for(lambda: spool_files(tmp_path / "sink", "") != []), server.logtext()
+    elapsed = time.monotonic() - up_at
+    assert elapsed < 5, f"took {elapsed:.1f}s after the primary came up"
+    # The dump file appears as the message arrives; it is complete once the sink has
+    # answered the end of data, i.e. once we logged the delivery.
+    assert wait_for(lambda: "outcome=delivered" in server.logtext()), server.logtext()
+    (dump,) = (tmp_path / "sink").iterdir()
+    received = dump.read_bytes()
+    # smtp-sink writes LF line ends and one extra LF at the end; after its headers and our
+    # Received header come exactly the bytes that were sent.
+    ours = received.index(b"by mx2.example.net (mxbackup)")
+    after_ours = received[received.index(b"\nSubject: dots", ours) + 1 :]
+    assert after_ours == body.replace(b"\r\n", b"\n") + b"\n"
+    assert received.count(b"Message-Id: <dots@e2e.test>") == 1
+    assert wait_for(lambda: spool_files(spool, "env") == [])
+    assert spool_files(spool, "new") == []
+    assert "outcome=delivered reply=250" in server.logtext()
+
+
+def test_with_the_default_settings_mail_arrives_within_seconds_of_the_primary_starting(
+    tmp_path, dead_primary
+):
     """No delivery section at all (probe_interval 30, tick 1, quick checks every 2 s): the
     quick connect-only checks notice the primary's port open and probe it at once, so the
     mail does not wait for the 30 s probe.  A behaviour bound, not a benchmark."""
-    port = free_port()
-    data = base_config(tmp_path)
-    data["routes"][0].update({"target_host": "127.0.0.1", "port": port})
-    assert "delivery" not in data
-    server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
-    sink = None
-    try:
-        with server.smtp("127.0.0.9") as c:
-            c.sendmail("s@sender.test", ["u@example.com"], b"Subject: quick\r\n\r\nhello\r\n")
-        assert wait_for(lambda: "target example.com is down" in server.logtext())
-        up_at = time.monotonic()
-        sink = start_sink(tmp_path / "sink", port)
-        assert wait_for(lambda: spool_files(tmp_path / "sink", "") != [], 15), server.logtext()
-        elapsed = time.monotonic() - up_at
-        assert elapsed < 10, f"took {elapsed:.1f}s after the primary started"
-        assert wait_for(lambda: "outcome=delivered reply=250" in server.logtext())
-        assert wait_for(lambda: spool_files(tmp_path / "spool", "env") == [])
-        # the checks say nothing: the log has the one "is down" and the one "is back"
-        assert server.logtext().count("target example.com is down") == 1
-        assert server.logtext().count("target example.com is back") == 1
-    finally:
-        server.stop()
-        if sink:
-            sink.kill()
-            sink.wait()
+    world = dead_primary()  # no delivery section
+    server = world.server
+    with server.smtp("127.0.0.9") as c:
+        c.sendmail("s@sender.test", ["u@example.com"], b"Subject: quick\r\n\r\nhello\r\n")
+    assert wait_for(lambda: "target example.com is down" in server.logtext())
+    up_at = time.monotonic()
+    world.start_primary()
+    assert wait_for(lambda: spool_files(tmp_path / "sink", "") != [], 15), server.logtext()
+    elapsed = time.monotonic() - up_at
+    assert elapsed < 10, f"took {elapsed:.1f}s after the primary started"
+    assert wait_for(lambda: "outcome=delivered reply=250" in server.logtext())
+    assert wait_for(lambda: spool_files(tmp_path / "spool", "env") == [])
+    # the checks say nothing: the log has the one "is down" and the one "is back"
+    assert server.logtext().count("target example.com is down") == 1
+    assert server.logtext().count("target example.com is back") == 1
 
 
-def test_a_connection_from_the_primary_is_a_sign_of_life(tmp_path):
+def test_a_connection_from_the_primary_is_a_sign_of_life(tmp_path, dead_primary):
     """Probes once an hour, no quick checks: the primary connecting to us (it is back and
     sends mail) has it probed at once, and the queued mail follows."""
-    port = free_port()
-    data = base_config(tmp_path)
-    data["routes"][0].update({"target_host": "127.0.0.1", "port": port})
-    data["delivery"] = {"quick_check_interval": 0, "probe_interval": 3600}
-    server = Twistd(write_config(tmp_path, data), tmp_path / "twistd.log").start()
-    sink = None
-    try:
-        with server.smtp("127.0.0.9") as c:
-            c.sendmail("s@sender.test", ["u@example.com"], b"Subject: life\r\n\r\nhello\r\n")
-        assert wait_for(lambda: "target example.com is down" in server.logtext())
-        sink = start_sink(tmp_path / "sink", port)
-        assert wait_for(lambda: listening(port))  # else the probe could come too early
-        with server.smtp("127.0.0.1") as c:  # from the primary's address: just a NOOP
-            c.noop()
-        up_at = time.monotonic()
-        assert wait_for(lambda: spool_files(tmp_path / "sink", "") != [], 15), server.logtext()
-        elapsed = time.monotonic() - up_at
-        assert elapsed < 10, f"took {elapsed:.1f}s after the primary connected"
-    finally:
-        server.stop()
-        if sink:
-            sink.kill()
-            sink.wait()
+    world = dead_primary({"quick_check_interval": 0, "probe_interval": 3600})
+    server, port = world.server, world.port
+    with server.smtp("127.0.0.9") as c:
+        c.sendmail("s@sender.test", ["u@example.com"], b"Subject: life\r\n\r\nhello\r\n")
+    assert wait_for(lambda: "target example.com is down" in server.logtext())
+    world.start_primary()
+    assert wait_for(lambda: listening(port))  # else the probe could come too early
+    with server.smtp("127.0.0.1") as c:  # from the primary's address: just a NOOP
+        c.noop()
+    up_at = time.monotonic()
+    assert wait_for(lambda: spool_files(tmp_path / "sink", "") != [], 15), server.logtext()
+    elapsed = time.monotonic() - up_at
+    assert elapsed < 10, f"took {elapsed:.1f}s after the primary connected"
