@@ -30,7 +30,6 @@ class Listener:
         self.endpoint = endpoint
         self.what = what  # the key and its value, for the one-line error: server.listen[0] ...
         self.on_bound = on_bound
-        self.port: Any = None
         self.error = ""  # why it could not bind
         self.settled: defer.Deferred[None] = defer.Deferred()  # bound or failed; never fails
 
@@ -38,7 +37,6 @@ class Listener:
         return self.endpoint.listen(factory).addCallbacks(self._bound, self._failed)
 
     def _bound(self, port: Any) -> Any:
-        self.port = port
         if self.on_bound is not None:
             self.on_bound(port)
         self.settled.callback(None)

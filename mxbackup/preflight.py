@@ -10,8 +10,8 @@ Nothing here listens or connects: endpoints are parsed, not bound.
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,9 @@ from OpenSSL.crypto import FILETYPE_PEM
 from twisted.internet import endpoints, ssl
 
 from mxbackup.config import Config
+from mxbackup.outbound.nexthop import NextHop
 
-_ANY = ("", "0.0.0.0", "::")
+_ENDPOINT_ERRORS = (ValueError, KeyError, TypeError, IndexError)
 
 
 @dataclass
@@ -70,12 +71,22 @@ def _listeners(config: Config) -> list[tuple[str, str]]:
     return found
 
 
+def endpoint(reactor: Any, description: str) -> Any:
+    """Twisted's endpoint for ``description``; ValueError with the reason when it has none."""
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except _ENDPOINT_ERRORS as e:
+        raise ValueError(f"bad endpoint {description!r}: {e or type(e).__name__}") from None
+
+
 def _parse_endpoint(say: _Say, key: str, description: str) -> None:
-    if description.startswith("systemd:") and "LISTEN_FDS" not in os.environ:
-        return  # its sockets come from systemd at start: nothing to parse against here
     try:
         endpoints.serverFromString(_NoReactor(), description)
-    except (ValueError, KeyError, TypeError) as e:
+    except IndexError:
+        if "LISTEN_FDS" not in os.environ:
+            return  # a systemd socket: it is inherited at start, not here (check-config)
+        say.error(key, f"bad endpoint {description!r}: no such socket from systemd")
+    except _ENDPOINT_ERRORS as e:
         say.error(key, f"bad endpoint {description!r}: {e}")
 
 
@@ -110,12 +121,24 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
 
 def _own_targets(say: _Say, config: Config) -> None:
     """A route's target that is one of our own TCP listening addresses: mail for it would
-    come back to us (the server also refuses it at delivery; this says so up front)."""
-    own = [_tcp_address(d) for d in config.server.listen]
-    own_addresses = [a for a in own if a is not None]
+    come back to us.  The next hop's own-address rule decides (it refuses such targets at
+    delivery too); this says so up front."""
+    own = NextHop(None, "")
+    for description in config.server.listen:
+        address = _tcp_address(description)
+        if address is None:
+            continue
+        try:
+            own.add_own(address[0] or "0.0.0.0", address[1])
+        except ValueError:
+            continue  # an interface given by name: the next hop learns it once bound
     for i, route in enumerate(config.routes):
         for target in route.targets:
-            if _is_own(target.host, target.port, own_addresses):
+            try:
+                ours = own.is_self(target.host.strip("[]"), target.port)
+            except ValueError:
+                continue  # a name: the next hop skips our addresses when it resolves it
+            if ours:
                 say.error(
                     f"routes[{i}].target_host",
                     f"{target.host}:{target.port} is one of our own listening addresses "
@@ -128,23 +151,15 @@ def _tcp_address(description: str) -> tuple[str, int] | None:
     kind, _, rest = description.partition(":")
     if kind not in ("tcp", "tcp6"):
         return None
-    parts = rest.split(":")
-    if not parts[0].isdigit():
+    args: list[str] = []
+    options: dict[str, str] = {}
+    for part in re.split(r"(?<!\\):", rest):  # "\:" is a colon inside a value (IPv6)
+        name, equals, value = part.partition("=")
+        if equals:
+            options[name] = value.replace("\\:", ":")
+        else:
+            args.append(part)
+    port = args[0] if args else options.get("port", "")
+    if not port.isdigit():
         return None
-    interface = next((p.split("=", 1)[1] for p in parts[1:] if p.startswith("interface=")), "")
-    return interface.replace("\\:", ":"), int(parts[0])
-
-
-def _is_own(host: str, port: int, own: list[tuple[str, int]]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False  # a name: only the next hop knows (it skips our addresses when it resolves)
-    for interface, own_port in own:
-        if port != own_port:
-            continue
-        if interface in _ANY and (address.is_loopback or address.is_unspecified):
-            return True
-        if interface not in _ANY and ipaddress.ip_address(interface) == address:
-            return True
-    return False
+    return options.get("interface", ""), int(port)

@@ -30,6 +30,7 @@ from mxbackup.ops.metrics import make_metrics_service
 from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
+from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
@@ -141,7 +142,9 @@ class MXBackupService(service.MultiService):
     def _install_sighup(self) -> None:
         import signal
 
-        from twisted.internet import reactor
+        reactor = self._reactor
+        if reactor is None:  # built without one (tests): the global reactor
+            from twisted.internet import reactor
 
         def on_sighup(signum: int, frame: Any) -> None:
             reactor.callFromThread(self._reload_logged)
@@ -162,6 +165,11 @@ class MXBackupService(service.MultiService):
             new = config_module.load(self.config.source)
         except ConfigError as e:
             raise ValueError("\n".join(e.errors)) from None
+        checked = preflight(new)  # what the server checked at start, checked again
+        if checked.errors:
+            raise ValueError("\n".join(checked.errors))
+        for warning in checked.warnings:
+            log.warn("warning: {warning}", warning=warning)
         # Against what the server started with (what runs), not the last reload: a value
         # changed and then restored needs no restart.
         running = self.started_config
@@ -281,7 +289,10 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     for i, description in enumerate(config.server.listen):
-        endpoint = endpoints.serverFromString(reactor, description)  # parsed by preflight
+        try:
+            endpoint = preflight_endpoint(reactor, description)
+        except ValueError as e:  # a systemd socket that was not passed to us
+            raise ConfigError([f"{config.source}: server.listen[{i}]: {e}"]) from None
         top.listen(
             endpoint,
             factory,

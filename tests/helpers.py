@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from mxbackup import config as config_module
 from mxbackup.inbound.factory import SMTPFactory
+from mxbackup.listening import Listener
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
 
@@ -271,19 +272,10 @@ def track_connections(factory: Any) -> list[defer.Deferred[None]]:
 
 def listening_port(svc: Any) -> defer.Deferred[Any]:
     """The port a ``strports`` service will listen on; call before starting it.  Its public
-    ``endpoint`` is wrapped, so the service still gets (and later stops) the port itself."""
+    ``endpoint`` is wrapped (``mxbackup.listening.Listener``), so the service still gets (and
+    later stops) the port itself."""
     d: defer.Deferred[Any] = defer.Deferred()
-    inner = svc.endpoint
-
-    class Announcing:
-        def listen(self, factory: Any) -> defer.Deferred[Any]:
-            def got(port: Any) -> Any:
-                d.callback(port)
-                return port
-
-            return inner.listen(factory).addCallback(got)
-
-    svc.endpoint = Announcing()
+    svc.endpoint = Listener(svc.endpoint, "test", on_bound=d.callback)
     return d
 
 

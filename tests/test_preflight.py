@@ -91,3 +91,39 @@ def test_a_network_with_host_bits_set_is_a_warning():
         f"{SOURCE}: ip_ranges[0].addresses[0]: '192.0.2.1/24' has host bits set: "
         "it means '192.0.2.0/24'"
     ]
+
+
+def test_listen_forms_that_are_valid_never_crash_the_check(monkeypatch):
+    """Regression (review): an escaped IPv6 interface or an interface given by name made
+    the own-address check raise; ``port=`` was not read; a missing systemd socket raised."""
+    data = {
+        "server": {
+            "hostname": "mx.test",
+            "listen": [
+                "tcp6:2525:interface=\\:\\:1",
+                "tcp:2526:interface=localhost",
+                "tcp:port=2527:interface=127.0.0.2",
+                "systemd:domain=INET:index=0",
+            ],
+            "spool": "spool",
+        },
+        "routes": [
+            {"domain": "a.test", "target_host": "[::1]:2525"},
+            {"domain": "b.test", "target_host": "127.0.0.2", "port": 2527},
+            {"domain": "c.test", "target_host": "localhost", "port": 2526},
+        ],
+    }
+    monkeypatch.delenv("LISTEN_FDS", raising=False)
+    report = preflight(config_module.parse(data, SOURCE))
+    assert report.errors == [
+        f"{SOURCE}: routes[0].target_host: ::1:2525 is one of our own listening addresses "
+        "(the mail would come back to us)",
+        f"{SOURCE}: routes[1].target_host: 127.0.0.2:2527 is one of our own listening "
+        "addresses (the mail would come back to us)",
+    ]
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    report = preflight(config_module.parse(data, SOURCE))
+    assert report.errors[0] == (
+        f"{SOURCE}: server.listen[3]: bad endpoint 'systemd:domain=INET:index=0': "
+        "no such socket from systemd"
+    )

@@ -112,3 +112,26 @@ def test_reload_names_the_keys_that_need_a_restart_against_what_runs(tmp_path) -
     data["server"]["listen"] = ["tcp:2526"]
     (tmp_path / "mx.yaml").write_text(yaml.safe_dump(data))
     assert top.reload()["restart_needed_for"] == ["server.listen"]
+
+
+def test_reload_refuses_what_start_up_would(tmp_path) -> None:
+    """Regression (review): reload only read the YAML, so it took a route to our own
+    listening address (or a bad endpoint) that start-up and check-config refuse."""
+    import pytest
+    import yaml
+
+    from mxbackup import config as config_module
+
+    data: dict[str, Any] = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": "spool"},
+        "routes": [{"domain": "example.com", "target_host": "192.0.2.1"}],
+    }
+    path = tmp_path / "mx.yaml"
+    path.write_text(yaml.safe_dump(data))
+    started = config_module.load(str(path))
+    top = MXBackupService(started, None, _Reconfigurable(), _Reconfigurable(), None)  # type: ignore[arg-type]
+    data["routes"][0].update({"target_host": "127.0.0.1", "port": 2525})
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="is one of our own listening addresses"):
+        top.reload()
+    assert top.config is started  # the old one stays

@@ -89,22 +89,16 @@ ENDPOINTS = Items(
 def network(r: Reader, value: object, path: str) -> IPNetwork | None:
     try:
         if isinstance(value, str):
-            net = ipaddress.ip_network(value, strict=False)
-            if "/" in value and not _exact_network(value):
+            try:
+                return ipaddress.ip_network(value)
+            except ValueError:  # host bits set (192.0.2.1/24), or not a network at all
+                net = ipaddress.ip_network(value, strict=False)
                 r.warning(path, f"{value!r} has host bits set: it means {str(net)!r}")
-            return net
+                return net
     except ValueError:
         pass
     r.error(path, f"must be an IP address or network such as '192.0.2.0/24', got {show(value)}")
     return None
-
-
-def _exact_network(value: str) -> bool:
-    try:
-        ipaddress.ip_network(value.strip())  # strict: no host bits
-    except ValueError:
-        return False
-    return True
 
 
 NETWORKS = Items(

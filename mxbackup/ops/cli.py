@@ -281,12 +281,12 @@ def _hash_password(args: argparse.Namespace) -> int:
         if getpass.getpass("Again: ") != password:
             print("mxbackup: the two passwords differ", file=sys.stderr)
             return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
+        secret = password.encode("utf-8")
+    else:  # the bytes as given: AUTH compares the client's bytes, whatever their encoding
+        secret = sys.stdin.buffer.readline().rstrip(b"\r\n")
+    if not secret:
         print("mxbackup: an empty password", file=sys.stderr)
         return 1
-    secret = password.encode("utf-8")
     if len(secret) > 72:
         print("mxbackup: bcrypt uses at most 72 bytes of a password", file=sys.stderr)
         return 1

@@ -50,3 +50,23 @@ def test_ready_is_logged_once_every_listener_is_bound(tmp_path):
     assert log.count("mxbackup ready") == 1
     assert log.index("SMTPFactory starting on") < log.index("mxbackup ready")
     assert log.index("ControlFactory starting on") < log.index("mxbackup ready")
+
+
+def test_a_systemd_socket_that_was_not_passed_is_one_line(tmp_path):
+    """Regression (review): the endpoint was no longer parsed under a try at start-up, so a
+    ``systemd:`` listener without its socket ended in an IndexError traceback."""
+    config = write_config(tmp_path, base_config(tmp_path, listen=["systemd:domain=INET:index=0"]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
+    proc = subprocess.run(
+        [*TWISTD, "--nodaemon", "--pidfile=", "mxbackup", "--config", str(config)],
+        cwd=tmp_path,
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"mxbackup: {config}: server.listen[0]: bad endpoint "
+        "'systemd:domain=INET:index=0': list index out of range"
+    ], proc.stderr

@@ -55,3 +55,10 @@ def test_check_config_refuses_what_the_server_would(tmp_path):
     proc = mxbackup("check-config", str(bad), capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith(f"{bad}: server.listen[0]: bad endpoint 'tcp:25xx:")
+
+
+def test_hash_password_takes_the_bytes_as_given():
+    """Regression (review): a password that is not UTF-8 ended in a UnicodeEncodeError."""
+    proc = mxbackup("hash-password", "--rounds", "4", input=b"caf\xe9\n", capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert bcrypt.checkpw(b"caf\xe9", proc.stdout.strip())
