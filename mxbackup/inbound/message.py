@@ -50,9 +50,6 @@ class MessageIntake:
     def _start(self, txn: Transaction) -> None:
         s = self.session
         incoming = s.factory.spool.incoming()
-        if incoming.error is not None:
-            self._local_failure(incoming, incoming.error)
-            return
         self.incoming = incoming
         incoming.write(self._received(txn, incoming.id))
         server = s.policy.server
@@ -104,9 +101,6 @@ class MessageIntake:
             )
             s.error(reader.error)
             return None
-        if incoming.error is not None:
-            self._local_failure(incoming, incoming.error)
-            return None
         envelope = Envelope(
             id=incoming.id,
             sender=txn.sender_text,
@@ -140,13 +134,12 @@ class MessageIntake:
             log.failure("wakeup failed for id={id}", id=envelope.id)
 
     def _commit_failed(self, failure: Failure) -> None:
-        self._local_failure(None, failure.value)
+        self._local_failure(failure.value)
 
-    def _local_failure(self, incoming: Incoming | None, error: BaseException) -> None:
-        """A local problem (disk full, I/O error): always 4xx, never 5xx; nothing kept."""
+    def _local_failure(self, error: BaseException) -> None:
+        """A local problem (disk full, I/O error; a write error while the message arrived
+        comes back from ``Spool.commit``, which removed the file): always 4xx, never 5xx."""
         s = self.session
-        if incoming is not None:
-            incoming.abort()
         reply = replies.INSUFFICIENT_SPACE if is_out_of_space(error) else replies.QUEUE_WRITE_ERROR
         log.error(
             "queue write failed client={ip} code={code} error={error}",
@@ -155,4 +148,3 @@ class MessageIntake:
             error=str(error),
         )
         s.reply(reply)
-        s.transaction = None

@@ -64,8 +64,7 @@ class Commands:
 
     def show(self, id: str) -> dict[str, Any]:
         envelope = self._envelope(id)
-        with open(self.spool.message_path(id), "rb") as f:
-            head = f.read(256 * 1024)
+        head = self.spool.read_message(id, 256 * 1024)
         end = head.find(b"\r\n\r\n")
         info = describe(envelope, self.scheduler.clock.seconds())
         info["headers"] = head[: end if end >= 0 else len(head)].decode("utf-8", "replace")

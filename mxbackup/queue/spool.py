@@ -200,13 +200,14 @@ class Spool:
         self._free -= incoming.size
         try:
             message = incoming.seal()
-        except OSError as e:
+            op = RoundOp(
+                "commit", incoming.id, self.path("tmp", incoming.id + ".env"),
+                envelope.to_json(), message,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a write error, or an envelope that will not encode
             incoming.abort()
             return defer.fail(e)
-        tmp = self.path("tmp", incoming.id + ".env")
-        return self._submit(
-            RoundOp("commit", incoming.id, tmp, envelope.to_json(), message), incoming
-        )
+        return self._submit(op, incoming)
 
     def update(self, envelope: Envelope) -> defer.Deferred:
         """Replace the envelope atomically and durably."""
