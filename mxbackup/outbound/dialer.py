@@ -45,7 +45,8 @@ def no_wait() -> defer.Deferred[None]:
 def decided(jobs: Sequence[Job], outcome: Outcome, attempt: Attempt) -> Delivery:
     """A delivery decided without a client: every recipient gets ``outcome``."""
     results = tuple(
-        defer.succeed(JobResult(job, dict.fromkeys(job.recipients, outcome))) for job in jobs
+        defer.succeed(JobResult(job, dict.fromkeys(job.recipients, outcome), at_end=True))
+        for job in jobs
     )
     return Delivery(results, defer.succeed(attempt))
 

@@ -118,16 +118,16 @@ class QuickChecks:
             return []
         due = []
         for target in self.health.down_targets():
+            if now >= target.down_since + self.window or not has_mail(target.key):
+                # Out of its window, or nothing waits for it: not checked, and not counted
+                # in the budget's share (a dead bounce domain must not slow the others).
+                self._outages.pop(target.key, None)
+                continue
             outage = self._outages.get(target.key)
             if outage is None or outage.since != target.down_since:
                 outage = _Outage(target.down_since, target.down_since + self._jittered())
                 self._outages[target.key] = outage
-            if (
-                not target.probing
-                and outage.next_check <= now
-                and now < target.down_since + self.window
-                and has_mail(target.key)
-            ):
+            if not target.probing and outage.next_check <= now:
                 due.append(target)
         return due
 

@@ -55,10 +55,11 @@ class Recorder:
 
     def reconfigure(self, config: Config) -> None:
         self.delay_warning = config.delivery.delay_warning
-        self._route_by_key = {r.domain: r for r in config.routes}
+        # Built once per configuration: rule() runs for every message tried.
+        self._rules = {r.domain: RetryRule.for_route(r) for r in config.routes}
 
     def rule(self, key: str) -> RetryRule:
-        return RetryRule.for_route(self._route_by_key.get(key))
+        return self._rules.get(key) or _MX_RULE
 
     def begin(self, envelope: Envelope, key: str, rcpts: list[Recipient], now: float) -> None:
         """The try counts before it is made (the caller writes the envelope before the first
@@ -180,7 +181,7 @@ class Recorder:
             def again() -> None:
                 if self.backlog.envelopes.get(envelope.id) is envelope:
                     now = self.clock.seconds()
-                    _logged(self._settle_or_retry(envelope, key, failed, now, flushed))
+                    logged(self._settle_or_retry(envelope, key, failed, now, flushed))
 
             self.clock.callLater(RECORD_RETRY, again)
 
@@ -276,7 +277,7 @@ class Batches:
             batch, self._batch = self._batch, []
             self._recorded.update(batch)
             for j in batch:
-                _logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
+                logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
     def rest(self, local_error: bool = False) -> Any:
@@ -295,7 +296,11 @@ class Batches:
             yield self.recorder.record(self.key, result)
 
 
-def _logged(d: defer.Deferred) -> None:
+_MX_RULE = RetryRule()  # mail delivered by MX lookup (bounces, authenticated relay)
+
+
+def logged(d: defer.Deferred) -> None:
+    """Bookkeeping that runs on its own: a failure is logged, never lost."""
     d.addErrback(lambda f: log.failure("delivery bookkeeping failed", f))
 
 

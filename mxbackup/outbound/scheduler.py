@@ -32,7 +32,7 @@ from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
-from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder
+from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
@@ -70,7 +70,7 @@ class Scheduler:
         self.stats = stats or Stats()
         self.backlog = Backlog()
         self.health = Health()
-        self.quick = QuickChecks(self.dialer, self.health, lambda t: self._run(self._probe(t)), rng)
+        self.quick = QuickChecks(self.dialer, self.health, lambda t: logged(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
         self.recorder = Recorder(
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
@@ -168,10 +168,10 @@ class Scheduler:
         for key in started:
             self._start_connections(self.health.get(key))
         for target in self.health.startup_probes():
-            self._run(self._probe(target))
+            logged(self._probe(target))
         for target in self.health.due_probes(now):
             if self.backlog.has_mail(target.key):
-                self._run(self._probe(target))
+                logged(self._probe(target))
         self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
 
     def _take(self, qid: str, key: str) -> bool:
@@ -182,13 +182,10 @@ class Scheduler:
             return False
         target = self.health.get(key)
         if target.down:
-            self._run(self.recorder.fail_untried(envelope, key, rcpts, target.last_error))
+            logged(self.recorder.fail_untried(envelope, key, rcpts, target.last_error))
             return False
         self.backlog.inflight.wait(qid, key)
         return True
-
-    def _run(self, d: defer.Deferred) -> None:
-        d.addErrback(lambda f: log.failure("delivery bookkeeping failed", f))
 
     # -- connections ---------------------------------------------------------------------------
     def _start_connections(self, target: Target) -> None:
@@ -197,7 +194,7 @@ class Scheduler:
         while inflight.waiting(target.key) and target.active < limit and not target.down:
             batch = inflight.next_batch(target.key, self.delivery.max_messages_per_connection)
             target.active += 1
-            self._run(self._connection(target, batch))
+            logged(self._connection(target, batch))
 
     @defer.inlineCallbacks
     def _connection(self, target: Target, qids: list[str]) -> Any:
@@ -293,7 +290,7 @@ class Scheduler:
             if envelope is None or not rcpts:
                 self.backlog.inflight.release(qid, target.key, envelope)
                 continue
-            self._run(self.recorder.fail_untried(envelope, target.key, rcpts, error))
+            logged(self.recorder.fail_untried(envelope, target.key, rcpts, error))
 
     # -- monitoring ----------------------------------------------------------------------------
     def depth_by_target(self) -> dict[str, int]:

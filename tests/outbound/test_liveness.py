@@ -258,3 +258,34 @@ def test_a_thousand_dead_targets_cost_at_most_the_global_budget():
     first_round = 1000  # every target's first check falls in its first jittered interval
     assert len(calls) <= CHECKS_PER_SECOND * 600 * 1.1 + first_round
     assert len(set(calls)) == 1000  # nobody starved
+
+
+def test_down_targets_without_mail_do_not_take_the_budget():
+    """Regression (review): every down target counted in the budget's share, so a thousand
+    dead bounce domains with nothing queued stretched the primary's checks from 2 s to 20 s."""
+    import random
+
+    from twisted.internet import defer
+
+    from mxbackup.outbound.health import Health
+    from mxbackup.outbound.liveness import QuickChecks
+
+    health = Health()
+    for i in range(1000):
+        health.get(f"mx:dead{i}.test").went_down("refused", now=1.0, probe_interval=30)
+    health.get("example.com").went_down("refused", now=1.0, probe_interval=30)
+    calls: list[str] = []
+
+    class Dialer:
+        targets_at: dict = {}
+
+        def reach(self, key, timeout):
+            calls.append(key)
+            return defer.succeed(False)
+
+    checks = QuickChecks(Dialer(), health, probe=lambda t: None, rng=random.Random(14))
+    checks.reconfigure(DeliveryConfig())
+    for second in range(60):
+        checks.run(1.0 + second, has_mail=lambda key: key == "example.com")
+    assert set(calls) == {"example.com"}
+    assert 24 <= len(calls) <= 36  # every 2 s (+-25 %), not every 20 s
