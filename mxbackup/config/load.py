@@ -6,6 +6,7 @@ import dataclasses
 
 import yaml
 
+from mxbackup.config.checks import check_exempt_ranges
 from mxbackup.config.model import Config
 from mxbackup.config.reader import ConfigError, Reader, one_line, read_section, show
 
@@ -49,6 +50,8 @@ def parse(data: object, source: str) -> Config:
         )
         raise ConfigError(r.errors)
     config = read_section(r, data, "", Config, fixed={"source": source})
+    if config is not None:
+        check_exempt_ranges(r, config.checks, {ip_range.name for ip_range in config.ip_ranges})
     if r.errors or config is None:
         raise ConfigError(r.errors)
     return dataclasses.replace(config, warnings=tuple(r.warnings)) if r.warnings else config

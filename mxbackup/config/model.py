@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
 import mxbackup.config.values as v
+from mxbackup.config.checks import ChecksConfig
 from mxbackup.config.reader import Items, setting
 from mxbackup.config.scalars import (
     boolean,
@@ -24,6 +25,7 @@ from mxbackup.config.scalars import (
     seconds_or_off,
     text,
 )
+from mxbackup.config.stores import state_store
 from mxbackup.config.values import AddressList, IPNetwork, Target
 
 Kind = Literal["local", "external"]
@@ -63,6 +65,11 @@ class ServerConfig:
         choice("syncfs", "fsync"),
         default="",
     )
+    state_store: str = setting(
+        "sqlite:PATH or redis://HOST:PORT/DB; default sqlite:<spool>/state.sqlite",
+        state_store,
+        default="",
+    )
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,7 @@ class IPRange:
     require_auth: Matrix = setting("must the client log in", section=Matrix, default=INTERNET_AUTH)
     allow_etrn: bool = setting(
         "RFC 1985 ETRN; default: only ranges made of loopback addresses",
-        boolean,
+        v.etrn_flag,
         default=False,
         needs=("networks",),
         derive=v.loopback_only,
@@ -143,17 +150,39 @@ class Authentication:
 
 
 @dataclass(frozen=True)
+class VerifyRecipients:
+    """Recipient verification (callouts to the target at RCPT), for ``addresses: all``."""
+
+    callout: bool = setting("ask the target at RCPT time", boolean, default=True)
+    sender: str = setting("MAIL FROM of the callout; '' = the null sender <>", text, default="")
+    when_unreachable: str = setting(
+        "accept | accept_known", choice("accept", "accept_known"), default="accept"
+    )
+    positive_ttl: float = setting(
+        "seconds a confirmed address is remembered", seconds, default=2678400.0
+    )
+    negative_ttl: float = setting(
+        "seconds a refused address is remembered", seconds, default=10800.0
+    )
+    timeout: float = setting("seconds for the whole callout", seconds, default=10.0)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route:
     domain: str = setting(
         "lower case, no trailing dot; '*.example.org' for subdomains; unique",
         v.route_domain,
         unique="after_item",
     )
+    use_mx: bool = setting(
+        "the targets are the domain's MX hosts more preferred than we are", boolean, default=False
+    )
     targets: tuple[Target, ...] = setting(
         "the primary, or a list tried in order: host, host:port, [IPv6]:port",
         v.targets,
         key="target_host",
-        needs=("port",),
+        needs=("port", "use_mx"),
+        derive=v.no_targets,
     )
     port: int = setting(
         "the targets' port unless one says otherwise", integer(1, 65535), default=25
@@ -184,6 +213,18 @@ class Route:
     )
     max_queue_lifetime: float = setting(
         "seconds; 0 = no limit besides retries", seconds_or_off, default=0.0
+    )
+    verify_recipients: VerifyRecipients | None = setting(
+        "callouts at RCPT (addresses: all only)", section=VerifyRecipients, default=None, null=True
+    )
+    accept_when_target_up: bool = setting(
+        "false: 450 4.7.1 at RCPT while the target is known up", boolean, default=True
+    )
+    max_queued_messages: int = setting("per-route quota; 0 = none", integer(0), default=0)
+    allow_8bit_conversion: bool = setting(
+        "8-bit mail to a target without 8BITMIME: convert (true) or bounce 5.6.3",
+        boolean,
+        default=True,
     )
 
 
@@ -280,6 +321,19 @@ class Config:
     metrics: MetricsConfig | None = setting(
         "a Prometheus endpoint", section=MetricsConfig, default=None, null=True
     )
+    checks: ChecksConfig = setting(
+        "inbound filtering: DNSBL, SPF, DKIM, ARC, greylisting",
+        section=ChecksConfig,
+        factory=ChecksConfig,
+        null=True,
+    )
+
+    @property
+    def state_store(self) -> str:
+        """Where the verification cache and greylisting live (``server.state_store``)."""
+        return self.server.state_store or "sqlite:" + os.path.join(
+            self.server.spool, "state.sqlite"
+        )
 
     @property
     def control_socket(self) -> str:

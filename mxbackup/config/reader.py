@@ -113,7 +113,8 @@ class Setting:
     section: type | None = None  # a nested mapping read into this dataclass
     null: bool = False  # an explicit null means the default
     needs: tuple[str, ...] = ()  # fields read before this one, passed by name to derive or read
-    derive: Callable[..., Any] | None = None  # the default, computed from ``needs``
+    # The default, computed from ``needs``; MISSING when the key is required after all.
+    derive: Callable[..., Any] | None = None
     read_keys: Callable[[Reader, Map], Any] | None = None  # reads ``keys`` of the mapping itself
     keys: tuple[str, ...] = ()
     refused: tuple[tuple[str, str], ...] = ()  # keys refused with a reason of their own
@@ -258,7 +259,9 @@ def _read_field(
         if base is not None:
             return getattr(base, f.name)
         if s.derive is not None and MISSING not in needs.values():
-            return s.derive(**needs)
+            derived = s.derive(**needs)
+            if derived is not MISSING:  # MISSING: the key is required after all
+                return derived
         default = default_of(f)
         if default is MISSING:
             m.r.error(m.at(key), "required key is missing")
@@ -268,7 +271,7 @@ def _read_field(
         start = None if default is MISSING else default
         return read_section(m.r, value, m.at(key), s.section, start)
     assert s.read is not None  # settings_of checked it
-    return s.read(m.r, value, m.at(key), **({} if s.derive else needs))
+    return s.read(m.r, value, m.at(key), **needs)
 
 
 def _check_unique(r: Reader, seen: dict[object, str], path: str, value: object) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mxbackup.config.reader import MISSING, Items, Map, Reader, kind, show
-from mxbackup.config.scalars import read_text, text
+from mxbackup.config.scalars import boolean, read_text, text
 from mxbackup.names import DomainError, parse_domain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -112,6 +112,11 @@ def loopback_only(networks: tuple[IPNetwork, ...]) -> bool:
     return bool(networks) and all(n.is_loopback for n in networks)
 
 
+def etrn_flag(r: Reader, value: object, path: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """``allow_etrn`` as written (its default comes from ``networks``)."""
+    return boolean(r, value, path)
+
+
 def dns_server(r: Reader, value: object, path: str) -> tuple[str, int] | None:
     target, _ = _target(value, 53) if isinstance(value, str) else (None, "")
     if target is None or not _is_ip(target.host):
@@ -134,7 +139,14 @@ def _is_ip(text: str) -> bool:
 # --- targets --------------------------------------------------------------------------------
 
 
-def targets(r: Reader, value: object, path: str, port: int) -> tuple[Target, ...]:
+def no_targets(port: int, use_mx: bool) -> tuple[Target, ...]:
+    """target_host's default: none with ``use_mx`` (the MX hosts are the targets), else required."""
+    return () if use_mx else MISSING
+
+
+def targets(
+    r: Reader, value: object, path: str, port: int, use_mx: bool = False
+) -> tuple[Target, ...]:
     """One target or a non-empty list; ``port`` is the route's, for entries without one."""
     if isinstance(value, str):
         entries: list[tuple[object, str]] = [(value, path)]

@@ -25,12 +25,15 @@ from mxbackup.config import (
     ServerConfig,
     parse,
 )
+from mxbackup.config.checks import ARCConfig, ChecksConfig, DNSBLZone, GreylistingConfig
+from mxbackup.config.model import VerifyRecipients
 from mxbackup.config.reader import MISSING, default_of, settings_of, walk_keys
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "mx.yaml"
 SOURCE = "model.yaml"
 SECTIONS = [ServerConfig, IPRange, Matrix, Route, Authentication, DeliveryConfig]
-SECTIONS += [ManholeConfig, MetricsConfig, Config]
+SECTIONS += [ManholeConfig, MetricsConfig, Config, VerifyRecipients, ChecksConfig, DNSBLZone]
+SECTIONS += [ARCConfig, GreylistingConfig]
 
 
 def required_only(tmp_path: Path) -> dict[str, Any]:

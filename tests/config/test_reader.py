@@ -37,6 +37,14 @@ def above_one(first: int) -> bool:
     return first > 1
 
 
+def flag_after(r: Reader, value: object, path: str, first: int) -> bool:
+    return boolean(r, value, path)  # a reader gets its needs, derive or not
+
+
+def required_unless_above_one(first: int) -> str:
+    return "" if first > 1 else MISSING
+
+
 @dataclass(frozen=True)
 class Inner:
     on: bool = setting("a flag", boolean)
@@ -51,7 +59,7 @@ class Outer:
     inner: Inner = setting("a section", section=Inner, default=Inner(on=True))
     maybe: Inner | None = setting("a section or null", section=Inner, default=None, null=True)
     flag: bool = setting(
-        "derived from first", boolean, default=False, needs=("first",), derive=above_one
+        "derived from first", flag_after, default=False, needs=("first",), derive=above_one
     )
     either: str = setting("a or b", read_keys=both, keys=("a", "b"))
     tag: str = setting("unique after the item", text, key="label", default="", unique="after_item")
@@ -82,6 +90,23 @@ def test_defaults_null_and_derive() -> None:
         name="n", second=5, first=2, inner=Inner(True, 3), maybe=None, flag=True, either="x"
     )
     assert read({"name": "n", "second": 5, "a": "x", "flag": False})[0].flag is False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conditional:
+    first: int = setting("a number", integer(1), default=1)
+    host: str = setting(
+        "required unless first > 1",
+        lambda r, value, path, first: text(r, value, path),
+        needs=("first",),
+        derive=required_unless_above_one,
+    )
+
+
+def test_a_derive_that_gives_missing_makes_the_key_required() -> None:
+    assert read({"first": 2}, Conditional) == (Conditional(first=2, host=""), [])
+    assert read({}, Conditional) == (None, ["f.yaml: top.host: required key is missing"])
+    assert read({"host": "h"}, Conditional) == (Conditional(first=1, host="h"), [])
 
 
 def test_sections_in_part_keep_the_default_values() -> None:
