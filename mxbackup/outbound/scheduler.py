@@ -29,6 +29,7 @@ from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
 from mxbackup.outbound.health import Health, Target, target_key
+from mxbackup.outbound.jobs import job_for
 from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
@@ -238,16 +239,7 @@ class Scheduler:
                 self.backlog.inflight.release(qid, key, envelope)
                 continue
             self.recorder.begin(envelope, key, rcpts, now)
-            jobs.append(
-                Job(
-                    qid=qid,
-                    sender=envelope.sender,
-                    recipients=tuple(r.address for r in rcpts),
-                    path=self.spool.message_path(qid),
-                    size=envelope.size,
-                    eight_bit=(envelope.params.get("BODY") or "").upper() == "8BITMIME",
-                )
-            )
+            jobs.append(job_for(envelope, rcpts, self.spool.message_path(qid), self.routes, key))
         return jobs
 
     # -- target health -------------------------------------------------------------------------

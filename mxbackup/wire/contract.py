@@ -108,7 +108,23 @@ class Job:
     recipients: tuple[str, ...]
     path: str  # the stored message, canonical CRLF, sent as is
     size: int
-    eight_bit: bool = False
+    eight_bit: bool = False  # BODY=8BITMIME was declared
+    # What the sender asked of the mail system (RFC 6531, RFC 3461), passed on to a target
+    # that offers the extension (``wire.transaction``), else honoured by us.
+    smtputf8: bool = False
+    ret: str | None = None  # "FULL" | "HDRS"
+    envid: str | None = None  # xtext, as received
+    notify: tuple[str | None, ...] = ()  # per recipient (same order), canonical, or None
+    orcpt: tuple[str | None, ...] = ()  # per recipient: "addr-type;xtext" as received, or None
+    # 8-bit mail to a target without 8BITMIME: converted to 7 bit (True) or refused with
+    # 5.6.3 (the route's allow_8bit_conversion).
+    convert_8bit: bool = True
+
+    def rcpt_params(self, i: int) -> tuple[str | None, str | None]:
+        """NOTIFY and ORCPT of ``recipients[i]``."""
+        notify = self.notify[i] if i < len(self.notify) else None
+        orcpt = self.orcpt[i] if i < len(self.orcpt) else None
+        return notify, orcpt
 
 
 @dataclass(frozen=True)

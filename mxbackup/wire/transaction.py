@@ -1,8 +1,11 @@
 """One mail transaction for one job: MAIL, RCPT for each recipient, DATA, the message.
 
 With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write and their replies are
-read in order; without it, one command, one reply.  SIZE and BODY=8BITMIME go on MAIL when the
-target offers them (pitfall 13).  The outcome, one per recipient:
+read in order; without it, one command, one reply.  The parameters (SIZE, BODY, SMTPUTF8, the
+DSN ones) are ``params``'s.  Before MAIL, what this target cannot take is decided here, without
+sending it: recipients that need SMTPUTF8 it lacks (5.6.7), and 8-bit mail it cannot take
+(RFC 6152), converted to 7 bit on the way (``sevenbit``) or refused (5.6.3) as the route says.
+The outcome, one per recipient:
 
 - MAIL refused: every recipient shares that reply;
 - a recipient refused keeps its own RCPT reply;
@@ -19,11 +22,13 @@ a completed transaction there is none (Twisted sends one, a round trip a message
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
 
-from mxbackup.wire.body import send_body
+from mxbackup.wire import params, sevenbit
+from mxbackup.wire.body import read_chunks, send_body
 from mxbackup.wire.commands import CommandClient, Reply, ReplyError
 from mxbackup.wire.contract import Job, Outcome, classify
 from mxbackup.wire.session import Extensions, SessionState, ask
@@ -45,17 +50,31 @@ def _check(reply: Reply) -> Reply:
     return reply
 
 
-def mail_command(job: Job, extensions: Extensions) -> bytes:
-    params = b""
-    if b"SIZE" in extensions:
-        params += b" SIZE=%d" % job.size
-    if job.eight_bit and b"8BITMIME" in extensions:
-        params += b" BODY=8BITMIME"
-    return b"MAIL FROM:<" + job.sender.encode() + b">" + params
-
-
-def rcpt_commands(job: Job) -> list[bytes]:
-    return [b"RCPT TO:<" + rcpt.encode() + b">" for rcpt in job.recipients]
+def local_decisions(
+    job: Job, extensions: Extensions, remote: str
+) -> tuple[Job, Outcomes, sevenbit.Plan | None]:
+    """What this target cannot take, decided before MAIL: the job left to send (maybe with
+    no recipient), the outcomes already decided, and the 7-bit conversion to make, if any.
+    The 8-bit check reads the stored file once (a C-speed scan of runs of body lines)."""
+    refused = params.utf8_refused(job, extensions, remote)
+    if refused:
+        left = [i for i, r in enumerate(job.recipients) if r not in refused]
+        job = replace(
+            job,
+            recipients=tuple(job.recipients[i] for i in left),
+            notify=tuple(job.rcpt_params(i)[0] for i in left),
+            orcpt=tuple(job.rcpt_params(i)[1] for i in left),
+        )
+    plan = None
+    if job.recipients and params.needs_7bit(job, extensions):
+        plan = sevenbit.scan(read_chunks(job.path))
+        if plan.eight_bit and not job.convert_8bit:
+            refused.update(params.eight_bit_refused(job, remote))
+            job = replace(job, recipients=(), notify=(), orcpt=())
+            plan = None
+        elif not plan.needed:
+            plan = None  # nothing to change: it goes as it is
+    return job, refused, plan
 
 
 @defer.inlineCallbacks
@@ -64,14 +83,30 @@ def send_job(
 ) -> Generator[Any, Any, Outcomes]:
     """The job's transaction; its outcomes.  Raises what ends the session."""
     state.stage = "mail"
+    job, decided, plan = local_decisions(job, extensions, state.remote)
+    if not job.recipients:
+        return decided
+    outcomes = yield _transaction(proto, state, job, extensions, plan)
+    return {**decided, **outcomes}
+
+
+@defer.inlineCallbacks
+def _transaction(
+    proto: CommandClient,
+    state: SessionState,
+    job: Job,
+    extensions: Extensions,
+    plan: sevenbit.Plan | None,
+) -> Generator[Any, Any, Outcomes]:
+    mail_line = params.mail_command(job, extensions, converted=plan is not None)
     if b"PIPELINING" in extensions:
-        mail, rcpts, data = yield _pipelined(proto, state, job, extensions)
+        mail, rcpts, data = yield _pipelined(proto, state, job, extensions, mail_line)
     else:
-        mail, rcpts, data = yield _serial(proto, state, job, extensions)
+        mail, rcpts, data = yield _serial(proto, state, job, extensions, mail_line)
     accepted = any(r.ok for r in rcpts)
     if data is not None and data.code == 354 and mail.ok and accepted:
         state.in_transaction = False  # the reply to the end of data closes it, whatever it is
-        final = yield send_body(proto, job.path, job.size)
+        final = yield send_body(proto, job.path, job.size, plan)
         return _fate(job, state, mail, rcpts, _check(final))
     if data is not None and data.code == 354:
         # RFC 2920 3.1: DATA accepted although nothing can be delivered: the lone dot
@@ -86,9 +121,9 @@ def send_job(
 
 @defer.inlineCallbacks
 def _pipelined(
-    proto: CommandClient, state: SessionState, job: Job, extensions: Extensions
+    proto: CommandClient, state: SessionState, job: Job, extensions: Extensions, mail_line: bytes
 ) -> Generator[Any, Any, tuple[Reply, list[Reply], Reply]]:
-    waits = proto.send(mail_command(job, extensions), *rcpt_commands(job), b"DATA")
+    waits = proto.send(mail_line, *params.rcpt_commands(job, extensions), b"DATA")
     try:
         mail = _check((yield waits[0]))
         state.in_transaction = mail.ok
@@ -106,15 +141,15 @@ def _pipelined(
 
 @defer.inlineCallbacks
 def _serial(
-    proto: CommandClient, state: SessionState, job: Job, extensions: Extensions
+    proto: CommandClient, state: SessionState, job: Job, extensions: Extensions, mail_line: bytes
 ) -> Generator[Any, Any, tuple[Reply, list[Reply], Reply | None]]:
-    mail = _check((yield ask(proto, mail_command(job, extensions))))
+    mail = _check((yield ask(proto, mail_line)))
     if not mail.ok:
         return mail, [], None
     state.in_transaction = True
     state.stage = "rcpt"
     rcpts = []
-    for line in rcpt_commands(job):
+    for line in params.rcpt_commands(job, extensions):
         rcpts.append(_check((yield ask(proto, line))))
     if not any(r.ok for r in rcpts):
         return mail, rcpts, None
