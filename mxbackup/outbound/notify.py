@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mxbackup.config import Config
-from mxbackup.outbound import bounce
+from mxbackup.outbound import bounce, dsnpolicy
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
 from mxbackup.routes import table_for as route_table
@@ -38,17 +38,30 @@ class DsnQueue:
     def notify(
         self, envelope: Envelope, rcpts: list[tuple[Recipient, Outcome]], now: float, action: str
     ) -> Any:
-        """Queue the DSN (``action``: "failed" or "delayed") for ``rcpts`` of ``envelope``.
-        Fires with the DSN's envelope once it is committed, or None when none is due (null
-        sender, auto-submitted original)."""
-        headers = bounce.header_block(self.spool.read_message(envelope.id, HEADERS_READ))
+        """Queue the DSN (``action``: "failed", "delayed" or "relayed") for those of ``rcpts``
+        of ``envelope`` whose NOTIFY asks for it (``dsnpolicy``).  Fires with the DSN's
+        envelope once it is committed, or None when none is due (no recipient asks for it,
+        null sender, auto-submitted original)."""
+        rcpts = dsnpolicy.select(rcpts, action)  # what each recipient's NOTIFY asked for
+        if not rcpts:
+            log.info("no DSN for id={id}: NOTIFY does not ask for it", id=envelope.id)
+            return None
+        full = dsnpolicy.returns_full(envelope, action)
+        original = self.spool.read_message(envelope.id, -1 if full else HEADERS_READ)
+        headers = bounce.header_block(original)
         if not bounce.should_notify(envelope, headers):
             log.info("no DSN for id={id}: null sender or auto-submitted", id=envelope.id)
             return None
-        data = bounce.build_dsn(envelope, rcpts, self.hostname, headers, now, action)
+        returned = original if full else headers
+        data = bounce.build_dsn(envelope, rcpts, self.hostname, returned, now, action, full)
         incoming = self.spool.incoming()
         incoming.write(data)
         sender_route = self.routes.lookup(envelope.sender.rpartition("@")[2])
+        params: dict[str, str | None] = {}
+        if not data.isascii():
+            params["BODY"] = "8BITMIME"
+        if bounce.is_global(envelope, rcpts, returned):
+            params["SMTPUTF8"] = None  # RFC 6533: the DSN is itself SMTPUTF8 mail
         dsn = Envelope(
             id=incoming.id,
             sender="",
@@ -57,6 +70,7 @@ class DsnQueue:
             size=len(data),
             client_ip="",
             helo=self.hostname,
+            params=params,
         )
         yield self.spool.commit(incoming, dsn)
         self.stats.dsn_sent += 1

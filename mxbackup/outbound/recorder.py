@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mxbackup.config import Config
+from mxbackup.outbound import dsnpolicy
 from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.health import Health, target_key
 from mxbackup.outbound.notify import DsnQueue
@@ -89,12 +90,15 @@ class Recorder:
             self.backlog.inflight.release(result.job.qid, key, None)
             return defer.succeed(None)
         failed: Failed = []
+        relayed: Failed = []  # delivered, with a success notice ours to send (``dsnpolicy``)
         for rcpt in envelope.recipients:
             outcome = result.outcomes.get(rcpt.address)
             if rcpt.state == "pending" and target_key(rcpt) == key and outcome is not None:
                 self._apply(envelope, rcpt, outcome, key, now, failed)
+                if dsnpolicy.success_due(rcpt, outcome):
+                    relayed.append((rcpt, outcome))
         flushed = self.backlog.inflight.release(envelope.id, key, envelope)
-        return self._settle_or_retry(envelope, key, failed, now, flushed)
+        return self._settle_or_retry(envelope, key, failed, now, flushed, relayed)
 
     def _apply(
         self,
@@ -168,7 +172,13 @@ class Recorder:
 
     # -- making it durable ---------------------------------------------------------------------
     def _settle_or_retry(
-        self, envelope: Envelope, key: str, failed: Failed, now: float, flushed: bool
+        self,
+        envelope: Envelope,
+        key: str,
+        failed: Failed,
+        now: float,
+        flushed: bool,
+        relayed: Failed | None = None,
     ) -> defer.Deferred:
         """``settle``; if the spool refuses (disk full...), the outcome is already decided in
         memory, so writing it (and the DSN) is tried again in a minute, not the delivery."""
@@ -181,11 +191,11 @@ class Recorder:
             def again() -> None:
                 if self.backlog.envelopes.get(envelope.id) is envelope:
                     now = self.clock.seconds()
-                    logged(self._settle_or_retry(envelope, key, failed, now, flushed))
+                    logged(self._settle_or_retry(envelope, key, failed, now, flushed, relayed))
 
             self.clock.callLater(RECORD_RETRY, again)
 
-        d = self.settle(envelope, key, failed, now, flushed=flushed)
+        d = self.settle(envelope, key, failed, now, flushed=flushed, relayed=relayed)
         return d.addErrback(retry_later)
 
     @defer.inlineCallbacks
@@ -197,11 +207,15 @@ class Recorder:
         now: float,
         untried: bool = False,
         flushed: bool = False,
+        relayed: Failed | None = None,
     ) -> Any:
-        """Send the DSN for ``failed`` (first: a crash then repeats it, never loses it),
-        then write the envelope, or remove the message when nothing is pending.  A try that
-        made no connection (``untried``) changes nothing worth a disk write by itself."""
+        """Send the DSN for ``failed`` and the success notice for ``relayed`` (first: a crash
+        then repeats them, never loses them), then write the envelope, or remove the message
+        when nothing is pending.  A try that made no connection (``untried``) changes
+        nothing worth a disk write by itself."""
         changed = not untried or bool(failed)
+        if relayed:
+            yield self._notify(envelope, relayed, now, "relayed")
         if failed:
             yield self._notify(envelope, failed, now, "failed")
         elif self._wants_delay_warning(envelope, now):

@@ -35,6 +35,8 @@ class Outcome:
     # False: the session ended before this message's transaction began (a broken connection,
     # a 421): nothing was tried, so the try does not count against the route's retries.
     tried: bool = True
+    # The target offered DSN and was given NOTIFY/ORCPT: a success notice is its to send.
+    notify_passed: bool = False
 
     @property
     def reply(self) -> str:

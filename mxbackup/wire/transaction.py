@@ -104,19 +104,20 @@ def _transaction(
     else:
         mail, rcpts, data = yield _serial(proto, state, job, extensions, mail_line)
     accepted = any(r.ok for r in rcpts)
+    dsn = b"DSN" in extensions
     if data is not None and data.code == 354 and mail.ok and accepted:
         state.in_transaction = False  # the reply to the end of data closes it, whatever it is
         final = yield send_body(proto, job.path, job.size, plan)
-        return _fate(job, state, mail, rcpts, _check(final))
+        return _fate(job, state, mail, rcpts, _check(final), dsn)
     if data is not None and data.code == 354:
         # RFC 2920 3.1: DATA accepted although nothing can be delivered: the lone dot
         state.in_transaction = False
         dot = yield ask(proto, b".")
-        outcomes = _fate(job, state, mail, rcpts, dot)
+        outcomes = _fate(job, state, mail, rcpts, dot, dsn)
         if dot.code == 421:
             raise Closing(dot, outcomes)
         return outcomes
-    return _fate(job, state, mail, rcpts, data or mail)
+    return _fate(job, state, mail, rcpts, data or mail, dsn)
 
 
 @defer.inlineCallbacks
@@ -158,14 +159,17 @@ def _serial(
     return mail, rcpts, data
 
 
-def _fate(job: Job, state: SessionState, mail: Reply, rcpts: list[Reply], last: Reply) -> Outcomes:
+def _fate(
+    job: Job, state: SessionState, mail: Reply, rcpts: list[Reply], last: Reply, dsn: bool
+) -> Outcomes:
     """Each recipient's outcome: the MAIL reply when it was refused, else its own refusal or
-    ``last`` (the reply to the end of data, or to a refused DATA)."""
+    ``last`` (the reply to the end of data, or to a refused DATA).  ``dsn``: the target was
+    given the DSN parameters."""
     if not mail.ok:
-        return {rcpt: _outcome(mail, state) for rcpt in job.recipients}
+        return {rcpt: _outcome(mail, state, dsn) for rcpt in job.recipients}
     replies: Mapping[str, Reply] = dict(zip(job.recipients, rcpts, strict=True))
-    return {rcpt: _outcome(r if not r.ok else last, state) for rcpt, r in replies.items()}
+    return {rcpt: _outcome(r if not r.ok else last, state, dsn) for rcpt, r in replies.items()}
 
 
-def _outcome(reply: Reply, state: SessionState) -> Outcome:
-    return Outcome(classify(reply.code), reply.code, reply.text, state.remote)
+def _outcome(reply: Reply, state: SessionState, dsn: bool) -> Outcome:
+    return Outcome(classify(reply.code), reply.code, reply.text, state.remote, notify_passed=dsn)
