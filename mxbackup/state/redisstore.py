@@ -17,7 +17,7 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 
 from mxbackup.config.stores import StoreURL
-from mxbackup.state import StoreUnavailable
+from mxbackup.state.base import StoreUnavailable
 from mxbackup.state.resp import RedisProtocol
 
 log = Logger(namespace="mxbackup.state")

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from mxbackup.state import StoreUnavailable
+from mxbackup.state.base import StoreUnavailable
 
 
 class RedisError(StoreUnavailable):

@@ -24,7 +24,7 @@ import sqlite3
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from mxbackup.state import StoreUnavailable
+from mxbackup.state.base import StoreUnavailable
 
 log = Logger(namespace="mxbackup.state")
 
