@@ -35,6 +35,9 @@ class Outcome:
     # False: the session ended before this message's transaction began (a broken connection,
     # a 421): nothing was tried, so the try does not count against the route's retries.
     tried: bool = True
+    # True: the reply is the target's answer to this recipient's RCPT (it refused the
+    # recipient itself, not the message): what recipient verification learns from.
+    at_rcpt: bool = False
 
     @property
     def reply(self) -> str:

@@ -19,6 +19,7 @@ a completed transaction there is none (Twisted sends one, a round trip a message
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
@@ -129,7 +130,10 @@ def _fate(job: Job, state: SessionState, mail: Reply, rcpts: list[Reply], last: 
     if not mail.ok:
         return {rcpt: _outcome(mail, state) for rcpt in job.recipients}
     replies: Mapping[str, Reply] = dict(zip(job.recipients, rcpts, strict=True))
-    return {rcpt: _outcome(r if not r.ok else last, state) for rcpt, r in replies.items()}
+    return {
+        rcpt: _outcome(last, state) if r.ok else replace(_outcome(r, state), at_rcpt=True)
+        for rcpt, r in replies.items()
+    }
 
 
 def _outcome(reply: Reply, state: SessionState) -> Outcome:
