@@ -10,7 +10,7 @@ from pathlib import Path
 from fakeprimary import FakePrimary, TestCA
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
-from wirecase import closed_port
+from wirecase import WireTestCase, closed_port
 
 from helpers import base_config
 from mxbackup import config as config_module
@@ -153,3 +153,33 @@ class CalloutTests(TestCase):
         answer = yield self.callouts.verify(route, "a@example.com")
         self.assertEqual(answer.kind, "unreachable")
         self.assertNotIn(b"MAIL FROM:<>", self.primary.commands())
+
+
+class AtRcptTests(WireTestCase):
+    """Delivery marks the outcomes that are the target's answer to RCPT itself (what
+    verification learns negative entries from), and only those."""
+
+    @defer.inlineCallbacks
+    def test_rcpt_refusals_are_marked(self):
+        for pipelining in (True, False):
+            p = self.primary(
+                pipelining=pipelining,
+                rcpt_replies={"gone@example.com": (550, "5.1.1 no such user")},
+            )
+            job = self.job(("ok@example.com", "gone@example.com"))
+            yield self.deliver(p, [job])
+            out = self.out(job)
+            self.assertTrue(out["gone@example.com"].at_rcpt)
+            self.assertEqual(out["gone@example.com"].kind, "permfail")
+            self.assertFalse(out["ok@example.com"].at_rcpt)
+
+    @defer.inlineCallbacks
+    def test_data_and_mail_refusals_are_not(self):
+        p = self.primary(data_reply=(554, "5.7.1 spam"))
+        job = self.job(("ok@example.com",))
+        yield self.deliver(p, [job])
+        self.assertFalse(self.out(job)["ok@example.com"].at_rcpt)
+        p2 = self.primary(mail_reply=(550, "5.7.1 not you"))
+        job2 = self.job(("ok@example.com",))
+        yield self.deliver(p2, [job2])
+        self.assertFalse(self.out(job2)["ok@example.com"].at_rcpt)
