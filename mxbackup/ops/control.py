@@ -113,6 +113,13 @@ class Commands:
             "queue": len(self.scheduler.queue),
             "depth_by_target": self.scheduler.depth_by_target(),
             "oldest_age": self.scheduler.oldest_age(),
+            "queued_by_route": {
+                r.domain: {
+                    "queued": self.scheduler.backlog.depth(r.domain),
+                    "max": r.max_queued_messages,
+                }
+                for r in self.scheduler.config.routes
+            },  # fmt: skip
         }
 
     def _envelope(self, id: str) -> Envelope:

@@ -67,3 +67,15 @@ def _span(seconds: float) -> str:
         if seconds >= 2 * size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def route_counts(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """Messages with a recipient pending for each route (what ``max_queued_messages``
+    counts), from ``queue list``'s answer."""
+    counts: dict[str, int] = {}
+    for m in messages:
+        for route in {
+            r["route"] for r in m["recipients"] if r["route"] and r["state"] == "pending"
+        }:
+            counts[route] = counts.get(route, 0) + 1
+    return dict(sorted(counts.items()))
