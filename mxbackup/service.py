@@ -27,6 +27,7 @@ from mxbackup.listening import Listener, all_settled
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.ops.verifycmd import verify_commands
 from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
@@ -34,6 +35,7 @@ from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
+from mxbackup.rcpt_wiring import make_rcpt_services
 from mxbackup.stats import Stats
 from mxbackup.wire import client, reach
 
@@ -175,7 +177,7 @@ class MXBackupService(service.MultiService):
         running = self.started_config
         restart_needed = [
             f"server.{key}"
-            for key in ("listen", "spool", "tls", "control_socket", "spool_sync")
+            for key in ("listen", "spool", "tls", "control_socket", "spool_sync", "state_store")
             if getattr(new.server, key) != getattr(running.server, key)
         ] + [key for key in ("manhole", "metrics") if getattr(new, key) != getattr(running, key)]
         self.smtp_factory.reconfigure(new)
@@ -276,6 +278,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         check=functools.partial(reach.reachable, reactor),
     )
     scheduler.load(live)
+    rcpt, state_service = make_rcpt_services(config, reactor, scheduler, nexthop, stats)
     factory = SMTPFactory(
         config,
         spool,
@@ -286,8 +289,11 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         stats=stats,
         etrn=scheduler,
         seen=scheduler.quick.seen,
+        rcpt=rcpt,
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
+    state_service.setServiceParent(top)
+    top.namespace["state_store"] = state_service.store
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = preflight_endpoint(reactor, description)
@@ -302,6 +308,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     admin = QueueAdmin(scheduler)
     top.namespace["admin"] = admin
     commands = Commands(scheduler, admin, spool, top.reload)
+    commands.extra.update(verify_commands(state_service.cache))
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
     top.listen(

@@ -18,3 +18,8 @@ class Stats:
     deferred: int = 0
     bounced: int = 0
     dsn_sent: int = 0
+    # recipient verification and per-route policy (issue 11)
+    callouts: Counter[str] = field(default_factory=Counter)  # accepted/refused/unreachable
+    verify_cache: Counter[str] = field(default_factory=Counter)  # hit / miss
+    store_errors: int = 0
+    refusals: Counter[str] = field(default_factory=Counter)  # by reason (the link's name)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers: swaks (client), Postfix's smtp-sink/smtp-source,
-# nmap (its smtp-open-relay script judges the relay policy in tests/test_relay_suite.py).
+# nmap (its smtp-open-relay script judges the relay policy in tests/test_relay_suite.py),
+# redis-server (the shared state store's backend, started by tests/redisserver.py).
 # Installs only what is missing; without root (and no sudo) the tests that need them skip.
 set -u
 missing=()
@@ -8,6 +9,7 @@ command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v nmap >/dev/null 2>&1 || missing+=(nmap)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from mxbackup import replies
 from mxbackup.config import Config
 from mxbackup.inbound.policy import Policy
+from mxbackup.inbound.rcpt.services import RcptServices
 from mxbackup.inbound.server import SMTPServer
 from mxbackup.inbound.session import PasswordCheck, QueueFlusher
 from mxbackup.queue.envelope import Envelope
@@ -41,8 +42,10 @@ class SMTPFactory(protocol.ServerFactory):
         stats: Stats | None = None,
         etrn: QueueFlusher | None = None,
         seen: Callable[[str], None] = lambda ip: None,
+        rcpt: RcptServices | None = None,
     ) -> None:
-        self.policy = Policy(config)
+        self.rcpt = rcpt  # the RCPT links' outside world (verification, target view)
+        self.policy = Policy(config, rcpt)
         self.spool = spool
         self.clock = clock
         self.check_password = check_password
@@ -55,7 +58,7 @@ class SMTPFactory(protocol.ServerFactory):
         self.per_ip: Counter[str] = Counter()
 
     def reconfigure(self, config: Config) -> None:
-        self.policy = Policy(config)
+        self.policy = Policy(config, self.rcpt)
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         server = self.policy.server

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from mxbackup.config import ConfigError, load
+from mxbackup.ops.verifycli import add_verify_parser, route_counts
 from mxbackup.preflight import preflight
 
 DEFAULT_CONFIGS = ("/etc/mxbackup/mx.yaml", "etc/mx.yaml")
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, parents=[where], help=text)
         action.add_argument("id")
         action.set_defaults(run=_queue_simple, cmd=name)
+    add_verify_parser(commands, where, _talk)
     reload = commands.add_parser(
         "reload", parents=[where], help="re-read the configuration and address lists"
     )
@@ -213,6 +215,8 @@ def _queue_list(args: argparse.Namespace) -> int:
             if r["last_reply"]:
                 print(f"{'':<33}{r['last_reply'][:200]}")
     print(f"-- {len(messages)} message(s)")
+    for route, count in route_counts(messages).items():
+        print(f"-- {route}: {count} message(s) queued")
     return 0
 
 

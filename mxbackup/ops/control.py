@@ -57,6 +57,7 @@ class Commands:
         self.admin = admin
         self.spool = spool
         self._reload = reload
+        self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
 
     def list(self) -> list[dict[str, Any]]:
         now = self.scheduler.clock.seconds()
@@ -112,6 +113,13 @@ class Commands:
             "queue": len(self.scheduler.queue),
             "depth_by_target": self.scheduler.depth_by_target(),
             "oldest_age": self.scheduler.oldest_age(),
+            "queued_by_route": {
+                r.domain: {
+                    "queued": self.scheduler.backlog.depth(r.domain),
+                    "max": r.max_queued_messages,
+                }
+                for r in self.scheduler.config.routes
+            },  # fmt: skip
         }
 
     def _envelope(self, id: str) -> Envelope:
@@ -141,11 +149,13 @@ class ControlProtocol(LineOnlyReceiver):
 
     def _run(self, line: bytes) -> Any:
         request = json.loads(line)
-        if not isinstance(request, dict) or request.get("cmd") not in _ALLOWED:
-            raise ValueError(f"unknown command; use one of {', '.join(sorted(_ALLOWED))}")
+        allowed = _ALLOWED | set(self.commands.extra)
+        if not isinstance(request, dict) or request.get("cmd") not in allowed:
+            raise ValueError(f"unknown command; use one of {', '.join(sorted(allowed))}")
         args = {k: v for k, v in request.items() if k != "cmd" and isinstance(v, str | None)}
         log.info("control: {cmd} {args}", cmd=request["cmd"], args=args)
-        return getattr(self.commands, request["cmd"])(**args)
+        extra = self.commands.extra.get(request["cmd"])
+        return (extra or getattr(self.commands, request["cmd"]))(**args)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine(json.dumps({"ok": False, "error": "request too long"}).encode())

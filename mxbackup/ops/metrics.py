@@ -16,6 +16,14 @@ Metrics (all prefixed ``mxbackup_``)::
     oldest_message_age_seconds                gauge    age of the oldest queued message
     target_up{target}                         gauge    1 unless the target is known to be down
     smtp_connections                          gauge    open inbound SMTP connections
+    verify_callouts_total{outcome}            counter  callouts: accepted / refused /
+                                                       unreachable / shared / skipped_target_down
+    verify_cache_total{result}                counter  verification cache hit / miss
+    state_store_errors_total                  counter  state store operations that failed
+    rcpt_refusals_total{reason}               counter  RCPT refusals by the policy links:
+                                                       verify_refused, verify_unknown,
+                                                       target_up, route_quota
+    route_queued_messages{route}              gauge    queued messages per route (the quota's count)
 
 A target is a route's domain, or ``mx:<domain>`` for mail delivered by MX lookup.
 """
@@ -34,6 +42,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from mxbackup.config import MetricsConfig
+from mxbackup.ops.verifymetrics import verification_metrics
 
 
 def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> service.IService:
@@ -103,6 +112,7 @@ class MXBackupCollector(Collector):
             "Open inbound SMTP connections.",
             value=self.root.smtp_factory.connections,
         )
+        yield from verification_metrics(stats, scheduler)
 
 
 class _Metrics(Resource):

@@ -66,6 +66,12 @@ class Backlog:
     def has_mail(self, key: str) -> bool:
         return bool(self._by_target.get(key))
 
+    def depth(self, key: str) -> int:
+        """Messages with recipients pending at ``key``: O(1) (the route quota reads it at
+        every RCPT)."""
+        qids = self._by_target.get(key)
+        return len(qids) if qids else 0
+
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
 

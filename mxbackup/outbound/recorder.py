@@ -52,12 +52,20 @@ class Recorder:
         self.dsn = dsn
         self.clock = clock
         self.stats = stats
+        # Recipient verification learns from delivery (``rcpt_wiring`` sets it): called with
+        # (route, address, positive, text) for each RCPT answer of a verified route.
+        self.learn: Any = None
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         self.delay_warning = config.delivery.delay_warning
         # Built once per configuration: rule() runs for every message tried.
         self._rules = {r.domain: RetryRule.for_route(r) for r in config.routes}
+        self._verified = {
+            r.domain: r
+            for r in config.routes
+            if r.verify_recipients is not None and r.addresses.kind == "all"
+        }
 
     def rule(self, key: str) -> RetryRule:
         return self._rules.get(key) or _MX_RULE
@@ -113,6 +121,8 @@ class Recorder:
         if not outcome.tried:
             self._untry(envelope, rcpt, key, now)
         self._log_attempt(envelope, rcpt, outcome)
+        if self.learn is not None and key in self._verified:
+            self._learn(self._verified[key], rcpt.address, outcome)
         if outcome.kind == "delivered":
             rcpt.state = "delivered"
             self.stats.delivered += 1
@@ -122,6 +132,14 @@ class Recorder:
             self.stats.bounced += 1
         else:
             self.stats.deferred += 1
+
+    def _learn(self, route: Any, address: str, outcome: Outcome) -> None:
+        """The target took the recipient (a delivery) or refused it at RCPT (5xx): a
+        positive or negative verification entry, without a callout."""
+        if outcome.kind == "delivered":
+            self.learn(route, address, True, "")
+        elif outcome.kind == "permfail" and outcome.at_rcpt:
+            self.learn(route, address, False, outcome.text)
 
     def _untry(self, envelope: Envelope, rcpt: Recipient, key: str, now: float) -> None:
         """The try counted before the connection never reached this recipient: take it back.

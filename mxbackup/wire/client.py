@@ -320,3 +320,8 @@ def _end(state: SessionState, work: Work) -> Attempt:
         for i in left:
             work.finish_all([i], pending if i in state.started_jobs else untried)
     return Attempt(connected, state.remote, state.error, tls_failed, broken)
+
+
+# Shared with recipient callouts (``mxbackup.wire.callout``): the same connection and TLS rules.
+connect = _connect
+plain_settings = _plain

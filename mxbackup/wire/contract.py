@@ -37,6 +37,9 @@ class Outcome:
     tried: bool = True
     # The target offered DSN and was given NOTIFY/ORCPT: a success notice is its to send.
     notify_passed: bool = False
+    # True: the reply is the target's answer to this recipient's RCPT (it refused the
+    # recipient itself, not the message): what recipient verification learns from.
+    at_rcpt: bool = False
 
     @property
     def reply(self) -> str:

@@ -168,7 +168,10 @@ def _fate(
     if not mail.ok:
         return {rcpt: _outcome(mail, state, dsn) for rcpt in job.recipients}
     replies: Mapping[str, Reply] = dict(zip(job.recipients, rcpts, strict=True))
-    return {rcpt: _outcome(r if not r.ok else last, state, dsn) for rcpt, r in replies.items()}
+    return {
+        rcpt: _outcome(last, state, dsn) if r.ok else replace(_outcome(r, state, dsn), at_rcpt=True)
+        for rcpt, r in replies.items()
+    }
 
 
 def _outcome(reply: Reply, state: SessionState, dsn: bool) -> Outcome:

@@ -64,6 +64,10 @@ class MetricsTests(TestCase):
         self.stats = Stats(accepted=7, delivered=5, deferred=3, bounced=2, dsn_sent=2)
         self.stats.refused["550"] += 4
         self.stats.refused["451"] += 1
+        self.stats.callouts.update(accepted=3, refused=1)
+        self.stats.verify_cache.update(hit=10, miss=4)
+        self.stats.store_errors = 1
+        self.stats.refusals["route_quota"] += 2
         self.scheduler = FakeScheduler()
         self.root = SimpleNamespace(
             stats=self.stats,
@@ -129,6 +133,14 @@ class MetricsTests(TestCase):
             ("mxbackup_target_up", (("target", "idle.example"),)): 1,
             ("mxbackup_oldest_message_age_seconds", ()): 754.5,
             ("mxbackup_smtp_connections", ()): 2,
+            ("mxbackup_verify_callouts_total", (("outcome", "accepted"),)): 3,
+            ("mxbackup_verify_callouts_total", (("outcome", "refused"),)): 1,
+            ("mxbackup_verify_cache_total", (("result", "hit"),)): 10,
+            ("mxbackup_verify_cache_total", (("result", "miss"),)): 4,
+            ("mxbackup_state_store_errors_total", ()): 1,
+            ("mxbackup_rcpt_refusals_total", (("reason", "route_quota"),)): 2,
+            ("mxbackup_route_queued_messages", (("route", "example.com"),)): 1,
+            ("mxbackup_route_queued_messages", (("route", "example.org"),)): 2,
         }
         self.assertEqual(samples, expected)
 

@@ -2,8 +2,10 @@
 
 Order (Postfix's ``smtpd_recipient_restrictions`` in spirit: cheap and absolute first):
 routing in the address (refused from anyone), the recipient limit (before any check that costs
-something), relay rules (routes, IP ranges, authentication), the route's address list.  The
-first link that does not accept decides.  Rebuilt on every reload (``policy.Policy``).
+something), relay rules (routes, IP ranges, authentication), the route's address list, the
+route's "use the primary while it is up" (before a callout would cost one), recipient
+verification (cache, callout), the route's queue quota.  The first link that does not accept
+decides.  Rebuilt on every reload (``policy.Policy``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from mxbackup.inbound.access import AccessMatrix
 from mxbackup.inbound.rcpt.addresslist import AddressListLink
 from mxbackup.inbound.rcpt.decision import ACCEPT, Accept, Candidate, Decision, Link
 from mxbackup.inbound.rcpt.limit import RecipientLimit
+from mxbackup.inbound.rcpt.quota import QuotaLink
 from mxbackup.inbound.rcpt.relay import RelayRules
 from mxbackup.inbound.rcpt.routing import RoutingInAddress
+from mxbackup.inbound.rcpt.services import RcptServices
+from mxbackup.inbound.rcpt.targetup import TargetUpLink
 from mxbackup.routes import RouteTable
 
 if TYPE_CHECKING:
@@ -57,13 +62,21 @@ class Chain:
         return self._from(start, transaction, recipient)
 
 
-def build_chain(config: Config, routes: RouteTable, access: AccessMatrix) -> Chain:
+def build_chain(
+    config: Config,
+    routes: RouteTable,
+    access: AccessMatrix,
+    services: RcptServices | None = None,
+) -> Chain:
     """The chain for ``config``: adding a check is one line here."""
-    return Chain(
-        [
-            RoutingInAddress(),
-            RecipientLimit(config.server.max_recipients),
-            RelayRules(routes, access),
-            AddressListLink(),
-        ]
-    )
+    s = services or RcptServices()
+    links: list[Link | None] = [
+        RoutingInAddress(),
+        RecipientLimit(config.server.max_recipients),
+        RelayRules(routes, access),
+        AddressListLink(),
+        TargetUpLink(s.view, s.stats),
+        s.verification,
+        QuotaLink(s.view, s.stats),
+    ]
+    return Chain([link for link in links if link is not None])

@@ -12,8 +12,10 @@ from mxbackup.inbound.rcpt.addresslist import AddressListLink
 from mxbackup.inbound.rcpt.chain import Chain, build_chain
 from mxbackup.inbound.rcpt.decision import ACCEPT, Postpone
 from mxbackup.inbound.rcpt.limit import RecipientLimit
+from mxbackup.inbound.rcpt.quota import QuotaLink
 from mxbackup.inbound.rcpt.relay import RelayRules
 from mxbackup.inbound.rcpt.routing import RoutingInAddress
+from mxbackup.inbound.rcpt.targetup import TargetUpLink
 
 
 class Fixed:
@@ -75,7 +77,25 @@ def test_chains_nest():
 def test_built_in_todays_order():
     chain = build_chain(CONFIG, ROUTES, AccessMatrix(CONFIG.ip_ranges))
     kinds = [type(link) for link in chain.links]
-    assert kinds == [RoutingInAddress, RecipientLimit, RelayRules, AddressListLink]
+    assert kinds == [
+        RoutingInAddress,
+        RecipientLimit,
+        RelayRules,
+        AddressListLink,
+        TargetUpLink,
+        QuotaLink,
+    ]
+
+
+def test_verification_sits_between_target_up_and_quota():
+    from mxbackup.inbound.rcpt.services import RcptServices
+
+    marker = object()
+    chain = build_chain(
+        CONFIG, ROUTES, AccessMatrix(CONFIG.ip_ranges), RcptServices(verification=marker)
+    )
+    kinds = [type(link) for link in chain.links]
+    assert chain.links[5] is marker and kinds[4] is TargetUpLink and kinds[6] is QuotaLink
 
 
 def test_built_from_the_configuration():
