@@ -36,6 +36,20 @@ SECURITIES: tuple[str, ...] = get_args(Security)
 class TLSConfig:
     certificate: str = setting("PEM certificate chain offered with STARTTLS", readable_file)
     key: str = setting("PEM private key of that certificate", readable_file)
+    profile: str = setting(
+        "modern | intermediate | compatible (versions and cipher suites offered)",
+        choice("intermediate", "modern", "compatible"),
+        default="intermediate",
+    )
+    extra_certificate: str | None = setting(
+        "a second certificate of another key type (e.g. ECDSA beside RSA)",
+        optional_file,
+        default=None,
+        null=True,
+    )
+    extra_key: str | None = setting(
+        "the private key of extra_certificate", optional_file, default=None, null=True
+    )
 
 
 @dataclass(frozen=True)
