@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet import endpoints
 
 from mxbackup.config import Config
+from mxbackup.inbound.passwords import cost_of
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.wire import tlsprofile
 
@@ -47,6 +48,13 @@ def preflight(config: Config) -> Report:
             "AUTH is offered only over TLS and server.tls is not set: no account can log in",
         )
     _own_targets(say, config)
+    costs = sorted({cost_of(a.password_hash) for a in config.accounts})
+    if len(costs) > 1:
+        say.warning(
+            "accounts",
+            f"password hashes of bcrypt costs {', '.join(map(str, costs))}: how long a failed "
+            "AUTH takes tells accounts of one cost from the rest; hash them all at one cost",
+        )
     return report
 
 

@@ -98,6 +98,9 @@ AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")
 AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_TOO_MANY_FAILURES = Reply(
+    454, "4.7.0", "Too many failed authentications from your address; try again later"
+)
 
 # Policy
 RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied: {}")

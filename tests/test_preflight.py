@@ -127,3 +127,22 @@ def test_listen_forms_that_are_valid_never_crash_the_check(monkeypatch):
         f"{SOURCE}: server.listen[3]: bad endpoint 'systemd:domain=INET:index=0': "
         "no such socket from systemd"
     )
+
+
+def test_accounts_of_different_bcrypt_costs_are_a_warning():
+    accounts = [
+        {"username": f"u{cost}", "password_hash": "$2b$%02d$" % cost + "a" * 53} for cost in (4, 5)
+    ]
+    report = preflight(config(extra={"accounts": accounts}))
+    assert any("bcrypt costs 4, 5" in w for w in report.warnings), report.warnings
+    one_cost = [dict(a, password_hash="$2b$04$" + "a" * 53) for a in accounts]
+    assert not any("bcrypt" in w for w in preflight(config(extra={"accounts": one_cost})).warnings)
+
+
+def test_extra_certificate_needs_its_key_and_another_key_type(tmp_path):
+    cert, key = make_cert(tmp_path)
+    tls = {"certificate": str(cert), "key": str(key), "extra_certificate": str(cert)}
+    report = preflight(config(tls=tls))
+    assert any("extra_certificate and extra_key go together" in e for e in report.errors)
+    report = preflight(config(tls=dict(tls, extra_key=str(key))))
+    assert any("same key type" in e for e in report.errors), report.errors

@@ -72,6 +72,14 @@ class ServerConfig:
     control_socket: str = setting(
         "the admin socket; default <spool>/control.sock", text, default=""
     )
+    auth_failure_limit: int = setting(
+        "failed AUTH per client within auth_failure_window; beyond: 454; 0 = no limit",
+        integer(0),
+        default=10,
+    )
+    auth_failure_window: float = setting(
+        "seconds over which failed AUTH attempts are counted", seconds, default=600.0
+    )
     spool_sync: str = setting(
         "syncfs | fsync; default: syncfs where the system has it",
         choice("syncfs", "fsync"),
