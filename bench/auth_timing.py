@@ -8,8 +8,9 @@ against a server with TLS and that account.  Each round opens one connection, do
 and times ``AUTH PLAIN`` (send to reply) for the account with a wrong password and for an
 unknown name, alternating which goes first.  Connections come from 127.0.0.2, .3, ... in turn,
 8 failures per address, so the failed-AUTH limit (10 per client by default) never answers
-for bcrypt (a second run within 10 minutes: ``--first-source 100``).  Prints one JSON object: medians and means in ms, and the relative difference.
-Standard library only; loopback only.
+for bcrypt (a second run within 10 minutes: ``--first-source 100``).  Prints one JSON
+object: medians and means in ms, and the relative difference.  Standard library only;
+loopback only.
 """
 
 from __future__ import annotations

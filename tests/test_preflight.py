@@ -131,7 +131,7 @@ def test_listen_forms_that_are_valid_never_crash_the_check(monkeypatch):
 
 def test_accounts_of_different_bcrypt_costs_are_a_warning():
     accounts = [
-        {"username": f"u{cost}", "password_hash": "$2b$%02d$" % cost + "a" * 53} for cost in (4, 5)
+        {"username": f"u{cost}", "password_hash": f"$2b${cost:02d}$" + "a" * 53} for cost in (4, 5)
     ]
     report = preflight(config(extra={"accounts": accounts}))
     assert any("bcrypt costs 4, 5" in w for w in report.warnings), report.warnings
