@@ -55,7 +55,11 @@ HELO_OK = Reply(250, "", "{} Hello {}")  # no enhanced code in the HELO/EHLO gre
 RESET_OK = Reply(250, "2.0.0", "Reset state")
 NOOP_OK = Reply(250, "2.0.0", "Ok")
 VRFY_CANNOT = Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery")
-HELP = Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY QUIT")
+HELP = Reply(
+    214,
+    "2.0.0",
+    "See RFC 5321; commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY ETRN QUIT",
+)
 SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
