@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet import endpoints
 
 from mxbackup.config import Config
+from mxbackup.config.scalars import others_can_read
 from mxbackup.inbound.passwords import cost_of
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.wire import tlsprofile
@@ -48,6 +49,13 @@ def preflight(config: Config) -> Report:
             "AUTH is offered only over TLS and server.tls is not set: no account can log in",
         )
     _own_targets(say, config)
+    holds_secrets = config.accounts or any(r.authentication for r in config.routes)
+    if holds_secrets and others_can_read(config.source):
+        say.warning(
+            "accounts" if config.accounts else "routes",
+            f"{config.source} holds password hashes or passwords and every user of this host "
+            "can read it: chmod o-r it (the package installs it 0640 root:mxbackup)",
+        )
     costs = sorted({cost_of(a.password_hash) for a in config.accounts})
     if len(costs) > 1:
         say.warning(

@@ -146,3 +146,36 @@ def test_extra_certificate_needs_its_key_and_another_key_type(tmp_path):
     assert any("extra_certificate and extra_key go together" in e for e in report.errors)
     report = preflight(config(tls=dict(tls, extra_key=str(key))))
     assert any("same key type" in e for e in report.errors), report.errors
+
+
+def test_secrets_readable_by_every_user_are_warnings(tmp_path):
+    import os
+
+    import yaml
+
+    secret = tmp_path / "route.secret"
+    secret.write_text("pw\n")
+    cert, key = make_cert(tmp_path)
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": str(tmp_path / "s")},
+        "accounts": [{"username": "u", "password_hash": "$2b$04$" + "a" * 53}],
+        "routes": [
+            {
+                "domain": "example.com",
+                "target_host": "192.0.2.10",
+                "authentication": {"username": "b", "password_file": str(secret)},
+            }
+        ],
+    }
+    data["server"]["tls"] = {"certificate": str(cert), "key": str(key)}
+    path = tmp_path / "mx.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for name in (path, secret, key):
+        os.chmod(name, 0o644)
+    warnings = preflight(config_module.load(str(path))).warnings
+    assert any("mx.yaml holds password hashes" in w for w in warnings), warnings
+    assert any("password_file" in w and "mode 0644" in w for w in warnings), warnings
+    assert any("server.tls.key" in w and "chmod o-r" in w for w in warnings), warnings
+    for name in (path, secret, key):
+        os.chmod(name, 0o640)
+    assert preflight(config_module.load(str(path))).warnings == []

@@ -19,9 +19,11 @@ from mxbackup.config.scalars import (
     choice,
     integer,
     optional_file,
+    optional_secret_file,
     readable_file,
     seconds,
     seconds_or_off,
+    secret_file,
     text,
 )
 from mxbackup.config.values import AddressList, IPNetwork, Target
@@ -35,7 +37,7 @@ SECURITIES: tuple[str, ...] = get_args(Security)
 @dataclass(frozen=True)
 class TLSConfig:
     certificate: str = setting("PEM certificate chain offered with STARTTLS", readable_file)
-    key: str = setting("PEM private key of that certificate", readable_file)
+    key: str = setting("PEM private key of that certificate", secret_file)
     profile: str = setting(
         "modern | intermediate | compatible (versions and cipher suites offered)",
         choice("intermediate", "modern", "compatible"),
@@ -48,7 +50,7 @@ class TLSConfig:
         null=True,
     )
     extra_key: str | None = setting(
-        "the private key of extra_certificate", optional_file, default=None, null=True
+        "the private key of extra_certificate", optional_secret_file, default=None, null=True
     )
 
 
