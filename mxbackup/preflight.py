@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from OpenSSL.crypto import FILETYPE_PEM
-from twisted.internet import endpoints, ssl
+from twisted.internet import endpoints
 
 from mxbackup.config import Config
+from mxbackup.config.scalars import others_can_read
+from mxbackup.inbound.passwords import cost_of
 from mxbackup.outbound.nexthop import NextHop
+from mxbackup.wire import tlsprofile
 
 _ENDPOINT_ERRORS = (ValueError, KeyError, TypeError, IndexError)
 
@@ -47,6 +49,20 @@ def preflight(config: Config) -> Report:
             "AUTH is offered only over TLS and server.tls is not set: no account can log in",
         )
     _own_targets(say, config)
+    holds_secrets = config.accounts or any(r.authentication for r in config.routes)
+    if holds_secrets and others_can_read(config.source):
+        say.warning(
+            "accounts" if config.accounts else "routes",
+            f"{config.source} holds password hashes or passwords and every user of this host "
+            "can read it: chmod o-r it (the package installs it 0640 root:mxbackup)",
+        )
+    costs = sorted({cost_of(a.password_hash) for a in config.accounts})
+    if len(costs) > 1:
+        say.warning(
+            "accounts",
+            f"password hashes of bcrypt costs {', '.join(map(str, costs))}: how long a failed "
+            "AUTH takes tells accounts of one cost from the rest; hash them all at one cost",
+        )
     return report
 
 
@@ -94,18 +110,17 @@ def _tls(say: _Say, config: Config) -> Any:
     tls = config.server.tls
     if tls is None:
         return None
+    pairs = [(tls.certificate, tls.key)]
+    if (tls.extra_certificate is None) != (tls.extra_key is None):
+        say.error("server.tls", "extra_certificate and extra_key go together: give both")
+        return None
+    if tls.extra_certificate is not None and tls.extra_key is not None:
+        pairs.append((tls.extra_certificate, tls.extra_key))
     try:
-        with open(tls.certificate, "rb") as f:
-            cert_pem = f.read()
-        with open(tls.key, "rb") as f:
-            key_pem = f.read()
-        certs = [ssl.Certificate.loadPEM(block) for block in _pem_blocks(cert_pem)]
-        key = ssl.KeyPair.load(key_pem, FILETYPE_PEM)
-        return ssl.CertificateOptions(
-            privateKey=key.original,
-            certificate=certs[0].original,
-            extraCertChain=[c.original for c in certs[1:]],
-        )
+        for certificate, _ in pairs:
+            with open(certificate, "rb") as f:
+                _pem_blocks(f.read())  # "no certificate found" before OpenSSL's own words
+        return tlsprofile.ServerTLS(tlsprofile.PROFILES[tls.profile], pairs)
     except Exception as e:  # noqa: BLE001 - any failure to load is a configuration error
         say.error("server.tls", f"cannot load certificate/key: {e or type(e).__name__}")
         return None

@@ -55,7 +55,11 @@ HELO_OK = Reply(250, "", "{} Hello {}")  # no enhanced code in the HELO/EHLO gre
 RESET_OK = Reply(250, "2.0.0", "Reset state")
 NOOP_OK = Reply(250, "2.0.0", "Ok")
 VRFY_CANNOT = Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and attempt delivery")
-HELP = Reply(214, "2.0.0", "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP VRFY QUIT")
+HELP = Reply(
+    214,
+    "2.0.0",
+    "See RFC 5321; commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY ETRN QUIT",
+)
 SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
@@ -98,6 +102,9 @@ AUTH_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")
 AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication response")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_TOO_MANY_FAILURES = Reply(
+    454, "4.7.0", "Too many failed authentications from your address; try again later"
+)
 
 # Policy
 RELAY_DENIED = Reply(550, "5.7.1", "Relay access denied: {}")

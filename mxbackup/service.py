@@ -11,7 +11,6 @@ import gc
 import os
 from typing import Any
 
-import bcrypt
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints, threads
 from twisted.logger import Logger
@@ -23,6 +22,7 @@ from twisted.names import resolve
 from mxbackup import config as config_module
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
+from mxbackup.inbound.passwords import Passwords
 from mxbackup.listening import Listener, all_settled
 from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
@@ -40,10 +40,6 @@ from mxbackup.stats import Stats
 from mxbackup.wire import client, reach
 
 log = Logger(namespace="mxbackup.service")
-
-# Compared against when the user name is unknown, so a wrong name costs as long as a wrong
-# password (no user enumeration by timing).
-_DUMMY_HASH = bcrypt.hashpw(b"mxbackup", bcrypt.gensalt(rounds=12))
 
 
 class MXBackupService(service.MultiService):
@@ -79,6 +75,7 @@ class MXBackupService(service.MultiService):
         self.spool_process = spool_process  # stopped last (see stopService)
         self.listeners: list[Listener] = []  # every listening endpoint (see listen())
         self._reactor = reactor
+        self.passwords: Passwords | None = None  # the AUTH check, given the new accounts
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
@@ -181,6 +178,8 @@ class MXBackupService(service.MultiService):
             if getattr(new.server, key) != getattr(running.server, key)
         ] + [key for key in ("manhole", "metrics") if getattr(new, key) != getattr(running, key)]
         self.smtp_factory.reconfigure(new)
+        if self.passwords is not None:
+            self.passwords.reconfigure(new.accounts)
         self.scheduler.reconfigure(new)
         self.config = new
         self.namespace["config"] = new
@@ -207,23 +206,13 @@ class MXBackupService(service.MultiService):
         return stopped
 
 
-def make_password_check(reactor: Any, config: Config) -> Any:
-    hashes = {a.username: a.password_hash for a in config.accounts}
+def make_password_check(reactor: Any, config: Config) -> Passwords:
+    """The AUTH password check; bcrypt runs in the reactor's thread pool."""
 
-    def check(username: str, password: str) -> defer.Deferred:
-        stored = hashes.get(username)
-        candidate = password.encode("utf-8")
-
-        def verify() -> bool:
-            if len(candidate) > 72:  # bcrypt's limit; still spend the time of one check
-                bcrypt.checkpw(b"x", _DUMMY_HASH)
-                return False
-            ok = bcrypt.checkpw(candidate, stored or _DUMMY_HASH)
-            return ok and stored is not None
-
+    def run_in_thread(verify: Any) -> defer.Deferred:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), verify)
 
-    return check
+    return Passwords(config.accounts, run_in_thread)
 
 
 def make_resolver(config: Config, reactor: Any) -> Any:
@@ -279,11 +268,12 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     )
     scheduler.load(live)
     rcpt, state_service = make_rcpt_services(config, reactor, scheduler, nexthop, stats)
+    passwords = make_password_check(reactor, config)
     factory = SMTPFactory(
         config,
         spool,
         clock=reactor,
-        check_password=make_password_check(reactor, config),
+        check_password=passwords,
         tls_context=checked.tls_context,
         wakeup=scheduler.wakeup,
         stats=stats,
@@ -294,6 +284,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     state_service.setServiceParent(top)
     top.namespace["state_store"] = state_service.store
+    top.passwords = passwords
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = preflight_endpoint(reactor, description)

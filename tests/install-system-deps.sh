@@ -10,6 +10,7 @@ command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || missing+=(
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v nmap >/dev/null 2>&1 || missing+=(nmap)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)  # a Go TLS client (tests/e2e/test_tls_clients.py)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

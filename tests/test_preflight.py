@@ -127,3 +127,55 @@ def test_listen_forms_that_are_valid_never_crash_the_check(monkeypatch):
         f"{SOURCE}: server.listen[3]: bad endpoint 'systemd:domain=INET:index=0': "
         "no such socket from systemd"
     )
+
+
+def test_accounts_of_different_bcrypt_costs_are_a_warning():
+    accounts = [
+        {"username": f"u{cost}", "password_hash": f"$2b${cost:02d}$" + "a" * 53} for cost in (4, 5)
+    ]
+    report = preflight(config(extra={"accounts": accounts}))
+    assert any("bcrypt costs 4, 5" in w for w in report.warnings), report.warnings
+    one_cost = [dict(a, password_hash="$2b$04$" + "a" * 53) for a in accounts]
+    assert not any("bcrypt" in w for w in preflight(config(extra={"accounts": one_cost})).warnings)
+
+
+def test_extra_certificate_needs_its_key_and_another_key_type(tmp_path):
+    cert, key = make_cert(tmp_path)
+    tls = {"certificate": str(cert), "key": str(key), "extra_certificate": str(cert)}
+    report = preflight(config(tls=tls))
+    assert any("extra_certificate and extra_key go together" in e for e in report.errors)
+    report = preflight(config(tls=dict(tls, extra_key=str(key))))
+    assert any("same key type" in e for e in report.errors), report.errors
+
+
+def test_secrets_readable_by_every_user_are_warnings(tmp_path):
+    import os
+
+    import yaml
+
+    secret = tmp_path / "route.secret"
+    secret.write_text("pw\n")
+    cert, key = make_cert(tmp_path)
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": str(tmp_path / "s")},
+        "accounts": [{"username": "u", "password_hash": "$2b$04$" + "a" * 53}],
+        "routes": [
+            {
+                "domain": "example.com",
+                "target_host": "192.0.2.10",
+                "authentication": {"username": "b", "password_file": str(secret)},
+            }
+        ],
+    }
+    data["server"]["tls"] = {"certificate": str(cert), "key": str(key)}
+    path = tmp_path / "mx.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for name in (path, secret, key):
+        os.chmod(name, 0o644)
+    warnings = preflight(config_module.load(str(path))).warnings
+    assert any("mx.yaml holds password hashes" in w for w in warnings), warnings
+    assert any("password_file" in w and "mode 0644" in w for w in warnings), warnings
+    assert any("server.tls.key" in w and "chmod o-r" in w for w in warnings), warnings
+    for name in (path, secret, key):
+        os.chmod(name, 0o640)
+    assert preflight(config_module.load(str(path))).warnings == []

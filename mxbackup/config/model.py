@@ -20,9 +20,11 @@ from mxbackup.config.scalars import (
     choice,
     integer,
     optional_file,
+    optional_secret_file,
     readable_file,
     seconds,
     seconds_or_off,
+    secret_file,
     text,
 )
 from mxbackup.config.stores import state_store
@@ -37,7 +39,21 @@ SECURITIES: tuple[str, ...] = get_args(Security)
 @dataclass(frozen=True)
 class TLSConfig:
     certificate: str = setting("PEM certificate chain offered with STARTTLS", readable_file)
-    key: str = setting("PEM private key of that certificate", readable_file)
+    key: str = setting("PEM private key of that certificate", secret_file)
+    profile: str = setting(
+        "modern | intermediate | compatible (versions and cipher suites offered)",
+        choice("intermediate", "modern", "compatible"),
+        default="intermediate",
+    )
+    extra_certificate: str | None = setting(
+        "a second certificate of another key type (e.g. ECDSA beside RSA)",
+        optional_file,
+        default=None,
+        null=True,
+    )
+    extra_key: str | None = setting(
+        "the private key of extra_certificate", optional_secret_file, default=None, null=True
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,14 @@ class ServerConfig:
     )
     control_socket: str = setting(
         "the admin socket; default <spool>/control.sock", text, default=""
+    )
+    auth_failure_limit: int = setting(
+        "failed AUTH per client within auth_failure_window; beyond: 454; 0 = no limit",
+        integer(0),
+        default=10,
+    )
+    auth_failure_window: float = setting(
+        "seconds over which failed AUTH attempts are counted", seconds, default=600.0
     )
     spool_sync: str = setting(
         "syncfs | fsync; default: syncfs where the system has it",

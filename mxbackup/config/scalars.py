@@ -80,6 +80,36 @@ def readable_file(r: Reader, value: object, path: str) -> str:
     return filename
 
 
+def others_can_read(filename: str) -> bool:
+    """Whether every user of this host may read ``filename`` (mode o+r)."""
+    try:
+        return bool(os.stat(filename).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def warn_if_public(r: Reader, path: str, filename: str) -> None:
+    """A warning when a file holding a secret (a key, a password) is readable by all."""
+    if filename and others_can_read(filename):
+        mode = stat.S_IMODE(os.stat(filename).st_mode)
+        r.warning(
+            path,
+            f"{show(filename)} holds a secret and every user of this host can read it "
+            f"(mode {mode:04o}): chmod o-r it (e.g. 0640 root:mxbackup)",
+        )
+
+
+def secret_file(r: Reader, value: object, path: str) -> str:
+    """`readable_file` for a key or password file: a warning when others can read it."""
+    filename = readable_file(r, value, path)
+    warn_if_public(r, path, filename)
+    return filename
+
+
+def optional_secret_file(r: Reader, value: object, path: str) -> str | None:
+    return secret_file(r, value, path) or None
+
+
 def optional_file(r: Reader, value: object, path: str) -> str | None:
     """`readable_file`, or None after a problem (for a key whose default is None)."""
     return readable_file(r, value, path) or None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mxbackup.config.reader import MISSING, Items, Map, Reader, kind, show
-from mxbackup.config.scalars import boolean, read_text, text
+from mxbackup.config.scalars import boolean, read_text, text, warn_if_public
 from mxbackup.names import DomainError, parse_domain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -291,6 +291,7 @@ def _password_file(r: Reader, m: Map) -> str:
     content = read_text(r, m.at("password_file"), filename) if filename else None
     if content is None:
         return ""
+    warn_if_public(r, m.at("password_file"), filename)
     secret = content.removesuffix("\n").removesuffix("\r")
     if not secret:
         r.error(m.at("password_file"), f"the file {show(filename)} is empty")

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from mxbackup import replies
 from mxbackup.config import Config
+from mxbackup.inbound.authlimit import AuthFailures
 from mxbackup.inbound.policy import Policy
 from mxbackup.inbound.rcpt.services import RcptServices
 from mxbackup.inbound.server import SMTPServer
@@ -49,6 +50,10 @@ class SMTPFactory(protocol.ServerFactory):
         self.spool = spool
         self.clock = clock
         self.check_password = check_password
+        server_config = config.server
+        self.auth_failures = AuthFailures(
+            clock, server_config.auth_failure_limit, server_config.auth_failure_window
+        )
         self.tls_context = tls_context
         self.wakeup = wakeup
         self.stats = stats or Stats()
@@ -59,6 +64,9 @@ class SMTPFactory(protocol.ServerFactory):
 
     def reconfigure(self, config: Config) -> None:
         self.policy = Policy(config, self.rcpt)
+        limits = (config.server.auth_failure_limit, config.server.auth_failure_window)
+        if limits != (self.auth_failures.limit, self.auth_failures.window):
+            self.auth_failures.reconfigure(*limits)
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         server = self.policy.server

@@ -49,6 +49,8 @@ class Sasl:
             return replies.AUTH_ALREADY
         if s.transaction is not None:
             return replies.AUTH_IN_TRANSACTION
+        if s.factory.auth_failures.blocked(s.client_ip):
+            return replies.AUTH_TOO_MANY_FAILURES
         return None
 
     def command(self, rest: str) -> Deferred[Any] | None:
@@ -86,7 +88,10 @@ class Sasl:
             self.session.reply(replies.AUTH_CHALLENGE.format(exchange.challenge()))
             return None
         username, password = credentials
-        d = self.session.factory.check_password(username, password)
+        s = self.session
+        if s.factory.auth_failures.blocked(s.client_ip):  # failures on other connections
+            return self._done(replies.AUTH_TOO_MANY_FAILURES)
+        d = s.factory.check_password(username, password)
         return d.addCallbacks(self._checked, self._check_failed, callbackArgs=(username,))
 
     def _checked(self, ok: bool, username: str) -> None:
@@ -98,6 +103,7 @@ class Sasl:
             self._done(replies.AUTH_OK)
         else:
             log.info("authentication failed user={user} client={ip}", user=username, ip=s.client_ip)
+            s.factory.auth_failures.failed(s.client_ip)
             self._done(replies.AUTH_FAILED)
 
     def _check_failed(self, failure: Failure) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
     from mxbackup.inbound.address import Mailbox
+    from mxbackup.inbound.authlimit import AuthFailures
     from mxbackup.inbound.policy import Policy
     from mxbackup.inbound.rcpt.decision import Decision, Postpone
     from mxbackup.inbound.transaction import Transaction
@@ -58,6 +59,7 @@ class FactoryView(Protocol):
     stats: Stats
     tls_context: Any
     check_password: PasswordCheck
+    auth_failures: AuthFailures
     wakeup: Callable[[Envelope], None]
     etrn: QueueFlusher | None
 

@@ -16,7 +16,14 @@ Scripted use works too: without a terminal (``echo 'print(len(scheduler.queue))'
 the session ends when the input does.
 
 The server's host key is an ed25519 key generated on first start (``host_key_path``,
-mode 0600) and kept, so clients see the same host key across restarts.
+mode 0600) and kept, so clients see the same host key across restarts.  A host key file of
+another type that is already there (RSA, ECDSA) is still used, so operators' known_hosts
+entries stay valid, with a warning; RSA then signs with SHA-2 only (no ``ssh-rsa``).
+
+Only modern algorithms are offered (``HardenedConchFactory``): curve25519 key exchange (and
+the ML-KEM hybrid where conch has it), AES-CTR, HMAC-SHA2, no compression, and a version
+banner that names no software.  Conch has no encrypt-then-MAC MACs and no AEAD ciphers
+(chacha20-poly1305, aes-gcm), which ssh-audit notes: keep the manhole on loopback.
 """
 
 from __future__ import annotations
@@ -52,12 +59,60 @@ def make_manhole_service(
     realm.sessionFactory = _Session
     realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole, namespace)
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(config.authorized_keys))
-    factory = manhole_ssh.ConchFactory(Portal(realm, [checker]))
+    factory = HardenedConchFactory(Portal(realm, [checker]))
     host_key = load_or_create_host_key(host_key_path)
+    if host_key.sshType() != b"ssh-ed25519":
+        log.warn(
+            "manhole: host key {path} is {kind}; delete it to get an ed25519 key at the next "
+            "start (clients will see a new host key)",
+            path=host_key_path,
+            kind=host_key.sshType().decode(),
+        )
     # Instance attributes: ConchFactory's class-level dicts are shared by every instance.
     factory.publicKeys = {host_key.sshType(): host_key.public()}
     factory.privateKeys = {host_key.sshType(): host_key}
     return strports.service(config.listen, factory, reactor=reactor)
+
+
+# What the manhole offers, most preferred first; each list is filtered from what conch
+# supports, so an algorithm this conch lacks is simply not offered.
+BANNER = b"SSH-2.0-Server"  # no software name or version for scanners to match
+KEY_EXCHANGES = (
+    b"mlkem768x25519-sha256",
+    b"curve25519-sha256",
+    b"curve25519-sha256@libssh.org",
+)
+CIPHERS = (b"aes256-ctr", b"aes192-ctr", b"aes128-ctr")
+MACS = (b"hmac-sha2-512", b"hmac-sha2-256")
+HOST_KEY_ALGORITHMS = (
+    b"ssh-ed25519",
+    b"ecdsa-sha2-nistp256",
+    b"ecdsa-sha2-nistp384",
+    b"ecdsa-sha2-nistp521",
+    b"rsa-sha2-512",
+    b"rsa-sha2-256",
+)
+
+
+def _allowed(offered: list[bytes], allowed: tuple[bytes, ...]) -> list[bytes]:
+    supported = set(offered)
+    return [name for name in allowed if name in supported]
+
+
+class HardenedConchFactory(manhole_ssh.ConchFactory):
+    """Twisted's manhole factory whose transports offer only the algorithms above.  It sets
+    the transport's documented ``supported*`` lists and ``ourVersionString`` on each new
+    transport, before the connection (and so the banner and the KEXINIT) starts."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        t = super().buildProtocol(addr)
+        t.ourVersionString = BANNER
+        t.supportedKeyExchanges = _allowed(t.supportedKeyExchanges, KEY_EXCHANGES)
+        t.supportedCiphers = _allowed(t.supportedCiphers, CIPHERS)
+        t.supportedMACs = _allowed(t.supportedMACs, MACS)
+        t.supportedPublicKeys = _allowed(t.supportedPublicKeys, HOST_KEY_ALGORITHMS)
+        t.supportedCompressions = [b"none"]
+        return t
 
 
 @implementer(IAuthorizedKeysDB)

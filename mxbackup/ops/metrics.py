@@ -145,8 +145,21 @@ class _Index(Resource):
         return b"mxbackup: Prometheus metrics at /metrics\n"
 
 
+class _Request(Request):
+    """Says ``Server: mxbackup``: Twisted's default names its exact version, which helps
+    nobody but someone matching it against a list of vulnerabilities."""
+
+    def setHeader(self, name: Any, value: Any) -> None:  # noqa: N802
+        key = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if key.lower() == "server":
+            value = b"mxbackup"
+        super().setHeader(name, value)
+
+
 class _QuietSite(Site):
     """No access-log line per request: a scrape every few seconds would drown the log."""
+
+    requestFactory = _Request
 
     def log(self, request: Request) -> None:
         pass

@@ -204,6 +204,9 @@ def test_postinst_made_user_spool_and_plugin_cache(package: Path) -> None:
     assert (st.st_uid, st.st_gid) == (user.pw_uid, user.pw_gid)
     assert st.st_mode & 0o7777 == 0o750
 
+    conf = CONF.stat()  # it may hold bcrypt hashes and route passwords (issue 16)
+    assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o7777) == (0, user.pw_gid, 0o640)
+
     cache = PLUGIN_DIR / "dropin.cache"
     assert cache.is_file(), "postinst must write Twisted's plugin cache"
     assert cache.stat().st_uid == 0

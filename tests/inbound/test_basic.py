@@ -57,3 +57,13 @@ def test_safe_helo():
     assert safe_helo("ok.example") == "ok.example"
     assert safe_helo("a b(c)\\d\x7f") == "a?b?c??d?"
     assert len(safe_helo("x" * 300)) == 255
+
+
+def test_help_lists_every_command_ehlo_can_advertise(h):
+    """HELP names STARTTLS and AUTH (EHLO advertises them) and every other verb we act on."""
+    from mxbackup import replies
+    from mxbackup.inbound.server import command_table
+
+    listed = set(replies.HELP.text.split("commands: ")[1].split())
+    verbs = set(command_table(h.connect().proto)) - {"EXPN", "HELP"}  # EXPN: 502 always
+    assert listed == verbs

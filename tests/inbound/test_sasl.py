@@ -176,3 +176,34 @@ def test_exchange_login():
     assert exchange.respond(b"user") is None
     assert base64.b64decode(exchange.challenge()) == b"Password:"
     assert exchange.respond(b"") == ("user", "")
+
+
+def test_failed_auth_is_limited_per_client_across_connections(tmp_path):
+    """After auth_failure_limit failures, AUTH answers 454 4.7.0 (no password is checked) on
+    every connection from that client until the window has passed; others are unaffected."""
+    data = base_config(tmp_path, auth_failure_limit=2, auth_failure_window=600)
+    data["accounts"] = [{"username": "u", "password_hash": "$2b$04$" + "a" * 53}]
+    checked = []
+
+    def check(u, p):
+        checked.append(u)
+        return defer.succeed(p == "right")
+
+    h = Harness(tmp_path, data, check_password=check, tls_context=object())
+    wrong = b"AUTH PLAIN " + base64.b64encode(b"\0u\0wrong") + b"\r\n"
+    right = b"AUTH PLAIN " + base64.b64encode(b"\0u\0right") + b"\r\n"
+    for _ in range(2):
+        c = h.connect_tls("192.0.2.5")
+        c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+        assert c.send(wrong)[0].startswith("535 5.7.8")
+    c = h.connect_tls("192.0.2.5")
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    assert c.send(right)[0].startswith("454 4.7.0")
+    assert len(checked) == 2
+    other = h.connect_tls("192.0.2.6")
+    other.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    assert other.send(right)[0].startswith("235")
+    h.clock.advance(601)  # (the idle connections have timed out by now)
+    c = h.connect_tls("192.0.2.5")
+    c.send(b"EHLO c.test\r\nSTARTTLS\r\nEHLO c.test\r\n")
+    assert c.send(right)[0].startswith("235")

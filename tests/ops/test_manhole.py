@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from helpers import listening_port, make_client_key, track_connections
 from mxbackup.config import ManholeConfig
-from mxbackup.ops.manhole import AuthorizedKeysFile, load_or_create_host_key, make_manhole_service
+from mxbackup.ops.manhole import (
+    KEY_EXCHANGES,
+    AuthorizedKeysFile,
+    HardenedConchFactory,
+    load_or_create_host_key,
+    make_manhole_service,
+)
 
 SSH = shutil.which("ssh")
 _ESCAPE = re.compile(r"\x1b(?:\[[0-9;?]*[A-Za-z]|.)")
@@ -149,6 +156,24 @@ class ManholeTests(TestCase):
         self.assertEqual(code, 0, err)
 
     @defer.inlineCallbacks
+    def test_banner_and_kexinit_offer_only_modern_algorithms(self) -> Any:
+        """What ssh-audit reads: the version line and the server's KEXINIT name-lists."""
+        done: defer.Deferred[bytes] = defer.Deferred()
+        client = protocol.ClientCreator(reactor, _KexInitReader, done)
+        connection = yield client.connectTCP("127.0.0.1", self.port)
+        banner, lists = parse_banner_and_kexinit((yield done))
+        connection.transport.loseConnection()
+        self.assertEqual(banner, b"SSH-2.0-Server")
+        kex, host_keys, ciphers, _, macs, _, compression, _ = lists[:8]
+        self.assertLessEqual(set(kex) - {b"ext-info-s"}, set(KEY_EXCHANGES))
+        self.assertIn(b"curve25519-sha256", kex)
+        self.assertEqual(host_keys, [b"ssh-ed25519"])
+        self.assertEqual(ciphers, [b"aes256-ctr", b"aes192-ctr", b"aes128-ctr"])
+        self.assertEqual(macs, [b"hmac-sha2-512", b"hmac-sha2-256"])
+        self.assertEqual(compression, [b"none"])
+        self.assertEqual(lists[2:8:2], lists[3:8:2])  # both directions alike
+
+    @defer.inlineCallbacks
     def test_unlisted_key_is_refused(self) -> Any:
         out, err, code = yield self.ssh(
             self.other_key, b"print(len(scheduler.queue))\r\x04", terminal=True
@@ -157,6 +182,54 @@ class ManholeTests(TestCase):
         self.assertIn(b"Permission denied (publickey)", err)
         self.assertNotIn("7", screen_lines(out))
         self.assertEqual(len(self.scheduler.queue), 7)
+
+
+class _KexInitReader(protocol.Protocol):
+    """Sends a version line and collects the server's until its first packet is complete."""
+
+    def __init__(self, done: defer.Deferred[bytes]) -> None:
+        self.done = done
+        self.data = b""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"SSH-2.0-probe\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        banner, _, rest = self.data.partition(b"\r\n")
+        if len(rest) >= 4 and len(rest) >= 4 + struct.unpack(">I", rest[:4])[0]:
+            if not self.done.called:
+                self.done.callback(self.data)
+
+
+def parse_banner_and_kexinit(data: bytes) -> tuple[bytes, list[list[bytes]]]:
+    """RFC 4253 7.1: KEXINIT (20), 16-byte cookie, ten name-lists."""
+    banner, _, packet = data.partition(b"\r\n")
+    payload = packet[5:]
+    assert payload[0] == 20, payload[:1]
+    offset, lists = 17, []
+    for _ in range(10):
+        (length,) = struct.unpack(">I", payload[offset : offset + 4])
+        text = payload[offset + 4 : offset + 4 + length]
+        lists.append(text.split(b",") if text else [])
+        offset += 4 + length
+    return banner, lists
+
+
+class HardenedFactoryTests(SynchronousTestCase):
+    def test_an_existing_rsa_host_key_signs_with_sha2_only(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = keys.Key(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        factory = HardenedConchFactory(None)
+        factory.publicKeys = {key.sshType(): key.public()}
+        factory.privateKeys = {key.sshType(): key}
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        t = factory.buildProtocol(None)
+        self.assertEqual(t.supportedPublicKeys, [b"rsa-sha2-512", b"rsa-sha2-256"])
+        self.assertEqual(t.ourVersionString, b"SSH-2.0-Server")
+        self.assertNotIn(b"diffie-hellman-group14-sha1", t.supportedKeyExchanges)
 
 
 class HostKeyTests(SynchronousTestCase):

@@ -172,3 +172,4 @@ class MetricsTests(TestCase):
         for path in ("/nope", "/metrics/extra", "/metrics.txt"):
             response, _ = yield self.get(path)
             self.assertEqual(response.code, 404, path)
+            self.assertEqual(response.headers.getRawHeaders(b"server"), [b"mxbackup"])

@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 from fakeprimary import FakePrimary, TestCA
+from OpenSSL import SSL
 from twisted.internet import defer
 from wirecase import (
     MESSAGE,
@@ -132,6 +133,31 @@ class TLSTests(WireTestCase):
         self.assertEqual(len(primary.complete), 1)
         self.assertFalse(primary.complete[0].tls)
         self.assertEqual(primary.complete[0].connection, 2)
+
+    def cbc_only(self) -> Any:
+        """A primary that speaks only TLS 1.2 with a CBC suite (an old server)."""
+        context = self.ca.server_context(NAME)
+        context.getContext().set_max_proto_version(SSL.TLS1_2_VERSION)
+        context.getContext().set_cipher_list(b"ECDHE-ECDSA-AES128-SHA")
+        return context
+
+    @defer.inlineCallbacks
+    def test_verified_delivery_refuses_cbc_suites(self) -> Any:
+        primary = self.primary(tls_context=self.cbc_only())
+        job = self.job()
+        attempt = yield self.deliver(primary, [job], self.tls_settings("starttls_required"))
+        self.assertEqual(self.kinds(job), {"bob@example.com": "tempfail"})
+        self.assertFalse(attempt.connected)
+        self.assertEqual(primary.transactions, [])
+
+    @defer.inlineCallbacks
+    def test_unverified_delivery_accepts_cbc_suites(self) -> Any:
+        primary = self.primary(tls_context=self.cbc_only())
+        job = self.job()
+        settings = self.settings(security="starttls_required", verify_certificate=False)
+        yield self.deliver(primary, [job], settings)
+        self.assertEqual(self.kinds(job), {"bob@example.com": "delivered"})
+        self.assertTrue(primary.complete[0].tls)
 
     @defer.inlineCallbacks
     def test_opportunistic_starttls_refused_falls_back(self) -> Any:
