@@ -14,8 +14,8 @@ each point has a regression test under ``tests/inbound``):
 - the idle timer counts from the last complete line (pitfall 9), a close that does not finish
   within ``CLOSE_GRACE`` is aborted, ``HARD_ERROR_LIMIT`` errors end the session.
 
-The commands are its collaborators' (``basic``, ``mailrcpt``, ``message``, ``starttls``,
-``sasl``, ``etrn``; ``command_table`` maps the verbs to them); they see it as a
+The commands are its collaborators' (``basic``, ``mailrcpt``, ``message``, ``chunking``,
+``starttls``, ``sasl``, ``etrn``; ``command_table`` maps the verbs to them); they see it as a
 ``session.Session`` and never import this module.  MAIL and RCPT ask ``validateFrom`` and
 ``validateTo``, the seam where policy is plugged in (``space`` and the ``rcpt`` chain).  It
 knows nothing of delivery, nor of the factory beyond ``session.FactoryView``.
@@ -37,6 +37,7 @@ from mxbackup import replies
 from mxbackup.inbound import space
 from mxbackup.inbound.address import Mailbox
 from mxbackup.inbound.basic import BasicCommands
+from mxbackup.inbound.chunking import Chunking
 from mxbackup.inbound.etrn import Etrn
 from mxbackup.inbound.lines import LineReader
 from mxbackup.inbound.mailrcpt import MailRcpt
@@ -69,6 +70,7 @@ def command_table(session: SMTPServer) -> dict[str, Callable[[str], Any]]:
         "MAIL": session.mailrcpt.mail,
         "RCPT": session.mailrcpt.rcpt,
         "DATA": session.message.data,
+        "BDAT": session.chunking.bdat,
         "STARTTLS": session.starttls.command,
         "AUTH": session.sasl.command,
         "ETRN": session.etrn.command,
@@ -101,6 +103,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.basic = BasicCommands(self)
         self.mailrcpt = MailRcpt(self)
         self.message = MessageIntake(self)
+        self.chunking = Chunking(self)
         self.starttls = StartTLS(self)
         self.sasl = Sasl(self)
         self.etrn = Etrn(self)
@@ -146,6 +149,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._drop_stream()
+        self.chunking.drop()
         if self._counted:
             self._counted = False
             self.factory.closed(self.client_ip)
@@ -257,7 +261,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.error(replies.LINE_TOO_LONG)
 
     def read_stream(self, stream: Stream) -> None:
-        """Hand the input to ``stream`` until it reports its end (DATA)."""
+        """Hand the input to ``stream`` until it reports its end (DATA, a BDAT chunk)."""
         self._stream = stream
 
     def discard_input(self) -> None:
