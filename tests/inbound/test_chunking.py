@@ -40,7 +40,7 @@ def test_chunks_pipelined_with_the_next_commands_in_one_packet(h, tmp_path):
         + b"NOOP\r\nQUIT\r\n"
     )
     assert final_codes(lines) == [250, 250, 250, 250, 250, 250, 221]
-    assert lines[-4] == "250 2.0.0 %d octets received" % len(one)
+    assert lines[-4] == f"250 2.0.0 {len(one)} octets received"
     assert "queued as" in lines[-3]
     (message,) = stored(tmp_path)
     assert message.startswith(b"Received: from c.test")
