@@ -5,11 +5,20 @@ digits and hyphens, no hyphen at either end of a label, at most 63 octets a labe
 name.  What differs between callers (a wildcard "*." first label, a trailing dot, U-labels,
 an all-digit last label) is a keyword of ``parse_domain``; the result is always lower case
 with no trailing dot.
+
+Internationalised names follow IDNA 2008 (RFC 5890-5892, the ``idna`` package), not Python's
+built-in ``idna`` codec (IDNA 2003, which maps ``ß`` to ``ss`` and accepts symbols): a U-label
+must be a valid IDNA 2008 label in NFC; labels are separated by ASCII dots only (a fullwidth or
+ideographic full stop is not a separator on the wire).  ``bücher.example`` and
+``xn--bcher-kva.example`` are one name: ``a_labels`` turns the first into the second, which is
+the form routes and address lists are matched on.
 """
 
 from __future__ import annotations
 
 import re
+
+import idna as idna2008
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 MAX_NAME = 253
@@ -42,10 +51,7 @@ def parse_domain(
     if not name.isascii():
         if not idna:
             raise DomainError("not ASCII")
-        try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise DomainError("not a valid internationalised domain name") from None
+        name = a_labels(name)
     if len(name) > MAX_NAME:
         raise DomainError(f"longer than {MAX_NAME} characters")
     labels = name.split(".")
@@ -58,6 +64,32 @@ def parse_domain(
     if not numeric_tld and labels[-1].isdigit():
         raise DomainError("the last label is all digits (an IP address is not a domain name)")
     return name
+
+
+def a_labels(name: str) -> str:
+    """``name`` (lower case) with each non-ASCII label as its IDNA 2008 A-label, or
+    DomainError; ASCII labels are left to the caller's checks."""
+    out = []
+    for label in name.split("."):
+        if not label.isascii():
+            try:
+                label = idna2008.alabel(label).decode("ascii")
+            except (idna2008.IDNAError, UnicodeError, ValueError):
+                raise DomainError("not a valid internationalised domain name") from None
+        out.append(label)
+    return ".".join(out)
+
+
+def lookup_form(domain: str) -> str | None:
+    """The form a domain from the wire or the queue is matched on (lower case, A-labels), or
+    None when it has a label that is not a valid U-label."""
+    domain = domain.lower()
+    if domain.isascii():
+        return domain
+    try:
+        return a_labels(domain)
+    except DomainError:
+        return None
 
 
 def _check_label(label: str, wildcard: bool) -> None:

@@ -58,7 +58,7 @@ VRFY_CANNOT = Reply(252, "2.1.5", "Cannot VRFY user, but will accept message and
 HELP = Reply(
     214,
     "2.0.0",
-    "See RFC 5321; commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY ETRN QUIT",
+    "See RFC 5321; commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY ETRN QUIT",
 )
 SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
@@ -139,5 +139,15 @@ BARE_NEWLINE = Reply(554, "5.6.0", "Message contains a bare CR or LF; lines must
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 QUEUE_WRITE_ERROR = Reply(451, "4.3.0", "Could not write message to the queue, try again later")
 
+# SMTPUTF8, DSN, CHUNKING (RFC 6531, 3461, 3030)
+REPEATED_PARAMETER = Reply(501, "5.5.4", "Parameter given more than once: {}")
+BAD_XTEXT = Reply(501, "5.5.4", "Bad xtext in parameter: {}")
+PARAMETER_TOO_LONG = Reply(501, "5.5.4", "Parameter too long: {} (limit {} characters)")
+NOTIFY_NEVER_COMBINED = Reply(501, "5.5.4", "NOTIFY=NEVER cannot be combined with other values")
+BAD_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+NEED_MAIL_FOR_BDAT = Reply(503, "5.5.1", "Need MAIL before BDAT")
+DATA_AFTER_BDAT = Reply(503, "5.5.1", "DATA not allowed after BDAT in the same transaction")
+RCPT_AFTER_BDAT = Reply(503, "5.5.1", "RCPT not allowed after BDAT")
+CHUNK_RECEIVED = Reply(250, "2.0.0", "{} octets received")
 
 ALL: tuple[Reply, ...] = tuple(v for v in globals().values() if isinstance(v, Reply))

@@ -2,7 +2,9 @@
 
 Pure: no reactor.  Matching is on whole labels and case-insensitive: ``example.com`` matches
 only ``example.com``; ``*.example.org`` matches any subdomain of ``example.org`` (not the
-apex).  The most specific route wins, whatever the order in the file.
+apex).  The most specific route wins, whatever the order in the file.  Names are matched in
+their A-label form (``names.lookup_form``): the configuration's are normalised when it is read,
+a U-label domain from the wire or the queue when it is looked up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mxbackup.config import Config, Kind, Route
+from mxbackup.names import lookup_form
 
 
 class RouteTable:
@@ -23,8 +26,11 @@ class RouteTable:
                 self._exact[route.domain] = route
 
     def lookup(self, domain: str) -> Route | None:
-        """The route for ``domain`` (lower case, no trailing dot), or None."""
-        domain = domain.lower()
+        """The route for ``domain`` (no trailing dot; U-labels or A-labels), or None."""
+        found = lookup_form(domain)
+        if found is None:
+            return None
+        domain = found
         route = self._exact.get(domain)
         if route is not None:
             return route

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mxbackup.names import DomainError, parse_domain
+from mxbackup.names import DomainError, lookup_form, parse_domain
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,13 @@ def test_idna_turns_u_labels_into_a_labels():
 def test_an_ip_address_is_not_a_name_where_that_matters():
     with pytest.raises(DomainError, match="last label is all digits"):
         parse_domain("192.0.2.1", numeric_tld=False)
+
+
+def test_idna_is_2008_not_2003():
+    # IDNA 2003 (Python's codec) maps ß to "ss" and accepts symbols; IDNA 2008 does neither.
+    assert parse_domain("Straße.example", idna=True) == "xn--strae-oqa.example"
+    with pytest.raises(DomainError, match="not a valid internationalised domain name"):
+        parse_domain("\u2603.example", idna=True)
+    assert lookup_form("BÜCHER.Example") == "xn--bcher-kva.example"
+    assert lookup_form("Example.COM") == "example.com"
+    assert lookup_form("bu\u0308cher.example") is None

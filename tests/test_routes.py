@@ -75,3 +75,21 @@ def test_one_table_per_configuration_shared_by_both_sides():
     assert table_for(first) is table_for(first)
     assert table_for(reloaded) is not table_for(first)
     assert table_for(reloaded).lookup("example.com").domain == "example.com"
+
+
+def test_u_label_and_a_label_are_one_route_both_ways():
+    """The configuration's names are A-labels (IDNA 2008); a U-label from the wire or the
+    queue is looked up in that form, in any case."""
+    table = RouteTable([route("xn--bcher-kva.example"), route("*.xn--strae-oqa.example")])
+    for name in (
+        "bücher.example",
+        "BÜCHER.example",
+        "xn--bcher-kva.example",
+        "XN--BCHER-KVA.example",
+    ):
+        found = table.lookup(name)
+        assert found is not None and found.domain == "xn--bcher-kva.example"
+    assert table.lookup("a.straße.example") is not None
+    assert table.lookup("a.strasse.example") is None  # IDNA 2003's mapping is another name
+    assert table.lookup("bu\u0308cher.example") is None  # not a valid U-label (not NFC)
+    assert table.sender_kind("bücher.example") == "external"

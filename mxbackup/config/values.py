@@ -13,7 +13,7 @@ from typing import Literal
 
 from mxbackup.config.reader import MISSING, Items, Map, Reader, kind, show
 from mxbackup.config.scalars import boolean, read_text, text, warn_if_public
-from mxbackup.names import DomainError, parse_domain
+from mxbackup.names import DomainError, lookup_form, parse_domain
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -37,7 +37,14 @@ class AddressList:
     file: str | None = None
 
     def allows(self, address: str) -> bool:
-        return self.kind == "all" or address.lower() in self.entries
+        return self.kind == "all" or address_key(address) in self.entries
+
+
+def address_key(address: str) -> str:
+    """How an address is compared with a list's entries: lower case, the domain in its A-label
+    form (``user@bücher.example`` is ``user@xn--bcher-kva.example``)."""
+    local, _, domain = address.lower().rpartition("@")
+    return f"{local}@{lookup_form(domain) or domain}"
 
 
 # --- names and endpoints --------------------------------------------------------------------
@@ -249,7 +256,7 @@ def _address(r: Reader, value: object, path: str, where: str = "") -> str:
     if isinstance(value, str):
         local, _, domain = value.partition("@")
         if value.count("@") == 1 and local and domain and not any(c.isspace() for c in value):
-            return value.lower()
+            return address_key(value)
     r.error(path, f"{where}must be an email address with exactly one '@', got {show(value)}")
     return ""
 

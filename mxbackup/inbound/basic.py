@@ -63,6 +63,9 @@ class BasicCommands:
             "PIPELINING",
             f"SIZE {s.policy.server.max_message_size}",
             "8BITMIME",
+            "SMTPUTF8",
+            "DSN",
+            "CHUNKING",
             "ENHANCEDSTATUSCODES",
         ]
         if s.can_start_tls and not s.tls:

@@ -10,47 +10,53 @@ and only ``<CRLF>.<CRLF>`` ends it.  Policy (RFC 5321 2.3.8, CVE-2023-51764):
 - a line longer than 998 octets plus CRLF is refused (``500 5.5.2``) and the partial line is
   never buffered beyond that limit, so a client that never sends CRLF costs bounded memory;
 - more than ``max_size`` octets: ``552 5.3.4``; more than ``max_received`` Received headers:
-  ``554 5.4.0``.
+  ``554 5.4.0`` (these, and the empty line put before a message without a header section, are
+  ``messagetext.MessageText``'s, which BDAT shares).
 After the first refusal nothing more is written; the stream is still read to its end so the
 session stays in step.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from mxbackup import replies
+from mxbackup.inbound.messagetext import MessageText
 from mxbackup.replies import Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
 _ALL_BUT_CR_LF = bytes(b for b in range(256) if b not in b"\r\n")
-_HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
-_RECEIVED = re.compile(rb"^received[ \t]*:", re.I | re.M)
 
 
 class DataReader:
     def __init__(self, write: Callable[[bytes], None], max_size: int, max_received: int):
-        self._write = write
-        self._max_size = max_size
-        self._max_received = max_received
-        self.size = 0
-        self.received_headers = 0
-        self.error: Reply | None = None
+        self.text = MessageText(write, max_size, max_received)
         self._midline = False  # an over-long line is being skipped
-        self._in_headers = True
-        self._first = True
+
+    @property
+    def size(self) -> int:
+        return self.text.size
+
+    @property
+    def received_headers(self) -> int:
+        return self.text.received_headers
+
+    @property
+    def error(self) -> Reply | None:
+        return self.text.error
 
     def feed(self, buf: bytes) -> tuple[int, bool]:
         """Consume what can be consumed of ``buf``: returns (octets consumed, end of data seen).
         ``buf`` always starts where the previous call stopped; whatever follows the end of
         data is left unconsumed for the command parser."""
         if not self._midline and buf.startswith(b".\r\n"):
+            self.text.finish()
             return 3, True
         end = buf.find(b"\r\n.\r\n")
         if end >= 0:
             self._take(buf[: end + 2], not self._midline)
             self._midline = False
+            self.text.finish()
             return end + 5, True
         consumed = buf.rfind(b"\r\n") + 2
         if consumed >= 2:
@@ -62,7 +68,7 @@ class DataReader:
             return consumed, False
         # A line longer than the limit: refuse the message and skip the line's text, keeping
         # a trailing CR in case the LF of its CRLF comes in the next packet.
-        self._fail(replies.TEXT_LINE_TOO_LONG)
+        self.text.fail(replies.TEXT_LINE_TOO_LONG)
         self._midline = True
         return len(buf) - (1 if buf.endswith(b"\r") else 0), False
 
@@ -74,43 +80,12 @@ class DataReader:
         # one pass, faster than a count() for each.)
         ends = len(part.translate(None, _ALL_BUT_CR_LF))
         if ends != 2 * part.count(b"\r\n"):
-            self._fail(replies.BARE_NEWLINE)
+            self.text.fail(replies.BARE_NEWLINE)
         if at_line_start and part[:1] == b".":
             part = part[1:]
         part = part.replace(b"\r\n.", b"\r\n")
         # The limit counts the text, not the dot added for transparency (RFC 5321 4.5.3.1.6).
         # (split + max: several times faster than a regular expression over each line)
         if len(part) >= MAX_TEXT_LINE and max(map(len, part.split(b"\n"))) >= MAX_TEXT_LINE:
-            self._fail(replies.TEXT_LINE_TOO_LONG)
-        if self._first:
-            self._first = False
-            if not part.startswith(b"\r\n") and not _HEADER_FIELD.match(part):
-                # No header section: keep the body a body below our Received header.
-                self._in_headers = False
-                self._emit(b"\r\n")
-        if self._in_headers:
-            self._count_headers(part, at_line_start)
-        self.size += len(part)
-        if self.size > self._max_size:
-            self._fail(replies.MESSAGE_TOO_BIG.format(self._max_size))
-        self._emit(part)
-
-    def _count_headers(self, part: bytes, at_line_start: bool) -> None:
-        if at_line_start and part.startswith(b"\r\n"):
-            self._in_headers = False
-            return
-        end = part.find(b"\r\n\r\n")
-        if end >= 0:
-            self._in_headers = False
-            part = part[: end + 2]
-        self.received_headers += len(_RECEIVED.findall(part))
-        if self.received_headers > self._max_received:
-            self._fail(replies.TOO_MANY_HOPS.format(self.received_headers))
-
-    def _emit(self, data: bytes) -> None:
-        if self.error is None:
-            self._write(data)
-
-    def _fail(self, reply: Reply) -> None:
-        if self.error is None:
-            self.error = reply
+            self.text.fail(replies.TEXT_LINE_TOO_LONG)
+        self.text.feed(part)

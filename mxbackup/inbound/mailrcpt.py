@@ -1,6 +1,8 @@
 """MAIL and RCPT: the transaction's sender, parameters and recipients.
 
-Paths are parsed strictly (``address``); the decisions are the session's seam,
+Paths are parsed strictly (``address``; UTF-8 addresses only in a transaction that MAIL began
+with SMTPUTF8), parameters by ``esmtpparams`` (DSN's kept on the transaction and its
+recipients for the envelope); the decisions are the session's seam,
 ``validateFrom`` and ``validateTo`` (pitfall 8: routing tricks are refused by the RCPT chain,
 not silently stripped).  A refused recipient is logged, one line each, for operators.
 """
@@ -18,6 +20,7 @@ from mxbackup.inbound.address import (
     parse_path,
     split_command_argument,
 )
+from mxbackup.inbound.esmtpparams import mail_params, rcpt_params
 from mxbackup.inbound.rcpt.decision import Accept, Postpone, when_decided
 from mxbackup.inbound.transaction import Transaction
 from mxbackup.queue.envelope import Recipient
@@ -38,37 +41,21 @@ def path_refusal(error: PathError, fallback: Reply) -> Reply:
     return fallback.format(error) if "{}" in fallback.text else fallback
 
 
-def check_mail_params(params: dict[str, str | None], max_size: int) -> Reply | None:
-    """SIZE (RFC 1870), BODY (RFC 6152) and AUTH (RFC 4954 5: accepted, not trusted)."""
-    for key, value in params.items():
-        if key == "SIZE":
-            if value is None or not value.isdigit() or len(value) > 20:
-                return replies.BAD_PARAMETER.format("SIZE")
-            if int(value) > max_size:
-                return replies.SIZE_DECLARED_TOO_BIG.format(max_size)
-        elif key == "BODY":
-            if (value or "").upper() not in ("7BIT", "8BITMIME"):
-                return replies.BAD_PARAMETER.format("BODY")
-        elif key != "AUTH":
-            return replies.UNKNOWN_PARAMETER.format(key)
-    return None
-
-
 class MailRcpt:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def _argument(
-        self, refusal: Reply | None, rest: str, keyword: str, syntax: Reply
+        self, refusal: Reply | None, rest: str, keyword: str, syntax: Reply, utf8: bool = False
     ) -> tuple[str, dict[str, str | None]] | None:
         """MAIL's or RCPT's path and parameters, unless ``refusal`` (out of sequence) or a
         syntax error is answered instead: then None."""
         if refusal is None:
             try:
                 path, param_text = split_command_argument(rest, keyword)
-                return path, parse_params(param_text)
-            except PathError:
-                refusal = syntax
+                return path, parse_params(param_text, utf8)
+            except PathError as e:
+                refusal = replies.REPEATED_PARAMETER.format(e) if e.kind == "repeat" else syntax
         self.session.error(refusal)
         return None
 
@@ -80,12 +67,12 @@ class MailRcpt:
         if parsed is None:
             return None
         path, params = parsed
-        refusal = check_mail_params(params, s.policy.server.max_message_size)
+        refusal, params = mail_params(params, s.policy.server.max_message_size)
         if refusal is not None:
             s.error(refusal)
             return None
         try:
-            sender = parse_path(path, allow_null=True)
+            sender = parse_path(path, allow_null=True, utf8="SMTPUTF8" in params)
         except PathError as e:
             s.error(path_refusal(e, replies.BAD_SENDER_ADDRESS))
             return None
@@ -102,26 +89,34 @@ class MailRcpt:
     # -- RCPT ----------------------------------------------------------------------------
     def rcpt(self, rest: str) -> Deferred[Any] | None:
         s = self.session
-        out_of_order = replies.NEED_MAIL if s.transaction is None else None
-        parsed = self._argument(out_of_order, rest, "TO:", replies.BAD_RCPT_SYNTAX)
+        txn = s.transaction
+        out_of_order = replies.NEED_MAIL if txn is None else None
+        if txn is not None and txn.chunked:
+            out_of_order = replies.RCPT_AFTER_BDAT  # our Received header is written already
+        utf8 = txn is not None and txn.utf8
+        parsed = self._argument(out_of_order, rest, "TO:", replies.BAD_RCPT_SYNTAX, utf8)
         if parsed is None:
             return None
         path, params = parsed
-        if params:
-            s.error(replies.UNKNOWN_PARAMETER.format(next(iter(params))))
+        refusal, params = rcpt_params(params, utf8)
+        if refusal is not None:
+            s.error(refusal)
             return None
         try:
-            mailbox = parse_path(path, allow_null=False)
+            mailbox = parse_path(path, allow_null=False, utf8=utf8)
         except PathError as e:
             self._refuse(path_refusal(e, replies.BAD_ADDRESS), path[1:-1])
             return None
         assert mailbox is not None
         # An address carrying routing is logged as sent: the routing is the point.
         shown = path[1:-1] if mailbox.routing is not None else str(mailbox)
-        return when_decided(s.validateTo(mailbox), self._rcpt_decided, s.transaction, shown)
+        return when_decided(s.validateTo(mailbox), self._rcpt_decided, txn, shown, params)
 
-    def _rcpt_decided(self, decision: Any, transaction: Transaction, shown: str) -> None:
+    def _rcpt_decided(
+        self, decision: Any, transaction: Transaction, shown: str, params: dict[str, str | None]
+    ) -> None:
         if isinstance(decision, Recipient):
+            decision.params = params
             transaction.add(decision)
             self.session.reply(replies.RECIPIENT_OK)
         elif isinstance(decision, Postpone):

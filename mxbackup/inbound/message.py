@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from mxbackup.inbound.session import Session
     from mxbackup.inbound.transaction import Transaction
+    from mxbackup.replies import Reply
 
 log = Logger(namespace="mxbackup.smtp_in")
 
@@ -42,6 +43,8 @@ class MessageIntake:
             s.error(replies.DATA_ARGUMENT)
         elif txn is None:
             s.error(replies.NEED_MAIL_FOR_DATA)
+        elif txn.chunked:
+            s.error(replies.DATA_AFTER_BDAT)
         elif not txn.recipients:
             s.error(replies.NO_VALID_RCPT)
         else:
@@ -49,9 +52,8 @@ class MessageIntake:
 
     def _start(self, txn: Transaction) -> None:
         s = self.session
-        incoming = s.factory.spool.incoming()
+        incoming = self.open(txn)
         self.incoming = incoming
-        incoming.write(self._received(txn, incoming.id))
         server = s.policy.server
         self.reader = DataReader(
             incoming.write, server.max_message_size, server.max_received_headers
@@ -59,18 +61,24 @@ class MessageIntake:
         s.read_stream(self)
         s.reply(replies.START_DATA)
 
-    def _received(self, txn: Transaction, queue_id: str) -> bytes:
+    def open(self, txn: Transaction) -> Incoming:
+        """A spool file for ``txn``'s message, our Received header already in it (DATA, BDAT)."""
         s = self.session
-        return received_header(
-            helo=s.helo,
-            client_ip=s.client_ip,
-            hostname=s.policy.server.hostname,
-            queue_id=queue_id,
-            tls=tls_description(s.transport) if s.tls else None,
-            authenticated=s.authenticated,
-            recipients=[r.address for r in txn.recipients],
-            now=s.factory.clock.seconds(),
+        incoming = s.factory.spool.incoming()
+        incoming.write(
+            received_header(
+                helo=s.helo,
+                client_ip=s.client_ip,
+                hostname=s.policy.server.hostname,
+                queue_id=incoming.id,
+                tls=tls_description(s.transport) if s.tls else None,
+                authenticated=s.authenticated,
+                recipients=[r.address for r in txn.recipients],
+                now=s.factory.clock.seconds(),
+                utf8=txn.utf8,
+            )
         )
+        return incoming
 
     # -- the session's Stream ------------------------------------------------------------
     def feed(self, data: bytes) -> tuple[int, bool]:
@@ -89,18 +97,28 @@ class MessageIntake:
         self.incoming = self.reader = None
         s.transaction = None
         if reader.error is not None:
-            incoming.abort()
-            log.info(
-                "refused message from=<{sender}> client={ip} size={size} code={code} "
-                "reason={reason}",
-                sender=txn.sender_text,
-                ip=s.client_ip,
-                size=reader.size,
-                code=reader.error.code,
-                reason=reader.error.message,
-            )
-            s.error(reader.error)
+            self.refuse(incoming, txn, reader.error, reader.size)
             return None
+        return self.commit(incoming, txn)
+
+    def refuse(self, incoming: Incoming, txn: Transaction, error: Reply, size: int) -> None:
+        """The message is refused (``error``): nothing of it is kept."""
+        s = self.session
+        incoming.abort()
+        log.info(
+            "refused message from=<{sender}> client={ip} size={size} code={code} reason={reason}",
+            sender=txn.sender_text,
+            ip=s.client_ip,
+            size=size,
+            code=error.code,
+            reason=error.message,
+        )
+        s.error(error)
+
+    def commit(self, incoming: Incoming, txn: Transaction) -> Deferred[Any]:
+        """Queue the message (DATA, BDAT): the 250 only once message and envelope are
+        durable (invariant 1), else a 4xx."""
+        s = self.session
         envelope = Envelope(
             id=incoming.id,
             sender=txn.sender_text,

@@ -20,10 +20,13 @@ def received_header(
     authenticated: bool,
     recipients: Sequence[str],
     now: float,
+    utf8: bool = False,
 ) -> bytes:
     """``tls`` is None without TLS, else the description to show (may be empty); the
-    recipient is named only when there is exactly one (more would disclose Bcc)."""
-    proto = "ESMTP" if helo is not None else "SMTP"
+    recipient is named only when there is exactly one (more would disclose Bcc).  ``utf8``:
+    the transaction had SMTPUTF8, so the protocol is ``UTF8SMTP`` (RFC 6531 4.4) and the header
+    is UTF-8 (RFC 6532), else ASCII."""
+    proto = "UTF8SMTP" if utf8 else "ESMTP" if helo is not None else "SMTP"
     if tls is not None:
         proto += "S"
     if authenticated:
@@ -35,4 +38,4 @@ def received_header(
         f"\tby {hostname} (mxbackup) with {proto}{tls or ''} id {queue_id}"
         f"{for_}; {when}\r\n"
     )
-    return header.encode("ascii", "replace")
+    return header.encode("utf-8" if utf8 else "ascii", "replace")

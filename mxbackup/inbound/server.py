@@ -9,13 +9,13 @@ each point has a regression test under ``tests/inbound``):
   password check, an asynchronous RCPT link) the rest stay buffered and reading pauses past
   ``BUSY_BUFFER``, so replies keep their order and ``.`` + ``QUIT`` in one packet gets its
   250 before the 221 (pitfall 2);
-- lines: 512 octets a command, 12288 a SASL response, bounded buffers; an over-long line is
-  skipped to its end, never read as commands (pitfall 5);
+- lines: 512 octets a command (1012 for MAIL and RCPT), 12288 a SASL response, bounded
+  buffers; an over-long line is skipped to its end, never read as commands (pitfall 5);
 - the idle timer counts from the last complete line (pitfall 9), a close that does not finish
   within ``CLOSE_GRACE`` is aborted, ``HARD_ERROR_LIMIT`` errors end the session.
 
-The commands are its collaborators' (``basic``, ``mailrcpt``, ``message``, ``starttls``,
-``sasl``, ``etrn``; ``command_table`` maps the verbs to them); they see it as a
+The commands are its collaborators' (``basic``, ``mailrcpt``, ``message``, ``chunking``,
+``starttls``, ``sasl``, ``etrn``; ``command_table`` maps the verbs to them); they see it as a
 ``session.Session`` and never import this module.  MAIL and RCPT ask ``validateFrom`` and
 ``validateTo``, the seam where policy is plugged in (``space`` and the ``rcpt`` chain).  It
 knows nothing of delivery, nor of the factory beyond ``session.FactoryView``.
@@ -37,6 +37,7 @@ from mxbackup import replies
 from mxbackup.inbound import space
 from mxbackup.inbound.address import Mailbox
 from mxbackup.inbound.basic import BasicCommands
+from mxbackup.inbound.chunking import Chunking
 from mxbackup.inbound.etrn import Etrn
 from mxbackup.inbound.lines import LineReader
 from mxbackup.inbound.mailrcpt import MailRcpt
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="mxbackup.smtp_in")
 
 MAX_COMMAND_LINE = 512  # octets including CRLF (RFC 5321 4.5.3.1.4)
+# MAIL and RCPT may be longer: DSN adds up to 500 octets (RFC 3461 5), AUTH= 500 (RFC 4954 5).
+MAX_PARAMETER_LINE = MAX_COMMAND_LINE + 500
+_LONG_OK = frozenset({"MAIL", "RCPT"})
 CLOSE_GRACE = 10.0  # seconds a closing connection may take to flush before it is aborted
 HARD_ERROR_LIMIT = 20  # like Postfix's smtpd_hard_error_limit
 BUSY_BUFFER = 64 * 1024  # octets read ahead while a command waits, before reading pauses
@@ -69,6 +73,7 @@ def command_table(session: SMTPServer) -> dict[str, Callable[[str], Any]]:
         "MAIL": session.mailrcpt.mail,
         "RCPT": session.mailrcpt.rcpt,
         "DATA": session.message.data,
+        "BDAT": session.chunking.bdat,
         "STARTTLS": session.starttls.command,
         "AUTH": session.sasl.command,
         "ETRN": session.etrn.command,
@@ -88,7 +93,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.auth_user: str | None = None
         self.transaction: Transaction | None = None  # from MAIL until the end of data / RSET
         self._buffer = b""
-        self._line_reader = LineReader(MAX_COMMAND_LINE)
+        self._line_reader = LineReader(MAX_PARAMETER_LINE)
         self.read_commands()
         self._stream: Stream | None = None  # DATA
         self._busy = False  # a command is waiting for an asynchronous result
@@ -101,6 +106,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.basic = BasicCommands(self)
         self.mailrcpt = MailRcpt(self)
         self.message = MessageIntake(self)
+        self.chunking = Chunking(self)
         self.starttls = StartTLS(self)
         self.sasl = Sasl(self)
         self.etrn = Etrn(self)
@@ -146,6 +152,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self._drop_stream()
+        self.chunking.drop()
         if self._counted:
             self._counted = False
             self.factory.closed(self.client_ip)
@@ -251,13 +258,13 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self._on_line, self._too_long = on_line, too_long
 
     def read_commands(self) -> None:
-        self.read_lines(MAX_COMMAND_LINE, self._command, self._command_too_long)
+        self.read_lines(MAX_PARAMETER_LINE, self._command, self._command_too_long)
 
     def _command_too_long(self) -> None:
         self.error(replies.LINE_TOO_LONG)
 
     def read_stream(self, stream: Stream) -> None:
-        """Hand the input to ``stream`` until it reports its end (DATA)."""
+        """Hand the input to ``stream`` until it reports its end (DATA, a BDAT chunk)."""
         self._stream = stream
 
     def discard_input(self) -> None:
@@ -278,6 +285,8 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             self.error(replies.UNRECOGNIZED)
         elif not text.isascii() and verb not in _EIGHT_BIT_OK:
             self.error(replies.BAD_8BIT_COMMAND)
+        elif len(line) > MAX_COMMAND_LINE - 2 and verb not in _LONG_OK:
+            self.error(replies.LINE_TOO_LONG)
         else:
             return handler(arg.strip(" "))
         return None

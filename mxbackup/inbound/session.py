@@ -1,5 +1,6 @@
-"""What the command collaborators (``basic``, ``mailrcpt``, ``message``, ``starttls``, ``sasl``,
-``etrn``) use of the session, and what the session uses of its factory, as ``typing.Protocol``s.
+"""What the command collaborators (``basic``, ``mailrcpt``, ``message``, ``chunking``,
+``starttls``, ``sasl``, ``etrn``) use of the session, and what the session uses of its factory,
+as ``typing.Protocol``s.
 
 The collaborators are typed against ``Session``, never against ``server.SMTPServer``: the
 server imports them, so they must not import it.  ``SMTPServer`` provides ``Session`` and
@@ -32,8 +33,9 @@ PasswordCheck = Callable[[str, str], Deferred]
 
 
 class Stream(Protocol):
-    """What reads the DATA phase: ``feed`` consumes a prefix of the input and says whether the
-    end was reached; ``end`` then answers; ``abort`` drops it (connection lost, timeout)."""
+    """What reads the DATA phase or a BDAT chunk: ``feed`` consumes a prefix of the input and
+    says whether the end was reached; ``end`` then answers; ``abort`` drops it (connection
+    lost, timeout)."""
 
     def feed(self, data: bytes) -> tuple[int, bool]: ...
 
@@ -122,3 +124,5 @@ class Session(Protocol):
     def read_stream(self, stream: Stream) -> None: ...
 
     def discard_input(self) -> None: ...
+
+    def resetTimeout(self) -> None: ...  # (TimeoutMixin's) input arrived that is not lines

@@ -22,6 +22,12 @@ class Transaction:
     params: dict[str, str | None]
     recipients: list[Recipient] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
+    chunked: bool = False  # a BDAT chunk was taken: DATA is refused (RFC 3030 2)
+
+    @property
+    def utf8(self) -> bool:
+        """MAIL carried SMTPUTF8 (RFC 6531): UTF-8 addresses are allowed."""
+        return "SMTPUTF8" in self.params
 
     @property
     def sender_text(self) -> str:

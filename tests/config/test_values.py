@@ -134,3 +134,13 @@ def test_bad_backoff(value: object) -> None:
     r = reader()
     backoff(r, value, "b")
     assert r.errors[0].startswith("v.yaml: b: must be a number from 1 (fixed interval) to 10")
+
+
+def test_address_list_entries_are_matched_on_a_labels() -> None:
+    r = reader()
+    listed = address_list(r, ["Jürgen@Bücher.example", "u@xn--strae-oqa.example"], "a")
+    assert listed.entries == frozenset({"jürgen@xn--bcher-kva.example", "u@xn--strae-oqa.example"})
+    assert listed.allows("JÜRGEN@xn--bcher-kva.example")
+    assert listed.allows("jürgen@BÜCHER.example")
+    assert listed.allows("U@straße.example")
+    assert not listed.allows("u@strasse.example")

@@ -44,3 +44,13 @@ def test_helo_is_made_safe_and_no_bare_line_ends():
     data = header(helo="evil\r\nX-Injected: 1 (x)\\")
     assert data.count(b"\n") == data.count(b"\r\n") == 3
     assert b"from evil??X-Injected:?1??x??" in data
+
+
+def test_smtputf8_protocol_names_and_utf8_recipient():
+    """RFC 6531 4.4: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA; the header is UTF-8."""
+    h = header(utf8=True, recipients=["jürgen@bücher.example"])
+    assert b"with UTF8SMTP id" in h and "for <jürgen@bücher.example>".encode() in h
+    assert b"with UTF8SMTPS" in header(utf8=True, tls="")
+    assert b"with UTF8SMTPA id" in header(utf8=True, authenticated=True)
+    assert b"with UTF8SMTPSA" in header(utf8=True, tls="", authenticated=True)
+    assert b"for <j?rgen@b?cher.example>" in header(recipients=["jürgen@bücher.example"])

@@ -255,3 +255,14 @@ def test_no_twisted_mail_no_forged_objects_no_transport_privates(path):
     assert "twisted.mail" not in text
     assert "__new__" not in text
     assert not re.search(r"(transport|factory|reactor|clock)\._[a-z]", text)
+
+
+def test_mail_and_rcpt_lines_may_carry_500_more_octets_for_dsn(h):
+    """RFC 3461 5: NOTIFY and ORCPT may make RCPT 500 octets longer than 512."""
+    c = h.connect()
+    c.send(b"EHLO c.test\r\nMAIL FROM:<s@x.test> ENVID=" + b"e" * 100 + b"\r\n")
+    rcpt = b"RCPT TO:<u@example.com> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;" + b"x" * 480
+    assert 512 < len(rcpt) + 2 <= 1012
+    assert c.codes(rcpt + b"\r\n") == [250]
+    assert c.send(rcpt + b"x" * 500 + b"\r\n")[0].startswith("500 5.5.2 Line too long")
+    assert c.send(b"NOOP " + b"x" * 600 + b"\r\n")[0].startswith("500 5.5.2 Line too long")

@@ -12,7 +12,7 @@ from mxbackup.inbound.message import MessageIntake
 from mxbackup.inbound.session import Allowed, FactoryView, Offered, Session, Stream
 
 SOURCES = Path(inbound.__file__).parent
-COLLABORATORS = ("basic", "etrn", "mailrcpt", "message", "sasl", "starttls")
+COLLABORATORS = ("basic", "chunking", "etrn", "mailrcpt", "message", "sasl", "starttls")
 
 
 def members(protocol: type) -> set[str]:
