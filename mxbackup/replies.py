@@ -119,6 +119,11 @@ VERIFY_UNAVAILABLE = Reply(450, "4.4.3", "Recipient address cannot be verified n
 USE_PRIMARY = Reply(450, "4.7.1", "The primary mail server for {} is up: deliver there")
 ROUTE_QUEUE_FULL = Reply(452, "4.3.1", "Too much mail queued for {}, try again later")
 
+# Checks (checks: in the configuration)
+DNSBL_LISTED = Reply(554, "5.7.1", "Service unavailable; client [{}] blocked using {}{}")
+SPF_FAIL = Reply(550, "5.7.23", "SPF check failed for {}: {}")
+GREYLISTED = Reply(450, "4.7.1", "Greylisted, please try again later")
+
 # ETRN (RFC 1985)
 ETRN_NOTHING = Reply(251, "2.0.0", "No messages waiting for node {}")
 ETRN_STARTED_COUNT = Reply(253, "2.0.0", "{} pending messages for node {} started")

@@ -20,6 +20,7 @@ from twisted.names import hosts as dns_hosts
 from twisted.names import resolve
 
 from mxbackup import config as config_module
+from mxbackup.checks.env import CheckEnv
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.inbound.passwords import Passwords
@@ -230,6 +231,18 @@ def make_resolver(config: Config, reactor: Any) -> Any:
     )
 
 
+def make_check_env(
+    config: Config, reactor: Any, resolver: Any, stats: Stats, store: Any = None
+) -> CheckEnv:
+    """What the inbound checks use: the same resolver as delivery (``delivery.dns_servers``),
+    the reactor's clock, and its thread pool for DKIM/ARC's hashing and RSA."""
+
+    def offload(fn: Any, *args: Any) -> defer.Deferred:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+
+    return CheckEnv(resolver=resolver, clock=reactor, offload=offload, stats=stats, store=store)
+
+
 def make_service(config: Config, reactor: Any) -> MXBackupService:
     """Recover the spool, then build the listeners.  Raises ConfigError for anything that
     makes the configuration unusable, before anything listens."""
@@ -280,6 +293,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         etrn=scheduler,
         seen=scheduler.quick.seen,
         rcpt=rcpt,
+        checks=make_check_env(config, reactor, resolver, stats, state_service.store),
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     state_service.setServiceParent(top)

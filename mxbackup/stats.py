@@ -23,3 +23,4 @@ class Stats:
     verify_cache: Counter[str] = field(default_factory=Counter)  # hit / miss
     store_errors: int = 0
     refusals: Counter[str] = field(default_factory=Counter)  # by reason (the link's name)
+    check_results: Counter[tuple[str, str]] = field(default_factory=Counter)  # (check, result)

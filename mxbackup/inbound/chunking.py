@@ -25,7 +25,7 @@ BINARYMIME is not offered.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mxbackup import replies
 from mxbackup.inbound.message import MessageIntake
@@ -47,6 +47,7 @@ class Chunking:
         self.txn: Transaction | None = None  # the transaction whose message is open
         self.incoming: Incoming | None = None
         self.text: MessageText | None = None
+        self.filter: Any = None  # the forged Authentication-Results filter, if any
 
     def bdat(self, rest: str) -> Result:
         s = self.session
@@ -79,8 +80,9 @@ class Chunking:
         txn.chunked = True
         self.txn = txn
         self.incoming = self.intake.open(txn)
+        write, self.filter = self.intake.stream_for(txn, self.incoming)
         self.text = MessageText(
-            self.incoming.write,
+            write,
             server.max_message_size,
             server.max_received_headers,
             check_newlines=True,
@@ -97,25 +99,25 @@ class Chunking:
         if chunk.refusal is not None:
             s.error(chunk.refusal)
             return None
-        text, incoming, txn = self.text, self.incoming, self.txn
+        text, incoming, txn, found = self.text, self.incoming, self.txn, self.filter
         assert text is not None and incoming is not None and txn is not None
         if chunk.last:
             text.finish()
         elif text.error is None:
             s.reply(replies.CHUNK_RECEIVED.format(chunk.size))
             return None
-        self.txn = self.incoming = self.text = None
+        self.txn = self.incoming = self.text = self.filter = None
         s.transaction = None
         if text.error is not None:
             self.intake.refuse(incoming, txn, text.error, text.size)
             return None
-        return self.intake.commit(incoming, txn)
+        return self.intake.commit(incoming, txn, found)
 
     def drop(self) -> None:
         """Forget the open message, if any (its transaction ended, the connection is lost)."""
         if self.incoming is not None:
             self.incoming.abort()
-        self.txn = self.incoming = self.text = None
+        self.txn = self.incoming = self.text = self.filter = None
 
 
 class Chunk:

@@ -12,6 +12,7 @@ from twisted.internet import interfaces, protocol
 from twisted.logger import Logger
 
 from mxbackup import replies
+from mxbackup.checks.env import CheckEnv
 from mxbackup.config import Config
 from mxbackup.inbound.authlimit import AuthFailures
 from mxbackup.inbound.policy import Policy
@@ -44,9 +45,12 @@ class SMTPFactory(protocol.ServerFactory):
         etrn: QueueFlusher | None = None,
         seen: Callable[[str], None] = lambda ip: None,
         rcpt: RcptServices | None = None,
+        checks: CheckEnv | None = None,
     ) -> None:
+        self.stats = stats or Stats()
         self.rcpt = rcpt  # the RCPT links' outside world (verification, target view)
-        self.policy = Policy(config, rcpt)
+        self.checks_env = checks or CheckEnv(clock=clock, stats=self.stats)
+        self.policy = Policy(config, rcpt, self.checks_env)
         self.spool = spool
         self.clock = clock
         self.check_password = check_password
@@ -56,14 +60,13 @@ class SMTPFactory(protocol.ServerFactory):
         )
         self.tls_context = tls_context
         self.wakeup = wakeup
-        self.stats = stats or Stats()
         self.etrn = etrn
         self.seen = seen  # each client's address: one of a down target's is a sign of life
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
 
     def reconfigure(self, config: Config) -> None:
-        self.policy = Policy(config, self.rcpt)
+        self.policy = Policy(config, self.rcpt, self.checks_env)
         limits = (config.server.auth_failure_limit, config.server.auth_failure_window)
         if limits != (self.auth_failures.limit, self.auth_failures.window):
             self.auth_failures.reconfigure(*limits)

@@ -8,6 +8,7 @@ keeps nothing (pitfall 1, invariant 2).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
@@ -35,6 +36,7 @@ class MessageIntake:
         self.session = session
         self.incoming: Incoming | None = None
         self.reader: DataReader | None = None
+        self.filter: Any = None
 
     def data(self, rest: str) -> None:
         s = self.session
@@ -55,11 +57,18 @@ class MessageIntake:
         incoming = self.open(txn)
         self.incoming = incoming
         server = s.policy.server
-        self.reader = DataReader(
-            incoming.write, server.max_message_size, server.max_received_headers
-        )
+        write, self.filter = self.stream_for(txn, incoming)
+        self.reader = DataReader(write, server.max_message_size, server.max_received_headers)
         s.read_stream(self)
         s.reply(replies.START_DATA)
+
+    def stream_for(
+        self, txn: Transaction, incoming: Incoming
+    ) -> tuple[Callable[[bytes], Any], Any]:
+        """Where the message text goes (DATA, BDAT), and the filter to hand to ``commit``:
+        RFC 8601 section 5, no Authentication-Results in our name from outside."""
+        found = self.session.policy.checks.forged_results_filter(txn, incoming.write)
+        return (incoming.write, None) if found is None else (found.write, found)
 
     def open(self, txn: Transaction) -> Incoming:
         """A spool file for ``txn``'s message, our Received header already in it (DATA, BDAT)."""
@@ -88,18 +97,18 @@ class MessageIntake:
     def abort(self) -> None:
         if self.incoming is not None:
             self.incoming.abort()
-        self.incoming = self.reader = None
+        self.incoming = self.reader = self.filter = None
 
     def end(self) -> Deferred[Any] | None:
         s = self.session
-        incoming, reader, txn = self.incoming, self.reader, s.transaction
+        incoming, reader, txn, found = self.incoming, self.reader, s.transaction, self.filter
         assert incoming is not None and reader is not None and txn is not None
-        self.incoming = self.reader = None
+        self.incoming = self.reader = self.filter = None
         s.transaction = None
         if reader.error is not None:
             self.refuse(incoming, txn, reader.error, reader.size)
             return None
-        return self.commit(incoming, txn)
+        return self.commit(incoming, txn, found)
 
     def refuse(self, incoming: Incoming, txn: Transaction, error: Reply, size: int) -> None:
         """The message is refused (``error``): nothing of it is kept."""
@@ -115,9 +124,18 @@ class MessageIntake:
         )
         s.error(error)
 
-    def commit(self, incoming: Incoming, txn: Transaction) -> Deferred[Any]:
-        """Queue the message (DATA, BDAT): the 250 only once message and envelope are
-        durable (invariant 1), else a 4xx."""
+    def commit(self, incoming: Incoming, txn: Transaction, found: Any = None) -> Deferred[Any]:
+        """Queue the message (DATA, BDAT): the end-of-data checks first (DKIM, ARC,
+        Authentication-Results), then the 250 only once message and envelope are durable
+        (invariant 1), else a 4xx.  ``found``: the filter from ``stream_for``."""
+        if found is not None:
+            found.close()
+        checked = self.session.policy.checks.at_end(incoming, txn)
+        if checked is None:
+            return self._store(incoming, txn)
+        return checked.addCallback(lambda _: self._store(incoming, txn))
+
+    def _store(self, incoming: Incoming, txn: Transaction) -> Deferred[Any]:
         s = self.session
         envelope = Envelope(
             id=incoming.id,

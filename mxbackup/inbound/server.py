@@ -42,7 +42,7 @@ from mxbackup.inbound.etrn import Etrn
 from mxbackup.inbound.lines import LineReader
 from mxbackup.inbound.mailrcpt import MailRcpt
 from mxbackup.inbound.message import MessageIntake
-from mxbackup.inbound.rcpt.decision import Candidate, Decision, Postpone
+from mxbackup.inbound.rcpt.decision import ACCEPT, Candidate, Decision, Postpone
 from mxbackup.inbound.sasl import Sasl
 from mxbackup.inbound.session import FactoryView, OnLine, Result, Stream
 from mxbackup.inbound.starttls import StartTLS
@@ -120,7 +120,10 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
     # -- the seam: policy decides MAIL and RCPT --------------------------------------------
     def validateFrom(self, transaction: Transaction) -> Decision | Deferred[Decision]:
         """May ``transaction`` (its sender and MAIL parameters) begin?"""
-        return space.room_for(self.factory.spool, self.policy.server, transaction.params)
+        room = space.room_for(self.factory.spool, self.policy.server, transaction.params)
+        if room is not ACCEPT:
+            return room
+        return self.policy.checks.at_mail(transaction)
 
     def validateTo(self, mailbox: Mailbox) -> Recipient | Reply | Postpone | Deferred[Any]:
         """The RCPT chain's answer for ``mailbox``: the queue's ``Recipient`` when accepted."""
@@ -143,6 +146,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
             and self.factory.tls_context is not None
         )
         self.transport.registerProducer(self, True)
+        self.policy.checks.connected(self.client_ip)
         self.reply(replies.GREETING.format(self.policy.server.hostname))
         self.setTimeout(self.policy.server.idle_timeout)
 

@@ -6,6 +6,7 @@ the session or the checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mxbackup.inbound.address import Mailbox
 from mxbackup.queue.envelope import Recipient
@@ -21,6 +22,7 @@ class Transaction:
     sender: Mailbox | None  # None: the null reverse-path <>
     params: dict[str, str | None]
     recipients: list[Recipient] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)  # the checks' (SPF at MAIL)
     _seen: set[str] = field(default_factory=set)
     chunked: bool = False  # a BDAT chunk was taken: DATA is refused (RFC 3030 2)
 

@@ -22,7 +22,10 @@ Metrics (all prefixed ``mxbackup_``)::
     state_store_errors_total                  counter  state store operations that failed
     rcpt_refusals_total{reason}               counter  RCPT refusals by the policy links:
                                                        verify_refused, verify_unknown,
-                                                       target_up, route_quota
+                                                       target_up, route_quota, and the
+                                                       checks': dnsbl, spf (at MAIL), greylisting
+    check_results_total{check,result}         counter  dnsbl listed/clean/error; spf, dkim, arc
+                                                       results; greylisting new/early/passed/...
     route_queued_messages{route}              gauge    queued messages per route (the quota's count)
 
 A target is a route's domain, or ``mx:<domain>`` for mail delivered by MX lookup.
@@ -42,6 +45,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from mxbackup.config import MetricsConfig
+from mxbackup.ops.checkmetrics import check_metrics
 from mxbackup.ops.verifymetrics import verification_metrics
 
 
@@ -113,6 +117,7 @@ class MXBackupCollector(Collector):
             value=self.root.smtp_factory.connections,
         )
         yield from verification_metrics(stats, scheduler)
+        yield from check_metrics(stats)
 
 
 class _Metrics(Resource):

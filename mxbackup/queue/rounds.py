@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import pickle
 import platform
@@ -45,6 +46,30 @@ class RoundOp:
     tmp: str = ""
     data: bytes = b""
     message: bytes | None = None
+    prefix: bytes = b""  # header fields to put above a spilled message (ARC, A-R)
+
+
+def _prepend(path: str, prefix: bytes) -> None:
+    """Put ``prefix`` above the spilled message at ``path``: a new file (prefix, then the
+    message copied in the kernel) renamed over it, both in tmp/, before anything is durable
+    or visible.  Only messages larger than ``spool.SPILL`` whose checks add header fields
+    at the end of data (DKIM/ARC) pay this copy, in the spool process."""
+    fresh = path + ".prefixed"
+    try:
+        with open(fresh, "xb") as out, open(path, "rb") as src:
+            out.write(prefix)
+            out.flush()
+            size = os.fstat(src.fileno()).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(out.fileno(), src.fileno(), offset, size - offset)
+                if sent == 0:
+                    raise OSError(errno.EIO, "short copy", path)
+                offset += sent
+        os.rename(fresh, path)
+    except OSError:
+        unlink_quietly(fresh)
+        raise
 
 
 def fsync_dir(path: str) -> None:
@@ -204,6 +229,8 @@ class _Round:
                 else:  # spilled: written and closed while it arrived; fsync'd by name in
                     # both modes, so a write-back error an earlier syncfs already reported
                     # (and consumed) cannot pass unseen
+                    if op.prefix:
+                        _prepend(message, op.prefix)
                     _fsync_path(message)
             _write_new(op.tmp, op.data, durable)
         except OSError as e:

@@ -77,6 +77,7 @@ class Incoming:
         self.error: OSError | None = None
         self._chunks: list[bytes] = []
         self._file: Any = None
+        self.prefix = b""  # header fields decided at the end of data, to go on top (checks)
 
     def write(self, data: bytes) -> None:
         if self.error is not None:
@@ -100,6 +101,24 @@ class Incoming:
             self.error = e
         self._chunks = []
 
+    def add_prefix(self, prefix: bytes) -> None:
+        """Header fields to store above everything written so far (before ``seal``)."""
+        self.prefix = prefix + self.prefix
+        self.size += len(prefix)
+
+    def contents(self) -> bytes | None:
+        """What was written so far while it is in memory; None once spilled (then
+        ``flush`` and read ``path``)."""
+        return b"".join(self._chunks) if self._file is None else None
+
+    def flush(self) -> None:
+        """Push a spilled message's buffered octets to the file (to read it back)."""
+        if self._file is not None and self.error is None:
+            try:
+                self._file.flush()
+            except OSError as e:
+                self.error = e
+
     def seal(self) -> bytes | None:
         """Stop writing (reactor thread, at commit): the message's bytes while it is in
         memory, or None once a spilled file is flushed and closed (the round fsyncs it by
@@ -107,7 +126,7 @@ class Incoming:
         if self.error is not None:
             raise self.error
         if self._file is None:
-            data, self._chunks = b"".join(self._chunks), []
+            data, self._chunks = b"".join([self.prefix, *self._chunks]), []
             return data
         f, self._file = self._file, None
         try:
@@ -202,7 +221,7 @@ class Spool:
             message = incoming.seal()
             op = RoundOp(
                 "commit", incoming.id, self.path("tmp", incoming.id + ".env"),
-                envelope.to_json(), message,
+                envelope.to_json(), message, incoming.prefix if message is None else b"",
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a write error, or an envelope that will not encode
             incoming.abort()

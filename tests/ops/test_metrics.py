@@ -68,6 +68,8 @@ class MetricsTests(TestCase):
         self.stats.verify_cache.update(hit=10, miss=4)
         self.stats.store_errors = 1
         self.stats.refusals["route_quota"] += 2
+        self.stats.refusals["dnsbl"] += 1
+        self.stats.check_results[("spf", "fail")] += 3
         self.scheduler = FakeScheduler()
         self.root = SimpleNamespace(
             stats=self.stats,
@@ -139,6 +141,8 @@ class MetricsTests(TestCase):
             ("mxbackup_verify_cache_total", (("result", "miss"),)): 4,
             ("mxbackup_state_store_errors_total", ()): 1,
             ("mxbackup_rcpt_refusals_total", (("reason", "route_quota"),)): 2,
+            ("mxbackup_rcpt_refusals_total", (("reason", "dnsbl"),)): 1,
+            ("mxbackup_check_results_total", (("check", "spf"), ("result", "fail"))): 3,
             ("mxbackup_route_queued_messages", (("route", "example.com"),)): 1,
             ("mxbackup_route_queued_messages", (("route", "example.org"),)): 2,
         }

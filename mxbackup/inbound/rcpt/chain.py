@@ -2,10 +2,10 @@
 
 Order (Postfix's ``smtpd_recipient_restrictions`` in spirit: cheap and absolute first):
 routing in the address (refused from anyone), the recipient limit (before any check that costs
-something), relay rules (routes, IP ranges, authentication), the route's address list, the
-route's "use the primary while it is up" (before a callout would cost one), recipient
-verification (cache, callout), the route's queue quota.  The first link that does not accept
-decides.  Rebuilt on every reload (``policy.Policy``).
+something), relay rules (routes, IP ranges, authentication), DNS blocklists, the route's
+address list, the route's "use the primary while it is up" (before a callout would cost one),
+recipient verification (cache, callout), greylisting, the route's queue quota.  The first link
+that does not accept decides.  Rebuilt on every reload (``policy.Policy``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from mxbackup.config import Config
 from mxbackup.inbound.access import AccessMatrix
 from mxbackup.inbound.rcpt.addresslist import AddressListLink
 from mxbackup.inbound.rcpt.decision import ACCEPT, Accept, Candidate, Decision, Link
+from mxbackup.inbound.rcpt.dnsbl import DNSBLLink
+from mxbackup.inbound.rcpt.greylisting import GreylistLink
 from mxbackup.inbound.rcpt.limit import RecipientLimit
 from mxbackup.inbound.rcpt.quota import QuotaLink
 from mxbackup.inbound.rcpt.relay import RelayRules
@@ -28,6 +30,7 @@ from mxbackup.inbound.rcpt.targetup import TargetUpLink
 from mxbackup.routes import RouteTable
 
 if TYPE_CHECKING:
+    from mxbackup.inbound.checking import Checks
     from mxbackup.inbound.transaction import Transaction
 
 
@@ -67,16 +70,22 @@ def build_chain(
     routes: RouteTable,
     access: AccessMatrix,
     services: RcptServices | None = None,
+    checks: Checks | None = None,
 ) -> Chain:
-    """The chain for ``config``: adding a check is one line here."""
+    """The chain for ``config``: adding a check is one line here.  The checks' links follow
+    the contract's order: relay rules, DNSBL, address list / verification, greylisting, quota."""
     s = services or RcptServices()
+    dnsbl = checks.dnsbl if checks is not None else None
+    greylist = checks.greylist if checks is not None else None
     links: list[Link | None] = [
         RoutingInAddress(),
         RecipientLimit(config.server.max_recipients),
         RelayRules(routes, access),
+        DNSBLLink(checks, dnsbl) if checks is not None and dnsbl is not None else None,
         AddressListLink(),
         TargetUpLink(s.view, s.stats),
         s.verification,
+        GreylistLink(checks, greylist) if checks is not None and greylist is not None else None,
         QuotaLink(s.view, s.stats),
     ]
     return Chain([link for link in links if link is not None])
