@@ -197,8 +197,9 @@ class MXBackupService(service.MultiService):
     def stopService(self) -> Any:
         """No new deliveries, listeners closed, then the spool process finishes the rounds
         it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
-        self.scheduler.stop()
+        counts = self.scheduler.stop()  # try counts kept in memory, written before the end
         stopped = defer.maybeDeferred(super().stopService)
+        stopped.addCallback(lambda _: counts)
         if self.spool_process is not None:
             spool_process = self.spool_process
             stopped.addCallback(lambda _: spool_process.shutdown())

@@ -147,9 +147,11 @@ class Scheduler:
         self._loop.clock = self.clock
         return self._loop.start(self.delivery.tick, now=True)
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred:
+        """No more ticks; fires once the try counts kept in memory only are written."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        return self.recorder.save_counts()
 
     def tick(self) -> None:
         """Never raises (a LoopingCall stops for good when its callable does) and never
