@@ -14,7 +14,7 @@ from typing import Any
 import bcrypt
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints, threads
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
 from twisted.names import hosts as dns_hosts
@@ -307,7 +307,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     prepare_socket_path(socket_path)
     top.listen(
         endpoints.UNIXServerEndpoint(reactor, socket_path, mode=0o600, wantPID=False),
-        ControlFactory(commands),
+        ControlFactory(commands, globalLogPublisher),
         f"server.control_socket: cannot listen on {socket_path!r}",
     )
     _add_monitoring(config, top, reactor)
