@@ -64,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     hashing.set_defaults(run=_hash_password)
 
+    showing = commands.add_parser(
+        "config",
+        help="print the effective configuration (defaults filled in, secrets masked)",
+        description="Print the effective configuration as YAML, every default filled in and "
+        "secrets masked (like postconf); --defaults: the defaults alone (postconf -d).",
+    )
+    showing.add_argument("--config", help="the configuration (default: the server's)")
+    showing.add_argument("--defaults", action="store_true", help="the defaults alone")
+    showing.set_defaults(run=_show_config)
     queuecli.add_commands(commands)
     return parser
 
@@ -83,6 +92,30 @@ def _check_config(args: argparse.Namespace) -> int:
     if checked.errors:
         return 1
     print(f"OK: {args.file} ({len(config.routes)} routes, {len(config.ip_ranges)} ip ranges)")
+    return 0
+
+
+def _show_config(args: argparse.Namespace) -> int:
+    from mxbackup.config import dump
+    from mxbackup.ops.talk import DEFAULT_CONFIGS
+
+    if args.defaults:
+        header = "mxbackup defaults (<required>: no default; null: off)"
+        print(dump.to_yaml(dump.defaults(), header), end="")
+        return 0
+    found = [args.config] if args.config else [c for c in DEFAULT_CONFIGS if os.path.exists(c)]
+    if not found:
+        print("mxbackup: no configuration found; give --config FILE", file=sys.stderr)
+        return 2
+    try:
+        config = load(found[0])
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    header = f"effective configuration of {found[0]} (defaults filled in, secrets masked;\n''"
+    header += ": not set, the key's documented fallback applies)"
+    print(dump.to_yaml(dump.effective(config), header), end="")
     return 0
 
 
