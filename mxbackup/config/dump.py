@@ -58,20 +58,21 @@ def _value(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and settings_of(type(value)):
         return _section(value)
     if isinstance(value, Target):
-        host = f"[{value.host}]" if ":" in value.host else value.host
-        return f"{host}:{value.port}"
+        return _host_port(value.host, value.port)
     if isinstance(value, AddressList):
         if value.kind == "file":
             return {"file": value.file}
         return "all" if value.kind == "all" else sorted(value.entries)
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return str(value)
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
-        if isinstance(value[0], str) and not isinstance(value[1], bool):  # (address, port)
-            host = f"[{value[0]}]" if ":" in value[0] else value[0]
-            return f"{host}:{value[1]}"
+    if _is_address_and_port(value):
+        return _host_port(*value)
     if isinstance(value, tuple | list | frozenset | set):
         return [_value(item) for item in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, float) and value.is_integer():
@@ -79,6 +80,21 @@ def _value(value: Any) -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(rf"\g<head>{MASK}\g<tail>", value)
     return value
+
+
+def _is_address_and_port(value: Any) -> bool:
+    """(address, port), as ``delivery.dns_servers`` holds them."""
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    )
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _defaults(cls: type) -> dict[str, Any]:

@@ -5,9 +5,10 @@
 exits 1.
 
 ``mxbackup queue list|show|summary|flush|hold|release|delete|bounce``, ``status``, ``pause``,
-``resume``, ``monitor`` and ``reload`` (``mxbackup.ops.queuecli``) talk to the running server over its control socket (``server.control_socket``, default
-``<spool>/control.sock``), found through ``--config`` (default ``/etc/mxbackup/mx.yaml`` when
-it exists, else ``etc/mx.yaml``) or given with ``--socket``.  Exit status: 0 done, 1 refused
+``resume``, ``monitor`` and ``reload`` (``mxbackup.ops.queuecli``) talk to the running server
+over its control socket (``server.control_socket``, default ``<spool>/control.sock``), found
+through ``--config`` (default ``/etc/mxbackup/mx.yaml`` when it exists, else ``etc/mx.yaml``)
+or given with ``--socket``.  Exit status: 0 done, 1 refused
 (the server says why), 2 usage, 3 the server cannot be reached.
 """
 
