@@ -13,7 +13,7 @@ from typing import Any
 
 import bcrypt
 from twisted.application import internet, service
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger, globalLogPublisher
 from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
@@ -24,7 +24,7 @@ from mxbackup import config as config_module
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.listening import Listener, all_settled
-from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
+from mxbackup.ops.control import Commands, ControlEndpoint, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
 from mxbackup.outbound.admin import QueueAdmin
@@ -306,7 +306,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
     top.listen(
-        endpoints.UNIXServerEndpoint(reactor, socket_path, mode=0o600, wantPID=False),
+        ControlEndpoint(reactor, socket_path),
         ControlFactory(commands, globalLogPublisher),
         f"server.control_socket: cannot listen on {socket_path!r}",
     )

@@ -1,4 +1,5 @@
-"""The local admin interface: JSON lines over a UNIX socket (mode 0600).
+"""The local admin interface: JSON lines over a UNIX socket (mode 0600; 0660 and group
+``mxbackup`` when that group exists, so its members need no root: ``ControlEndpoint``).
 
 One request per line, ``{"cmd": "list"}``, one answer per line, ``{"ok": true, "result": ...}``
 or ``{"ok": false, "error": "..."}``.  The ``mxbackup queue`` and ``mxbackup reload`` commands
@@ -14,9 +15,11 @@ import json
 import os
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
 from mxbackup.ops.commands import Commands, describe
 from mxbackup.ops.logs import render_json
@@ -26,7 +29,8 @@ log = Logger(namespace="mxbackup.control")
 MAX_REQUEST = 65536
 
 
-__all__ = ["Commands", "ControlFactory", "describe", "prepare_socket_path"]
+__all__ = ["Commands", "ControlEndpoint", "ControlFactory", "describe", "prepare_socket_path"]
+GROUP = "mxbackup"  # the Debian package's system group: its members may use the socket
 
 _ALLOWED = {
     "list", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
@@ -126,3 +130,48 @@ def prepare_socket_path(path: str) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@implementer(IStreamServerEndpoint)
+class ControlEndpoint:
+    """The control socket at ``path``: created under umask 0177 (mode 0600 from the start,
+    never wider), then, if the group ``group`` exists, given to it with mode 0660."""
+
+    def __init__(self, reactor: Any, path: str, group: str = GROUP) -> None:
+        self.reactor = reactor
+        self.path = path
+        self.group = group
+
+    def listen(self, factory: Any) -> defer.Deferred:
+        inner = endpoints.UNIXServerEndpoint(self.reactor, self.path, mode=0o600, wantPID=False)
+        old = os.umask(0o177)  # bind() creates the socket file: owner only, from the start
+        try:
+            d = inner.listen(factory)  # binds now (listenUNIX is synchronous)
+        finally:
+            os.umask(old)
+        return d.addCallback(self._share)
+
+    def _share(self, port: Any) -> Any:
+        gid = group_id(self.group)
+        if gid is None:
+            return port
+        try:
+            os.chown(self.path, -1, gid)
+            os.chmod(self.path, 0o660)
+        except OSError as e:
+            log.warn(
+                "control socket {path} stays 0600: cannot give it to group {group}: {error}",
+                path=self.path,
+                group=self.group,
+                error=e.strerror or str(e),
+            )
+        return port
+
+
+def group_id(name: str) -> int | None:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
