@@ -156,7 +156,8 @@ class ControlEndpoint:
         if gid is None:
             return port
         try:
-            os.chown(self.path, -1, gid)
+            if os.stat(self.path).st_gid != gid:  # the unit's Group= already gives it (and
+                os.chown(self.path, -1, gid)  # its system call filter refuses chown)
             os.chmod(self.path, 0o660)
         except OSError as e:
             log.warn(
