@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,24 @@ def preflight(config: Config) -> Report:
             f"password hashes of bcrypt costs {', '.join(map(str, costs))}: how long a failed "
             "AUTH takes tells accounts of one cost from the rest; hash them all at one cost",
         )
+    _source_address(say, config.delivery.source_address)
     return report
+
+
+def _source_address(say: _Say, address: str) -> None:
+    """A source address this host does not have: every connection would fail."""
+    if not address:
+        return
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError as e:
+        say.warning(
+            "delivery.source_address",
+            f"{address} is not an address of this host ({e.strerror or e}): "
+            "outbound connections will fail",
+        )
 
 
 class _Say:

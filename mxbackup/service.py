@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 from twisted.application import internet, service
-from twisted.internet import defer, endpoints, threads
-from twisted.logger import Logger
+from twisted.internet import defer, threads
+from twisted.logger import Logger, globalLogPublisher
 from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
 from twisted.names import hosts as dns_hosts
@@ -25,7 +25,7 @@ from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.inbound.passwords import Passwords
 from mxbackup.listening import Listener, all_settled
-from mxbackup.ops.control import Commands, ControlFactory, prepare_socket_path
+from mxbackup.ops.control import Commands, ControlEndpoint, ControlFactory, prepare_socket_path
 from mxbackup.ops.manhole import make_manhole_service
 from mxbackup.ops.metrics import make_metrics_service
 from mxbackup.ops.verifycmd import verify_commands
@@ -199,8 +199,9 @@ class MXBackupService(service.MultiService):
     def stopService(self) -> Any:
         """No new deliveries, listeners closed, then the spool process finishes the rounds
         it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
-        self.scheduler.stop()
+        counts = self.scheduler.stop()  # try counts kept in memory, written before the end
         stopped = defer.maybeDeferred(super().stopService)
+        stopped.addCallback(lambda _: counts)
         if self.spool_process is not None:
             spool_process = self.spool_process
             stopped.addCallback(lambda _: spool_process.shutdown())
@@ -317,8 +318,8 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     socket_path = config.control_socket
     prepare_socket_path(socket_path)
     top.listen(
-        endpoints.UNIXServerEndpoint(reactor, socket_path, mode=0o600, wantPID=False),
-        ControlFactory(commands),
+        ControlEndpoint(reactor, socket_path),
+        ControlFactory(commands, globalLogPublisher),
         f"server.control_socket: cannot listen on {socket_path!r}",
     )
     _add_monitoring(config, top, reactor)

@@ -290,6 +290,12 @@ class DeliveryConfig:
     delay_warning: float = setting(
         "seconds until the sender gets a delay notice; 0 = off", seconds_or_off, default=0.0
     )
+    source_address: str = setting(
+        "local IP address outbound connections come from; empty: the system's choice",
+        v.source_address,
+        default="",
+        null=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,17 @@ def dns_server(r: Reader, value: object, path: str) -> tuple[str, int] | None:
 DNS_SERVERS = Items(dns_server, "a list of 'address' or 'address:port'")
 
 
+def source_address(r: Reader, value: object, path: str) -> str:
+    """An IPv4 or IPv6 address (no port), or "" for the system's choice."""
+    if value == "" or value is None:
+        return ""
+    try:
+        return str(ipaddress.ip_address(value.strip("[]") if isinstance(value, str) else value))
+    except ValueError:
+        r.error(path, f"must be an IPv4 or IPv6 address (or empty), got {show(value)}")
+        return ""
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

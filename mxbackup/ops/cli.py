@@ -4,28 +4,25 @@
 ``OK: FILE (N routes, M ip ranges)`` and exits 0, or prints one line per problem on stderr and
 exits 1.
 
-``mxbackup queue list|show|flush|hold|release|delete|bounce`` and ``mxbackup reload`` talk to
-the running server over its control socket (``server.control_socket``, default
-``<spool>/control.sock``), found through ``--config`` (default ``/etc/mxbackup/mx.yaml`` when
-it exists, else ``etc/mx.yaml``) or given with ``--socket``.  Exit status: 0 done, 1 refused
+``mxbackup queue list|show|summary|flush|hold|release|delete|bounce``, ``status``, ``pause``,
+``resume``, ``monitor`` and ``reload`` (``mxbackup.ops.queuecli``) talk to the running server
+over its control socket (``server.control_socket``, default ``<spool>/control.sock``), found
+through ``--config`` (default ``/etc/mxbackup/mx.yaml`` when it exists, else ``etc/mx.yaml``)
+or given with ``--socket``.  Exit status: 0 done, 1 refused
 (the server says why), 2 usage, 3 the server cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import sys
-import time
-from typing import Any
 
 from mxbackup.config import ConfigError, load
-from mxbackup.ops.verifycli import add_verify_parser, route_counts
+from mxbackup.ops import queuecli
+from mxbackup.ops.talk import talk
+from mxbackup.ops.verifycli import add_verify_parser
 from mxbackup.preflight import preflight
-
-DEFAULT_CONFIGS = ("/etc/mxbackup/mx.yaml", "etc/mx.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,37 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     hashing.set_defaults(run=_hash_password)
 
+    showing = commands.add_parser(
+        "config",
+        help="print the effective configuration (defaults filled in, secrets masked)",
+        description="Print the effective configuration as YAML, every default filled in and "
+        "secrets masked (like postconf); --defaults: the defaults alone (postconf -d).",
+    )
+    showing.add_argument("--config", help="the configuration (default: the server's)")
+    showing.add_argument("--defaults", action="store_true", help="the defaults alone")
+    showing.set_defaults(run=_show_config)
+    queuecli.add_commands(commands)
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--config", help="the server's configuration (to find its socket)")
     where.add_argument("--socket", help="the control socket, instead of --config")
-
-    queue = commands.add_parser("queue", help="inspect and steer the queue of the running server")
-    actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", parents=[where], help="list queued messages")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
-    listing.set_defaults(run=_queue_list)
-    show = actions.add_parser("show", parents=[where], help="envelope and headers of a message")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(run=_queue_show)
-    flush = actions.add_parser("flush", parents=[where], help="try now: one message, a route, all")
-    flush.add_argument("id", nargs="?")
-    flush.add_argument("--route", metavar="DOMAIN", help="every message for this route")
-    flush.set_defaults(run=_queue_flush)
-    for name, text in (
-        ("hold", "keep a message in the queue without trying it"),
-        ("release", "undo hold, and try the message now"),
-        ("delete", "remove a message, telling nobody"),
-        ("bounce", "give up on a message now: the sender gets the DSN"),
-    ):
-        action = actions.add_parser(name, parents=[where], help=text)
-        action.add_argument("id")
-        action.set_defaults(run=_queue_simple, cmd=name)
-    add_verify_parser(commands, where, _talk)
-    reload = commands.add_parser(
-        "reload", parents=[where], help="re-read the configuration and address lists"
-    )
-    reload.set_defaults(run=_reload)
+    add_verify_parser(commands, where, talk)
     return parser
 
 
@@ -122,157 +102,28 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- talking to the running server ------------------------------------------------------------
-class Unreachable(Exception):
-    pass
+def _show_config(args: argparse.Namespace) -> int:
+    from mxbackup.config import dump
+    from mxbackup.ops.talk import DEFAULT_CONFIGS
 
-
-def _socket_path(args: argparse.Namespace) -> str:
-    if args.socket:
-        return str(args.socket)
-    candidates = [args.config] if args.config else [c for c in DEFAULT_CONFIGS if os.path.exists(c)]
-    if not candidates:
-        raise Unreachable("no configuration found; give --config FILE or --socket PATH")
+    if args.defaults:
+        header = "mxbackup defaults (<required>: no default; null: off)"
+        print(dump.to_yaml(dump.defaults(), header), end="")
+        return 0
+    found = [args.config] if args.config else [c for c in DEFAULT_CONFIGS if os.path.exists(c)]
+    if not found:
+        print("mxbackup: no configuration found; give --config FILE", file=sys.stderr)
+        return 2
     try:
-        return load(candidates[0]).control_socket
+        config = load(found[0])
     except ConfigError as exc:
-        # A broken file (say, before a reload) may still tell where the socket is.
-        path = _socket_from_raw(candidates[0])
-        if path is None:
-            raise Refused("\n".join(exc.errors)) from None
-        return path
-
-
-def _socket_from_raw(filename: str) -> str | None:
-    import yaml
-
-    try:
-        with open(filename, encoding="utf-8") as f:
-            server = (yaml.safe_load(f) or {}).get("server") or {}
-        if server.get("control_socket"):
-            return str(server["control_socket"])
-        return os.path.join(str(server["spool"]), "control.sock")
-    except Exception:  # noqa: BLE001 - any problem: we cannot tell
-        return None
-
-
-class Refused(Exception):
-    pass
-
-
-def request(path: str, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
-    """One request to the control socket; returns the result or raises RuntimeError."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError as exc:
-        raise Unreachable(f"cannot reach the server at {path}: {exc.strerror or exc}") from None
-    answer = json.loads(data)
-    if not answer.get("ok"):
-        raise RuntimeError(answer.get("error", "refused"))
-    return answer.get("result")
-
-
-def _talk(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[int, Any]:
-    try:
-        return 0, request(_socket_path(args), cmd, **kw)
-    except Unreachable as exc:
-        print(f"mxbackup: {exc}", file=sys.stderr)
-        return 3, None
-    except (RuntimeError, Refused) as exc:
-        for line in str(exc).splitlines():
-            print(f"mxbackup: {line}", file=sys.stderr)
-        return 1, None
-
-
-def _queue_list(args: argparse.Namespace) -> int:
-    status, messages = _talk(args, "list")
-    if status:
-        return status
-    if args.json:
-        print(json.dumps(messages, indent=2))
-        return 0
-    if not messages:
-        print("Mail queue is empty")
-        return 0
-    print(f"{'ID':<20} {'AGE':>8} {'SIZE':>9}  SENDER")
-    now = time.time()
-    for m in messages:
-        held = "  (held)" if m["held"] else ""
-        print(f"{m['id']:<20} {_age(m['age']):>8} {m['size']:>9}  <{m['sender']}>{held}")
-        for r in m["recipients"]:
-            nxt = r["next_attempt"]
-            when = f"next in {_age(nxt - now)}" if nxt and r["state"] == "pending" else ""
-            print(f"{'':<20} {r['state']:>8} {r['attempts']:>3} tries  <{r['address']}> {when}")
-            if r["last_reply"]:
-                print(f"{'':<33}{r['last_reply'][:200]}")
-    print(f"-- {len(messages)} message(s)")
-    for route, count in route_counts(messages).items():
-        print(f"-- {route}: {count} message(s) queued")
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    header = f"effective configuration of {found[0]} (defaults filled in, secrets masked;\n''"
+    header += ": not set, the key's documented fallback applies)"
+    print(dump.to_yaml(dump.effective(config), header), end="")
     return 0
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _queue_show(args: argparse.Namespace) -> int:
-    status, info = _talk(args, "show", id=args.id)
-    if status:
-        return status
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    headers = info.pop("headers")
-    for key, value in info.items():
-        if key != "recipients":
-            print(f"{key}: {value}")
-    for r in info["recipients"]:
-        print(
-            f"recipient: <{r['address']}> {r['state']} attempts={r['attempts']} "
-            f"target={r['target']} last_reply={r['last_reply']!r}"
-        )
-    print()
-    print(headers)
-    return 0
-
-
-def _queue_flush(args: argparse.Namespace) -> int:
-    status, result = _talk(args, "flush", id=args.id, route=args.route)
-    if not status:
-        print(f"flushed {result['flushed']} message(s)")
-    return status
-
-
-def _queue_simple(args: argparse.Namespace) -> int:
-    status, _ = _talk(args, args.cmd, id=args.id)
-    if not status:
-        print(f"{args.cmd}: {args.id}: done")
-    return status
-
-
-def _reload(args: argparse.Namespace) -> int:
-    status, result = _talk(args, "reload")
-    if not status:
-        print(f"reloaded: {result['routes']} routes")
-        for key in result["restart_needed_for"]:
-            print(f"note: {key} changed; it takes effect after a restart")
-    return status
 
 
 def _hash_password(args: argparse.Namespace) -> int:

@@ -1,8 +1,12 @@
-"""The local admin interface: JSON lines over a UNIX socket (mode 0600).
+"""The local admin interface: JSON lines over a UNIX socket (mode 0600; 0660 and group
+``mxbackup`` when that group exists, so its members need no root: ``ControlEndpoint``).
 
 One request per line, ``{"cmd": "list"}``, one answer per line, ``{"ok": true, "result": ...}``
 or ``{"ok": false, "error": "..."}``.  The ``mxbackup queue`` and ``mxbackup reload`` commands
 talk to it; only local users who can open the socket file (its owner) can.
+
+``{"cmd": "monitor"}`` turns the connection into a stream: after the answer, one JSON line per
+log event (as ``mxbackup.logs.json`` writes them) until the client closes it.
 """
 
 from __future__ import annotations
@@ -11,135 +15,49 @@ import json
 import os
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
-from mxbackup.outbound.admin import QueueAdmin
-from mxbackup.outbound.scheduler import Scheduler, target_key
-from mxbackup.queue.envelope import Envelope
-from mxbackup.queue.spool import Spool
+from mxbackup.ops.commands import Commands, describe
+from mxbackup.ops.logs import render_json
 
 log = Logger(namespace="mxbackup.control")
 
 MAX_REQUEST = 65536
 
 
-def describe(envelope: Envelope, now: float) -> dict[str, Any]:
-    return {
-        "id": envelope.id,
-        "age": round(now - envelope.received_at, 3),
-        "received_at": envelope.received_at,
-        "size": envelope.size,
-        "sender": envelope.sender,
-        "held": envelope.held,
-        "client_ip": envelope.client_ip,
-        "recipients": [
-            {
-                "address": r.address,
-                "route": r.route,
-                "target": target_key(r),
-                "state": r.state,
-                "attempts": r.attempts,
-                "next_attempt": r.next_attempt or None,
-                "last_reply": r.last_reply,
-            }
-            for r in envelope.recipients
-        ],
-    }
+__all__ = ["Commands", "ControlEndpoint", "ControlFactory", "describe", "prepare_socket_path"]
+GROUP = "mxbackup"  # the Debian package's system group: its members may use the socket
 
-
-class Commands:
-    """What the socket can do; each returns a JSON-able result (or a Deferred of one)."""
-
-    def __init__(self, scheduler: Scheduler, admin: QueueAdmin, spool: Spool, reload: Any) -> None:
-        self.scheduler = scheduler
-        self.admin = admin
-        self.spool = spool
-        self._reload = reload
-        self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
-
-    def list(self) -> list[dict[str, Any]]:
-        now = self.scheduler.clock.seconds()
-        return [describe(e, now) for _, e in sorted(self.scheduler.queue.items())]
-
-    def show(self, id: str) -> dict[str, Any]:
-        envelope = self._envelope(id)
-        head = self.spool.read_message(id, 256 * 1024)
-        end = head.find(b"\r\n\r\n")
-        info = describe(envelope, self.scheduler.clock.seconds())
-        info["headers"] = head[: end if end >= 0 else len(head)].decode("utf-8", "replace")
-        info["params"] = envelope.params
-        return info
-
-    def flush(self, id: str | None = None, route: str | None = None) -> dict[str, Any]:
-        if id:
-            self._envelope(id)
-            self.admin.flush_message(id)
-            return {"flushed": 1}
-        if route:
-            keys = self.scheduler.keys_for_domain(route.lower().rstrip("."))
-            if not keys and route.lower() in self.scheduler.depth_by_target():
-                keys = [route.lower()]
-            if not keys:
-                raise KeyError(f"no route for {route}")
-            return {"flushed": sum(self.scheduler.flush(k) for k in keys)}
-        return {"flushed": self.scheduler.flush()}
-
-    def hold(self, id: str) -> Any:
-        return self.admin.hold(id)
-
-    def release(self, id: str) -> Any:
-        return self.admin.release(id)
-
-    def delete(self, id: str) -> Any:
-        return self.admin.delete(id)
-
-    def bounce(self, id: str) -> Any:
-        return self.admin.bounce_now(id)
-
-    def reload(self) -> Any:
-        return self._reload()
-
-    def stats(self) -> dict[str, Any]:
-        s = self.scheduler.stats
-        return {
-            "accepted": s.accepted,
-            "refused": dict(s.refused),
-            "delivered": s.delivered,
-            "deferred": s.deferred,
-            "bounced": s.bounced,
-            "dsn_sent": s.dsn_sent,
-            "queue": len(self.scheduler.queue),
-            "depth_by_target": self.scheduler.depth_by_target(),
-            "oldest_age": self.scheduler.oldest_age(),
-            "queued_by_route": {
-                r.domain: {
-                    "queued": self.scheduler.backlog.depth(r.domain),
-                    "max": r.max_queued_messages,
-                }
-                for r in self.scheduler.config.routes
-            },  # fmt: skip
-        }
-
-    def _envelope(self, id: str) -> Envelope:
-        envelope = self.scheduler.queue.get(id)
-        if envelope is None:
-            raise KeyError(f"no message {id} in the queue")
-        return envelope
-
-
-_ALLOWED = {"list", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats"}
+_ALLOWED = {
+    "list", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
+    "pause", "resume", "status", "summary", "monitor",
+}  # fmt: skip
+_ARGUMENT = (str, int, float, bool, type(None))
 
 
 class ControlProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_REQUEST
 
-    def __init__(self, commands: Commands) -> None:
+    def __init__(self, commands: Commands, publisher: Any = None) -> None:
         self.commands = commands
+        self.publisher = publisher  # where log events are published (for ``monitor``)
+        self._observer: Any = None
 
     def lineReceived(self, line: bytes) -> None:
+        if self._observer is not None:
+            return  # a monitoring connection reads nothing more
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("cmd") == "monitor":
+            self._monitor()
+            return
         d = defer.maybeDeferred(self._run, line)
         d.addCallbacks(
             lambda result: {"ok": True, "result": result},
@@ -152,10 +70,30 @@ class ControlProtocol(LineOnlyReceiver):
         allowed = _ALLOWED | set(self.commands.extra)
         if not isinstance(request, dict) or request.get("cmd") not in allowed:
             raise ValueError(f"unknown command; use one of {', '.join(sorted(allowed))}")
-        args = {k: v for k, v in request.items() if k != "cmd" and isinstance(v, str | None)}
+        args = {k: v for k, v in request.items() if k != "cmd" and _argument(v)}
         log.info("control: {cmd} {args}", cmd=request["cmd"], args=args)
         extra = self.commands.extra.get(request["cmd"])
         return (extra or getattr(self.commands, request["cmd"]))(**args)
+
+    def _monitor(self) -> None:
+        """Stream every log event as a JSON line (``mxbackup monitor``) until the client
+        goes away.  The events are those the server logs (no secrets: see ``ops.logs``)."""
+        if self.publisher is None:
+            self.sendLine(json.dumps({"ok": False, "error": "monitoring unavailable"}).encode())
+            return
+        self.sendLine(json.dumps({"ok": True, "result": "monitoring"}).encode())
+
+        def observe(event: dict[str, Any]) -> None:
+            if self.transport is not None:
+                self.transport.write(render_json(event).encode("utf-8", "replace"))
+
+        self._observer = observe
+        self.publisher.addObserver(observe)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._observer is not None:
+            self.publisher.removeObserver(self._observer)
+            self._observer = None
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine(json.dumps({"ok": False, "error": "request too long"}).encode())
@@ -170,12 +108,19 @@ def _message(error: BaseException) -> str:
     return str(error) or error.__class__.__name__
 
 
+def _argument(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(isinstance(item, str) for item in value)
+    return isinstance(value, _ARGUMENT)
+
+
 class ControlFactory(protocol.Factory):
-    def __init__(self, commands: Commands) -> None:
+    def __init__(self, commands: Commands, publisher: Any = None) -> None:
         self.commands = commands
+        self.publisher = publisher
 
     def buildProtocol(self, addr: Any) -> ControlProtocol:
-        return ControlProtocol(self.commands)
+        return ControlProtocol(self.commands, self.publisher)
 
 
 def prepare_socket_path(path: str) -> None:
@@ -187,3 +132,49 @@ def prepare_socket_path(path: str) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@implementer(IStreamServerEndpoint)
+class ControlEndpoint:
+    """The control socket at ``path``: created under umask 0177 (mode 0600 from the start,
+    never wider), then, if the group ``group`` exists, given to it with mode 0660."""
+
+    def __init__(self, reactor: Any, path: str, group: str = GROUP) -> None:
+        self.reactor = reactor
+        self.path = path
+        self.group = group
+
+    def listen(self, factory: Any) -> defer.Deferred:
+        inner = endpoints.UNIXServerEndpoint(self.reactor, self.path, mode=0o600, wantPID=False)
+        old = os.umask(0o177)  # bind() creates the socket file: owner only, from the start
+        try:
+            d = inner.listen(factory)  # binds now (listenUNIX is synchronous)
+        finally:
+            os.umask(old)
+        return d.addCallback(self._share)
+
+    def _share(self, port: Any) -> Any:
+        gid = group_id(self.group)
+        if gid is None:
+            return port
+        try:
+            if os.stat(self.path).st_gid != gid:  # the unit's Group= already gives it (and
+                os.chown(self.path, -1, gid)  # its system call filter refuses chown)
+            os.chmod(self.path, 0o660)
+        except OSError as e:
+            log.warn(
+                "control socket {path} stays 0600: cannot give it to group {group}: {error}",
+                path=self.path,
+                group=self.group,
+                error=e.strerror or str(e),
+            )
+        return port
+
+
+def group_id(name: str) -> int | None:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None

@@ -13,7 +13,12 @@ its own copy of the dict, but the objects in it are the live ones: what you chan
 Code runs in the reactor thread, so a slow statement stalls the whole server.
 
 Scripted use works too: without a terminal (``echo 'print(len(scheduler.queue))' | ssh ...``)
-the session ends when the input does.
+the session ends when the input does.  Or give the code as ssh's command (an exec request)::
+
+    ssh -p 2222 admin@127.0.0.1 'len(scheduler.queue)'
+
+prints the expression's value (``repr``; statements run too, and what they print is shown;
+a Deferred is waited for) and exits 0; an exception prints its traceback and exits 1.
 
 The server's host key is an ed25519 key generated on first start (``host_key_path``,
 mode 0600) and kept, so clients see the same host key across restarts.  A host key file of
@@ -28,8 +33,11 @@ banner that names no software.  Conch has no encrypt-then-MAC MACs and no AEAD c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import struct
+import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,6 +50,7 @@ from twisted.conch.insults import insults
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import channel, keys
 from twisted.cred.portal import Portal
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -56,7 +65,7 @@ def make_manhole_service(
     """The SSH manhole listening on ``config.listen``.  Creates the host key at
     ``host_key_path`` if it does not exist (raises ``OSError`` if it cannot)."""
     realm = manhole_ssh.TerminalRealm()
-    realm.sessionFactory = _Session
+    realm.sessionFactory = type("Session", (_Session,), {"namespace": namespace})
     realm.chainedProtocolFactory = lambda: insults.ServerProtocol(manhole.ColoredManhole, namespace)
     checker = SSHPublicKeyChecker(AuthorizedKeysFile(config.authorized_keys))
     factory = HardenedConchFactory(Portal(realm, [checker]))
@@ -157,6 +166,20 @@ class _Session(manhole_ssh.TerminalSession):
 
     width, height = 80, 24
     _transport: manhole_ssh.TerminalSessionTransport | None = None
+    namespace: dict[str, Any] = {}  # noqa: RUF012 - set per service by make_manhole_service
+
+    def execCommand(self, proto: Any, cmd: bytes) -> None:
+        """``ssh host 'expression'``: run it in a copy of the namespace, print the result,
+        exit 0 (1 and the traceback if it raised)."""
+        user = IConchUser(self.original)
+        d = defer.maybeDeferred(run_code, cmd.decode("utf-8", "replace"), dict(self.namespace))
+
+        def answer(result: tuple[str, int]) -> None:
+            output, status = result
+            proto.write(output.encode("utf-8", "replace"))
+            _end(user.conn, proto.session, status)
+
+        d.addCallback(answer)
 
     def openShell(self, proto: Any) -> None:
         user = IConchUser(self.original)
@@ -178,7 +201,34 @@ class _Session(manhole_ssh.TerminalSession):
             self._transport.chainedProtocol.loseConnection()
 
 
-def _end(conn: Any, session: Any) -> None:
+def run_code(code: str, namespace: dict[str, Any]) -> Any:
+    """Evaluate ``code`` (an expression, else statements): (what to print, exit status), or
+    a Deferred of it when the expression's value is a Deferred."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            try:
+                compiled = compile(code, "<ssh>", "eval")
+            except SyntaxError:
+                exec(compile(code, "<ssh>", "exec"), namespace)  # noqa: S102 - the manhole's job
+                return out.getvalue(), 0
+            value = eval(compiled, namespace)  # noqa: S307 - the manhole's job
+    except BaseException:  # noqa: BLE001 - whatever the operator's code raised
+        return out.getvalue() + traceback.format_exc(), 1
+    if isinstance(value, defer.Deferred):
+        value.addCallbacks(
+            lambda v: (out.getvalue() + _shown(v), 0),
+            lambda f: (out.getvalue() + f.getTraceback(), 1),
+        )
+        return value
+    return out.getvalue() + _shown(value), 0
+
+
+def _shown(value: Any) -> str:
+    return "" if value is None else f"{value!r}\n"
+
+
+def _end(conn: Any, session: Any, status: int = 0) -> None:
     if not session.closing:
-        conn.sendRequest(session, b"exit-status", struct.pack(">L", 0))
+        conn.sendRequest(session, b"exit-status", struct.pack(">L", status))
         channel.SSHChannel.loseConnection(session)  # not SSHSession's: it would call us again

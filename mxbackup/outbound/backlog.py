@@ -72,6 +72,10 @@ class Backlog:
         qids = self._by_target.get(key)
         return len(qids) if qids else 0
 
+    def messages_at(self, key: str) -> list[str]:
+        """The ids of the messages with recipients pending at ``key``."""
+        return list(self._by_target.get(key, ()))
+
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
 
@@ -123,6 +127,14 @@ class Backlog:
                     self.schedule(qid, key, now)
                     count += 1
         return count
+
+    def resume(self, key: str, now: float) -> None:
+        """Delivery to ``key`` was paused: file each of its messages at its own next attempt
+        again (what fell due meanwhile is due now).  Those in flight are left alone."""
+        for qid in list(self._by_target.get(key, ())):
+            envelope, rcpts = self.pending(qid, key)
+            if envelope is not None and rcpts and (qid, key) not in self.inflight:
+                self.schedule(qid, key, min(now if r.inflight else r.next_attempt for r in rcpts))
 
     def flush_message(self, envelope: Envelope, now: float) -> None:
         """Make the message due now at each target where it is not in flight."""

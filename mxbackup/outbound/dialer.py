@@ -21,8 +21,9 @@ from mxbackup.wire import contract
 from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, Settings
 
 # The connect-only check (``mxbackup.wire.reach.reachable`` with the reactor bound in):
-# candidates and a connect timeout in, a Deferred firing True once one of them connected.
-Check = Callable[[Sequence[contract.Candidate], float], "defer.Deferred[bool]"]
+# candidates, a connect timeout and the source address in, a Deferred firing True once one
+# of them connected.
+Check = Callable[[Sequence[contract.Candidate], float, str], "defer.Deferred[bool]"]
 
 NO_ADDRESS = "no address to connect to (or only our own)"
 
@@ -105,7 +106,7 @@ class Dialer:
             return False
         if not candidates:
             return False
-        connected = yield self.check(candidates, timeout)
+        connected = yield self.check(candidates, timeout, self.config.delivery.source_address)
         return bool(connected)
 
     @defer.inlineCallbacks
@@ -128,4 +129,5 @@ class Dialer:
             d.helo_name or self.config.server.hostname,
             connect_timeout=d.connect_timeout,
             reply_timeout=d.reply_timeout,
+            source_address=d.source_address,
         )

@@ -55,6 +55,9 @@ class Recorder:
         # Recipient verification learns from delivery (``rcpt_wiring`` sets it): called with
         # (route, address, positive, text) for each RCPT answer of a verified route.
         self.learn: Any = None
+        # Messages whose try counts changed in memory only (``fail_untried``): written at a
+        # clean stop (``save_counts``), so a restart goes on counting from there.
+        self.unsaved: set[str] = set()
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -185,10 +188,24 @@ class Recorder:
             return self.settle(envelope, key, failed, now, untried=True, flushed=flushed)
         # The common case (a dead target, retries left): nothing to write or send, so no
         # Deferred machinery either; this runs for every message that falls due meanwhile.
+        self.unsaved.add(envelope.id)
         self._reschedule(envelope, key, untried=True, flushed=flushed)
         return defer.succeed(None)
 
     # -- making it durable ---------------------------------------------------------------------
+    def save_counts(self) -> defer.Deferred:
+        """Write the envelopes whose try counts are in memory only (at a clean stop): the
+        next process logs and counts ``attempt=N+1``, not ``attempt=1`` again, and the
+        route's ``retries`` hold across restarts.  A crash still forgets them (one more
+        retry each, never mail)."""
+        qids, self.unsaved = self.unsaved, set()
+        writes = [
+            self.spool.update(envelope)
+            for envelope in (self.backlog.envelopes.get(qid) for qid in sorted(qids))
+            if envelope is not None and not self.backlog.inflight.busy(envelope.id)
+        ]
+        return defer.DeferredList(writes, consumeErrors=True).addCallback(_count_failures)
+
     def _settle_or_retry(
         self,
         envelope: Envelope,
@@ -334,6 +351,16 @@ _MX_RULE = RetryRule()  # mail delivered by MX lookup (bounces, authenticated re
 def logged(d: defer.Deferred) -> None:
     """Bookkeeping that runs on its own: a failure is logged, never lost."""
     d.addErrback(lambda f: log.failure("delivery bookkeeping failed", f))
+
+
+def _count_failures(results: list[tuple[bool, Any]]) -> None:
+    errors = [str(failure.value) for ok, failure in results if not ok]
+    if errors:
+        log.error(
+            "{n} try counts not written at stop (one more retry each): {error}",
+            n=len(errors),
+            error=errors[0],
+        )
 
 
 def _log_local_failure(failure: Failure, message: str, **fields: Any) -> None:

@@ -33,6 +33,7 @@ from mxbackup.outbound.jobs import job_for
 from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
+from mxbackup.outbound.pause import Pauses
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
@@ -70,6 +71,7 @@ class Scheduler:
         self.dialer = Dialer(nexthop, deliver, config, check)
         self.stats = stats or Stats()
         self.backlog = Backlog()
+        self.pauses = Pauses(spool.root)  # mxbackup pause/resume; survives restarts
         self.health = Health()
         self.quick = QuickChecks(self.dialer, self.health, lambda t: logged(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
@@ -142,15 +144,33 @@ class Scheduler:
         route = self.routes.lookup(domain)
         return [route.domain] if route is not None else []
 
+    def pause(self, key: str | None) -> None:
+        """No delivery to ``key`` (None: to any target) until ``resume``; mail is still
+        accepted and queued.  What falls due meanwhile waits (no try is counted)."""
+        self.pauses.pause(key)
+        log.info("delivery paused: {what}", what=key or "all targets")
+
+    def resume(self, key: str | None) -> None:
+        """Undo ``pause``: what fell due meanwhile is due now, the rest at its own time."""
+        self.pauses.resume(key)
+        log.info("delivery resumed: {what}", what=key or "all targets")
+        now = self.clock.seconds()
+        for k in [key] if key is not None else self.backlog.keys():
+            if not self.pauses.paused(k):
+                self.backlog.resume(k, now)
+        self._kick()
+
     # -- the clock -----------------------------------------------------------------------------
     def start(self) -> defer.Deferred:
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.clock
         return self._loop.start(self.delivery.tick, now=True)
 
-    def stop(self) -> None:
+    def stop(self) -> defer.Deferred:
+        """No more ticks; fires once the try counts kept in memory only are written."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        return self.recorder.save_counts()
 
     def tick(self) -> None:
         """Never raises (a LoopingCall stops for good when its callable does) and never
@@ -179,8 +199,8 @@ class Scheduler:
         """A due (message, target): queue it for a connection, or, when the target is down,
         count a failed try without connecting.  True when it waits for a connection."""
         envelope, rcpts = self.backlog.pending(qid, key)
-        if envelope is None or envelope.held or not rcpts:
-            return False
+        if envelope is None or envelope.held or not rcpts or self.pauses.paused(key):
+            return False  # paused: filed again by ``resume``
         target = self.health.get(key)
         if target.down:
             logged(self.recorder.fail_untried(envelope, key, rcpts, target.last_error))

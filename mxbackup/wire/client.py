@@ -46,6 +46,7 @@ from mxbackup.wire.contract import (
     Outcome,
     Ready,
     Settings,
+    bind_address,
 )
 from mxbackup.wire.session import SessionState, describe, open_session
 from mxbackup.wire.tls import client_context, wants_tls
@@ -184,10 +185,13 @@ def _connect(
 ) -> defer.Deferred[CommandClient]:
     factory = _Factory(reactor, settings)
     timeout = settings.connect_timeout
+    bind = bind_address(settings.source_address, candidate.ip)
     if settings.security == "ssl":
-        reactor.connectSSL(candidate.ip, candidate.port, factory, context, timeout=timeout)
+        reactor.connectSSL(
+            candidate.ip, candidate.port, factory, context, timeout=timeout, bindAddress=bind
+        )
     else:
-        reactor.connectTCP(candidate.ip, candidate.port, factory, timeout=timeout)
+        reactor.connectTCP(candidate.ip, candidate.port, factory, timeout=timeout, bindAddress=bind)
     return factory.connected
 
 

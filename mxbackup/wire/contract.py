@@ -86,6 +86,7 @@ class Settings:
     allow_plaintext_auth: bool = False
     connect_timeout: float = 30.0
     reply_timeout: float = 300.0
+    source_address: str = ""  # delivery.source_address: "" = the system's choice
 
     @classmethod
     def for_route(cls, route: Route | None, helo_name: str, **kw: Any) -> Settings:
@@ -102,6 +103,15 @@ class Settings:
             allow_plaintext_auth=bool(auth and auth.allow_plaintext),
             **kw,
         )
+
+
+def bind_address(source: str, ip: str) -> tuple[str, int] | None:
+    """The ``bindAddress`` to connect to ``ip`` from ``source``: only when both are of the
+    same family (an IPv4 source cannot reach an IPv6 target: that one goes from the system's
+    choice); None for the system's choice."""
+    if not source or (":" in source) != (":" in ip):
+        return None
+    return (source, 0)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 
-from mxbackup.wire.contract import Candidate
+from mxbackup.wire.contract import Candidate, bind_address
 
 __all__ = ["reachable"]
 
@@ -45,14 +45,17 @@ class _Factory(protocol.ClientFactory):
 
 @defer.inlineCallbacks
 def reachable(
-    reactor: Any, candidates: Sequence[Candidate], timeout: float
+    reactor: Any, candidates: Sequence[Candidate], timeout: float, source: str = ""
 ) -> Generator[Any, Any, bool]:
     """True as soon as one of ``candidates`` (tried in order) accepts a connection; False
     when none does within ``timeout`` seconds each.  Never fails."""
     for candidate in candidates:
         factory = _Factory()
         try:
-            reactor.connectTCP(candidate.ip, candidate.port, factory, timeout=timeout)
+            bind = bind_address(source, candidate.ip)
+            reactor.connectTCP(
+                candidate.ip, candidate.port, factory, timeout=timeout, bindAddress=bind
+            )
         except Exception:  # noqa: BLE001 - a bad address is one that does not connect
             continue
         connected = yield factory.result

@@ -1,6 +1,6 @@
 """The Debian package, end to end: build, install, verify, run as the mxbackup user, purge.
 
-Runs by default as root on Debian (it installs and purges the real package: /opt/mxbackup,
+Runs by default as root on Debian (it installs and purges the real package: /usr/lib/mxbackup,
 /etc/mxbackup, the mxbackup user, /var/spool/mxbackup). Set MXBACKUP_DEB_TEST=0 to skip it;
 set MXBACKUP_DEB=/path/to/mxbackup_*.deb to test an already built package instead of building
 one with packaging/build-deb.sh (about a minute). The tests run in file order and share one
@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = "mxbackup"
-VENV = Path("/opt/mxbackup/venv")
+VENV = Path("/usr/lib/mxbackup/venv")
 CONF = Path("/etc/mxbackup/mx.yaml")
 SPOOL = Path("/var/spool/mxbackup")
 UNIT = Path("/lib/systemd/system/mxbackup.service")
@@ -256,8 +256,12 @@ def test_check_config(package: Path) -> None:
     out = run(["mxbackup", "check-config", str(CONF)])
     assert out.stdout.startswith(f"OK: {CONF} ("), out.stdout
     data = yaml.safe_load(CONF.read_text())
-    assert data["server"]["listen"] == ["tcp:25"]
+    # A safe start (issue 15 item 5): loopback and not port 25 (the local MTA's), no routes;
+    # the example routes are there as comments.
+    assert data["server"]["listen"] == ["tcp:2525:interface=127.0.0.1"]
     assert data["server"]["spool"] == str(SPOOL)
+    assert data["routes"] == []
+    assert "#  - domain: example.com" in CONF.read_text()
     # as the service's user, too (it must be able to read its configuration)
     out = run(
         [
@@ -342,9 +346,8 @@ def test_service_command_runs_as_mxbackup_and_queues_mail(package: Path) -> None
     data = yaml.safe_load(CONF.read_text())
     data["server"]["listen"] = [f"tcp:{port}:interface=127.0.0.1"]
     data["server"]["spool"] = str(SPOOL)
-    for route in data["routes"]:
-        route["target_host"] = primary
-        route.pop("port", None)
+    assert data["routes"] == []  # the package's file accepts no mail: the test adds a route
+    data["routes"] = [{"domain": "example.com", "target_host": primary}]
     tmp = Path(tempfile.mkdtemp(prefix="mxbackup-deb-"))
     os.chmod(tmp, 0o755)
     conf = tmp / "mx.yaml"
@@ -378,6 +381,9 @@ def test_service_command_runs_as_mxbackup_and_queues_mail(package: Path) -> None
         assert status["Uid"].split() == [str(user.pw_uid)] * 4, status["Uid"]
         assert status["Gid"].split() == [str(user.pw_gid)] * 4, status["Gid"]
         assert status["NoNewPrivs"] == "1"
+        # the control socket: the group mxbackup's members may use it (issue 15)
+        sock = (SPOOL / "control.sock").stat()
+        assert (sock.st_mode & 0o777, sock.st_gid) == (0o660, user.pw_gid)
         if ambient:
             assert int(status["CapEff"], 16) == CAP_NET_BIND_SERVICE, status["CapEff"]
             assert int(status["CapBnd"], 16) == CAP_NET_BIND_SERVICE, status["CapBnd"]
@@ -424,8 +430,9 @@ def test_service_command_runs_as_mxbackup_and_queues_mail(package: Path) -> None
 
 def test_remove_and_purge(package: Path) -> None:
     # remove: the program goes, the configuration and the queue stay
-    run(["dpkg", "--remove", PKG])
-    assert not Path("/opt/mxbackup").exists(), list(Path("/opt/mxbackup").rglob("*"))
+    removed = run(["dpkg", "--remove", PKG])
+    assert "not empty" not in removed.stdout + removed.stderr  # was: directory '/opt' ...
+    assert not Path("/usr/lib/mxbackup").exists(), list(Path("/usr/lib/mxbackup").rglob("*"))
     assert not Path("/usr/bin/mxbackup").exists()
     assert CONF.is_file()
     assert SPOOL.is_dir()
@@ -447,10 +454,11 @@ def test_remove_and_purge(package: Path) -> None:
     # a clean purge: nothing left behind
     dpkg_install(package)
     assert SPOOL.is_dir()
-    purge()
+    purged = purge()
+    assert "not empty" not in purged.stdout + purged.stderr, purged.stderr
     assert not installed()
     assert not SPOOL.exists()
-    assert not Path("/opt/mxbackup").exists()
+    assert not Path("/usr/lib/mxbackup").exists()
     assert not CONF.parent.exists()
     assert not WANTS_LINK.exists() and not WANTS_LINK.is_symlink()
     assert "mxbackup" not in {u.pw_name for u in pwd.getpwall()}, "the user survived the purge"

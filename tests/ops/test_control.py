@@ -162,3 +162,70 @@ def test_unreachable_server_exit_status(tmp_path):
         cwd=ROOT,
     )
     assert out.returncode == 3 and "cannot reach the server" in out.stderr
+
+
+def cli_in(server, stdin: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mxbackup.ops.cli", *args, "--config", str(server.config_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=30, input=stdin,
+    )  # fmt: skip
+
+
+def test_whole_queue_selectors_from_the_command_line(server):
+    ids = [send(server, "u@example.com") for _ in range(3)]
+    out = cli(server, "queue", "hold", "--recipient", "u@example.com")
+    assert out.returncode == 0 and "held" in out.stdout, out.stderr
+    assert all(m["held"] for m in queue_json(server) if m["id"] in ids)
+    out = cli_in(server, "\n".join(ids[:2]) + "\n", "queue", "release", "-")
+    assert out.returncode == 0 and out.stdout.startswith("released 2 message(s)"), out.stdout
+    out = cli(server, "queue", "delete", "--older-than", "1h", "--route", "example.com")
+    assert out.returncode == 0 and "deleted 0" in out.stdout  # none that old
+    out = cli(server, "queue", "delete", ids[0], ids[1], "NOSUCHID")
+    assert out.returncode == 1 and "no message NOSUCHID" in out.stderr
+    assert cli(server, "queue", "delete").returncode == 2  # a selector is required
+    out = cli(server, "queue", "delete", *ids)
+    assert out.returncode == 0 and "deleted 3" in out.stdout
+    assert not {m["id"] for m in queue_json(server)} & set(ids)
+
+
+def test_show_body_pause_status_summary(server):
+    qid = send(server)
+    body = cli(server, "queue", "show", qid, "--body")
+    assert body.returncode == 0 and "\nSubject: control\n" in body.stdout
+    assert body.stdout.startswith("Received: ")  # the stored message, our header on top
+    out = cli(server, "pause", "example.com")
+    assert out.returncode == 0 and "paused routes: example.com" in out.stdout
+    assert (server.tmp / "spool" / "paused.json").exists()
+    status = json.loads(cli(server, "status", "--json").stdout)
+    (target,) = [t for t in status["targets"] if t["target"] == "example.com"]
+    assert target["paused"] and target["messages"] >= 1 and target["oldest"]
+    human = cli(server, "status")
+    assert human.returncode == 0 and "example.com -> 127.0.0.1:9  PAUSED" in human.stdout
+    (m,) = [m for m in queue_json(server) if m["id"] == qid]
+    assert m["recipients"][0]["next_try_why"] == "paused"
+    assert "paused routes: none" in cli(server, "resume", "example.com").stdout
+    shape = cli(server, "queue", "summary")
+    assert shape.returncode == 0 and "TOTAL" in shape.stdout and "example.com" in shape.stdout
+    assert "example.com" in json.loads(cli(server, "queue", "summary", "--json").stdout)["targets"]
+    listing = cli(server, "queue", "list")
+    assert "retries left, next:" in listing.stdout
+
+
+def test_monitor_follows_events_and_ends_cleanly(server):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mxbackup.ops.cli", "monitor", "--json",
+         "--config", str(server.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+    )  # fmt: skip
+    try:
+        assert "following" in proc.stderr.readline()  # connected: events come from now on
+        qid = send(server)
+        for _ in range(20):
+            event = json.loads(proc.stdout.readline())
+            if event.get("id") == qid:
+                break
+        assert event["text"].startswith("accepted id=")
+    finally:
+        proc.send_signal(2)  # Ctrl-C
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err

@@ -100,7 +100,7 @@ class ManholeTests(TestCase):
         self.addCleanup(stop)
 
     def ssh(
-        self, key: Path, stdin: bytes, terminal: bool
+        self, key: Path, stdin: bytes, terminal: bool, command: str | None = None
     ) -> defer.Deferred[tuple[bytes, bytes, int]]:
         args = [
             SSH,
@@ -130,6 +130,7 @@ class ManholeTests(TestCase):
             "-p",
             str(self.port),
             "admin@127.0.0.1",
+            *([command] if command is not None else []),
         ]
         # With a terminal, the session ends with Ctrl-D, as typed; without one, at end of input.
         process = _SSHProcess(stdin, close_stdin=not terminal)
@@ -172,6 +173,20 @@ class ManholeTests(TestCase):
         self.assertEqual(macs, [b"hmac-sha2-512", b"hmac-sha2-256"])
         self.assertEqual(compression, [b"none"])
         self.assertEqual(lists[2:8:2], lists[3:8:2])  # both directions alike
+
+    @defer.inlineCallbacks
+    def test_exec_request_prints_the_value_and_exits_0(self) -> Any:
+        out, err, code = yield self.ssh(self.key, b"", False, "len(scheduler.queue) * 2")
+        self.assertEqual((out, code), (b"14\n", 0), err)
+        out, err, code = yield self.ssh(self.key, b"", False, "x = 5; print(x + stats.accepted)")
+        self.assertEqual((out, code), (b"8\n", 0), err)
+
+    @defer.inlineCallbacks
+    def test_exec_request_that_raises_prints_the_traceback_and_exits_1(self) -> Any:
+        out, err, code = yield self.ssh(self.key, b"", False, "scheduler.nothing")
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn(b"Traceback", out)
+        self.assertIn(b"AttributeError", out)
 
     @defer.inlineCallbacks
     def test_unlisted_key_is_refused(self) -> Any:

@@ -89,7 +89,7 @@ class FakeDeliver:
         self.hold_checks = False
         self.pending_checks: list[defer.Deferred] = []
 
-    def reach(self, candidates, timeout) -> defer.Deferred:
+    def reach(self, candidates, timeout, source="") -> defer.Deferred:
         self.checks.append((list(candidates), timeout))
         if self.hold_checks:
             d: defer.Deferred = defer.Deferred()

@@ -98,7 +98,7 @@ def test_no_address_is_a_temporary_failure_and_the_target_counts_as_down(tmp_pat
 def test_reach_checks_the_targets_addresses_and_nothing_else(tmp_path):
     nexthop, deliver, checks = FakeNextHop(), Recording(), []
 
-    def check(candidates, timeout):
+    def check(candidates, timeout, source=""):
         checks.append(([(c.ip, c.port) for c in candidates], timeout))
         return defer.succeed(True)
 

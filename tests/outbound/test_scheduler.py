@@ -405,3 +405,30 @@ def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):
     w.deliver.hold = False
     w.advance(61)
     assert w.scheduler.queue == {}  # tried again a minute later
+
+
+def test_try_counts_kept_in_memory_are_written_at_stop_and_go_on_after_a_restart(tmp_path):
+    """Regression (issue 15 item 4): after a restart the logs said attempt=1 again, the
+    tries made while the target was down having been counted in memory only."""
+    from twisted.logger import globalLogPublisher
+
+    w = World(tmp_path)
+    w.deliver.up = False
+    env = w.queue()
+    w.advance(1)  # the first try: written (attempts 1)
+    w.advance(46 * MINUTE)  # three more, without connecting: in memory only
+    assert env.recipients[0].attempts == 4
+    done = []
+    w.scheduler.stop().addCallback(done.append)
+    assert done
+    w2 = restarted(tmp_path, w, primary_up=False)
+    (loaded,) = w2.scheduler.queue.values()
+    assert loaded.recipients[0].attempts == 4
+    lines: list[str] = []
+    observer = lambda event: lines.append(str(event.get("attempt", "")))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
+    try:
+        w2.advance(16 * MINUTE)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert [x for x in lines if x] == ["5"]

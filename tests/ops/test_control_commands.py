@@ -1,0 +1,124 @@
+"""The control socket's commands on a Clock world: selectors, bulk actions, pause, status,
+summary, show --body (the socket and the CLI are in test_control.py)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from outbound.outbound_world import MINUTE, World
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from mxbackup.ops.commands import Commands
+
+
+def done(result):
+    """The result of a command (a Deferred fired by now, on the synchronous spool)."""
+    if not isinstance(result, defer.Deferred):
+        return result
+    out = []
+    result.addBoth(out.append)
+    (value,) = out
+    if isinstance(value, Failure):
+        value.raiseException()
+    return value
+
+
+@pytest.fixture
+def w(tmp_path):
+    world = World(tmp_path)
+    world.deliver.up = False  # everything stays queued
+    world.commands = Commands(world.scheduler, world.admin, world.spool, reload=None)
+    return world
+
+
+def test_bulk_hold_release_by_sender_and_all(w):
+    a = w.queue(sender="a@sender.test")
+    b = w.queue(sender="b@sender.test")
+    result = done(w.commands.hold(sender="a@sender.test"))
+    assert result == {"held": 1, "matched": 1, "held_skipped": 0, "errors": [], "error_count": 0}
+    assert a.held and not b.held
+    assert done(w.commands.flush(all=True, sender="a@sender.test"))["held_skipped"] == 1
+    assert done(w.commands.release(all=True))["released"] == 2
+    assert not a.held
+
+
+def test_bulk_delete_older_than_and_ids(w):
+    old = w.queue()
+    w.advance(2 * 3600)
+    new = w.queue()
+    assert done(w.commands.delete(older_than=3600.0))["deleted"] == 1
+    assert set(w.scheduler.queue) == {new.id}
+    result = done(w.commands.delete(ids=[new.id]))
+    assert result["deleted"] == 1 and old.id not in w.scheduler.queue
+    with pytest.raises(KeyError):
+        done(w.commands.delete(ids=["NOPE"]))
+
+
+def test_bulk_bounce_by_route_sends_dsns(w):
+    w.queue(rcpts=("u@example.com",))
+    w.queue(rcpts=("v@example.com",))
+    assert done(w.commands.bounce(route="example.com"))["bounced"] == 2
+    assert len(w.dsns()) == 2
+    with pytest.raises(KeyError, match="no route"):
+        done(w.commands.bounce(route="elsewhere.test"))
+
+
+def test_no_selector_is_refused_but_flush_means_everything(w):
+    w.queue()
+    with pytest.raises(ValueError, match="say which messages"):
+        done(w.commands.delete())
+    assert done(w.commands.flush())["flushed"] == 1
+
+
+def test_pause_and_resume_by_route(w):
+    assert w.commands.pause("example.com") == {"global": False, "routes": ["example.com"]}
+    assert w.commands.status()["targets"][0]["paused"] is True
+    assert w.commands.resume("example.com")["routes"] == []
+    with pytest.raises(KeyError):
+        w.commands.pause("elsewhere.test")
+
+
+def test_status_says_down_since_next_probe_and_the_oldest(w):
+    env = w.queue()
+    w.advance(10)
+    status = w.commands.status()
+    (target,) = [t for t in status["targets"] if t["target"] == "example.com"]
+    assert target["state"] == "down" and target["down_since"] is not None
+    assert "connection refused" in target["last_error"]
+    assert target["next_probe"] > status["now"]
+    assert target["messages"] == 1 and target["recipients"] == 1
+    oldest = target["oldest"]
+    assert oldest["id"] == env.id and oldest["retries_left"] == 100
+    assert oldest["next_try"] == target["next_probe"]  # the probe, not in 15 minutes
+    assert oldest["next_try_why"].startswith("target down")
+    # the first try (1 s after arrival), then 100 retries 15 minutes apart
+    assert oldest["gives_up_at"] == env.received_at + 1 + 100 * 15 * MINUTE
+
+
+def test_list_shows_retries_left_and_the_real_next_try(w):
+    w.queue()
+    w.advance(10)
+    (m,) = w.commands.list()
+    (r,) = m["recipients"]
+    target = w.scheduler.health.targets["example.com"]
+    assert r["retries_left"] == 100 and r["next_try"] == target.next_probe
+    assert r["next_attempt"] > r["next_try"]  # the nominal one is later
+
+
+def test_summary_buckets_by_age(w):
+    w.queue()
+    w.advance(30 * MINUTE)
+    w.queue()
+    shape = w.commands.summary()
+    assert shape["buckets"][0] == 5
+    row = shape["targets"]["example.com"]
+    assert row[0] == 1 and row[3] == 1  # < 5 minutes, and 20-40 minutes
+    assert shape["total"] == row
+
+
+def test_show_body_is_the_stored_message(w):
+    env = w.queue(body=b"Subject: x\r\n\r\n\xffbinary\r\n")
+    info = w.commands.show(env.id, body=True)
+    assert base64.b64decode(info["message"]) == b"Subject: x\r\n\r\n\xffbinary\r\n"
