@@ -9,8 +9,14 @@ attempt finished yet) is unknown.  The queue count is the backlog's per-target i
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.logger import Logger
+
 from mxbackup.config import Route
 from mxbackup.outbound.scheduler import Scheduler
+
+log = Logger(namespace="mxbackup.scheduler")
 
 
 class SchedulerView:
@@ -30,3 +36,46 @@ class SchedulerView:
 
     def queued_messages(self, route: Route) -> int:
         return self.scheduler.backlog.depth(route.domain)
+
+
+class UpWatch:
+    """Keeps "up" true for routes with ``accept_when_target_up: false``.
+
+    Such a route refuses mail while its target is known up, so nothing is queued for it and no
+    delivery would notice the target going down: without a probe, the backup would answer
+    450 for the whole outage.  So while such a target is up, it is probed (connect, EHLO,
+    QUIT; no flush) every ``delivery.probe_interval`` seconds; a failed probe marks it down
+    and mail is accepted again.  ``run`` is called every ``delivery.tick`` (``rcpt_wiring``).
+    """
+
+    def __init__(self, scheduler: Scheduler, clock: Any) -> None:
+        self.scheduler = scheduler
+        self.clock = clock
+        self._next: dict[str, float] = {}
+        self._config: Any = None
+        self._keys: list[str] = []
+
+    def run(self) -> None:
+        """Never raises (its LoopingCall would stop for good)."""
+        try:
+            self._run()
+        except Exception:  # noqa: BLE001
+            log.failure("watching the targets of accept_when_target_up: false failed")
+
+    def _run(self) -> None:
+        config = self.scheduler.config
+        if config is not self._config:  # built once per configuration
+            self._config = config
+            self._keys = [r.domain for r in config.routes if not r.accept_when_target_up]
+            self._next = {k: t for k, t in self._next.items() if k in self._keys}
+        now = self.clock.seconds()
+        interval = self.scheduler.delivery.probe_interval
+        for key in self._keys:
+            target = self.scheduler.health.targets.get(key)
+            if target is None or target.down or not target.proven:
+                self._next.pop(key, None)  # unknown or down: mail is accepted anyway
+                continue
+            due = self._next.setdefault(key, now + interval)  # just proven: fresh
+            if now >= due and not target.probing:
+                self._next[key] = now + interval
+                self.scheduler.probe(key)

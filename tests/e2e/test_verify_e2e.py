@@ -198,9 +198,7 @@ def test_callouts_cache_outage_restart_and_learning(tmp_path, cleanup):
     # the primary returns (same port): the queued message goes out; the primary refuses
     # late@ at RCPT, which teaches a negative entry (f)
     primary.start()
-    assert primary.wait_delivered("bob@example.com") and primary.wait_delivered(
-        "carol@example.com"
-    )
+    assert primary.wait_delivered("bob@example.com") and primary.wait_delivered("carol@example.com")
     assert wait_for(lambda: "late@example.com" in node.entries())
     entries = node.entries()
     assert entries["late@example.com"]["result"] == "negative"
