@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -67,8 +68,13 @@ class Node:
 
     def start(self) -> None:
         offset = self.twistd.log_path.stat().st_size if self.twistd.log_path.exists() else 0
-        self.twistd.start()
-        found = _STARTING.findall(self.twistd.log_path.read_bytes()[offset:])
+        self.twistd.start()  # returns once the SMTP port listens; metrics may follow
+
+        def metrics_port() -> list[bytes]:
+            return _STARTING.findall(self.twistd.log_path.read_bytes()[offset:])
+
+        found = wait_for(metrics_port)
+        assert found, self.log()
         self.metrics_port = int(found[-1])
 
     def stop(self) -> None:
@@ -283,19 +289,34 @@ def test_two_nodes_share_redis_and_redis_down_fails_open(tmp_path, cleanup):
     assert wait_for(lambda: two.codes("nobody@example.com") == [550])
 
 
-def test_target_up_and_route_quota(tmp_path, cleanup):
-    """(g) accept_when_target_up: false; (h) max_queued_messages."""
+def test_target_up_route_quota_and_a_silent_target(tmp_path, cleanup):
+    """(g) accept_when_target_up: false; (h) max_queued_messages; a target that takes the
+    connection and never says a word costs the client at most the callout's timeout."""
     primary = PrimaryProcess(tmp_path / "primary.log", {}).start()
     cleanup(primary.kill)
     dead = PrimaryProcess(tmp_path / "dead.log", {}).start()  # a free port, then nobody there
     dead.kill()
+    silent = socket.socket()  # the kernel completes the handshake; nobody ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    cleanup(silent.close)
     routes = [
         route("up.test", primary.port, accept_when_target_up=False),
         route("quota.test", dead.port, max_queued_messages=2),
         route("other.test", dead.port, max_queued_messages=2),
+        route("slow.test", silent.getsockname()[1], verify_recipients={"timeout": 1}),
+        route(
+            "slowknown.test",
+            silent.getsockname()[1],
+            verify_recipients={"timeout": 1, "when_unreachable": "accept_known"},
+        ),
     ]
     node = Node(tmp_path / "mx", routes)
     cleanup(node.stop)
+
+    started = time.monotonic()
+    assert node.codes("a@slow.test", "b@slowknown.test") == [250, 450]
+    assert time.monotonic() - started < 2 * 1 + 1.5  # two callouts of at most 1 s each
 
     # (g) unknown target: accepted; once a delivery proved it up: 450 4.7.1
     assert node.codes("u1@up.test", data=MESSAGE) == [250, 250]
