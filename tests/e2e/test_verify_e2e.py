@@ -144,11 +144,14 @@ def test_callouts_cache_outage_restart_and_learning(tmp_path, cleanup):
     """(a) callouts, each address asked once; (b) the primary down; (c) a restart keeps the
     SQLite cache; (f) delivery teaches the cache, ``verify list|forget``."""
     primary = PrimaryProcess(
-        tmp_path / "primary.log", refusing("nobody@example.com", "late@example.com")
+        tmp_path / "primary.log",
+        refusing("nobody@example.com", "late@example.com", "nobody@short.test"),
     ).start()
     cleanup(primary.kill)
+    short = {"timeout": 3, "positive_ttl": 1, "negative_ttl": 1}
     routes = [
         route("example.com", primary.port, verify_recipients={"timeout": 3}),
+        route("short.test", primary.port, verify_recipients=short),
         route(
             "known.test",
             primary.port,
@@ -172,6 +175,19 @@ def test_callouts_cache_outage_restart_and_learning(tmp_path, cleanup):
     assert primary.callouts("nobody@example.com") == 1
     assert primary.callouts("bob@example.com") == 1
     assert node.codes("alice@known.test") == [250]
+    # the TTLs: asked again once the entry has expired (1 s here), not before
+    started = time.monotonic()
+    assert node.codes("nobody@short.test", "ok@short.test") == [550, 250]
+    assert node.codes("nobody@short.test", "ok@short.test") == [550, 250]
+    if time.monotonic() - started < 0.9:
+        assert primary.callouts("nobody@short.test") == primary.callouts("ok@short.test") == 1
+
+    def asked_again() -> bool:
+        assert node.codes("nobody@short.test", "ok@short.test") == [550, 250]
+        return primary.callouts("nobody@short.test") == primary.callouts("ok@short.test") == 2
+
+    assert wait_for(asked_again, 5)
+    assert time.monotonic() - started >= 1.0
     assert (tmp_path / "mx" / "spool" / "state.sqlite").exists()
 
     # (b) the primary goes down: the cache answers; new addresses per when_unreachable
@@ -231,6 +247,9 @@ def test_callouts_cache_outage_restart_and_learning(tmp_path, cleanup):
     assert primary.callouts("bob@example.com") == 2
     out = node.cli("verify", "forget", "nobody-at-all@example.com")
     assert out.returncode == 1
+    out = node.cli("verify", "list", "--route", "known.test")
+    assert out.returncode == 0 and "<alice@known.test>" in out.stdout, out
+    assert "bob@" not in out.stdout and "-- 1 entry" in out.stdout, out.stdout
     # a callout never left a message: every DATA the primary saw was a delivery
     assert primary.data_commands() == primary.messages() == 3
 
@@ -311,12 +330,15 @@ def test_target_up_route_quota_and_a_silent_target(tmp_path, cleanup):
             verify_recipients={"timeout": 1, "when_unreachable": "accept_known"},
         ),
     ]
-    node = Node(tmp_path / "mx", routes)
+    (tmp_path / "not-a-directory").write_text("")
+    broken = f"sqlite:{tmp_path / 'not-a-directory' / 'state.sqlite'}"
+    node = Node(tmp_path / "mx", routes, state_store=broken)  # a store that cannot open
     cleanup(node.stop)
 
     started = time.monotonic()
     assert node.codes("a@slow.test", "b@slowknown.test") == [250, 450]
     assert time.monotonic() - started < 2 * 1 + 1.5  # two callouts of at most 1 s each
+    assert node.log().count("state store unavailable") == 1
 
     # (g) unknown target: accepted; once a delivery proved it up: 450 4.7.1
     assert node.codes("u1@up.test", data=MESSAGE) == [250, 250]
