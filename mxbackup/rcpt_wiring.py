@@ -69,10 +69,10 @@ def make_rcpt_services(
     store = open_store(config.state_store, reactor)
     cache = VerifyCache(store)
     callouts = Callouts(reactor, nexthop.for_route, config.server.hostname)
-    view = SchedulerView(scheduler)
+    watch = UpWatch(scheduler, reactor)
+    view = SchedulerView(scheduler, watch)
     verification = Verification(cache, callouts.verify, view, reactor, stats)
     scheduler.recorder.learn = functools.partial(_learn, cache, stats)
-    watch = UpWatch(scheduler, reactor)
     state = StateService(store, callouts, cache, watch, reactor, config.delivery.tick)
     return RcptServices(view, stats, verification), state
 

@@ -50,13 +50,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 class Node:
     """One mxbackup: the real twistd on its own configuration."""
 
-    def __init__(self, tmp: Path, routes: list[dict], **server: Any) -> None:
+    def __init__(
+        self, tmp: Path, routes: list[dict], probe_interval: float = 0.5, **server: Any
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         data = base_config(tmp, **server)
         data["routes"] = routes
         data["delivery"] = {
             "tick": 0.1,
-            "probe_interval": 0.5,
+            "probe_interval": probe_interval,
             "quick_check_interval": 0.2,
             "dns_servers": ["127.0.0.1:9"],  # DSNs to sender.test: never the system resolver
         }
@@ -332,7 +334,9 @@ def test_target_up_route_quota_and_a_silent_target(tmp_path, cleanup):
     ]
     (tmp_path / "not-a-directory").write_text("")
     broken = f"sqlite:{tmp_path / 'not-a-directory' / 'state.sqlite'}"
-    node = Node(tmp_path / "mx", routes, state_store=broken)  # a store that cannot open
+    # probe_interval one hour: the killed primary must be noticed through the refused RCPTs
+    # (checked at most every quick_check_interval, 0.2 s here), not the periodic probe
+    node = Node(tmp_path / "mx", routes, probe_interval=3600, state_store=broken)
     cleanup(node.stop)
 
     started = time.monotonic()
@@ -346,7 +350,9 @@ def test_target_up_route_quota_and_a_silent_target(tmp_path, cleanup):
     replies = wait_for(lambda: [r for r in node.rcpt("u2@up.test") if r[0] == 450])
     assert replies and replies[0][1].startswith("4.7.1 "), replies
     primary.kill()  # detected down (by the scheduler), mail is accepted again
+    killed = time.monotonic()
     assert wait_for(lambda: node.codes("u3@up.test") == [250], 20), node.log()[-3000:]
+    assert time.monotonic() - killed < 5
 
     # (h) two messages queued for quota.test (its target down): the third RCPT gets 452
     for i in range(2):

@@ -114,3 +114,28 @@ def test_up_watch_ignores_other_routes_and_does_not_flush(tmp_path):
         w.scheduler.probe("example.com")
         w.advance(1)
     assert len(w.deliver.connections_with_mail) == attempts, env.id
+
+
+def test_a_refused_rcpt_has_the_up_target_checked_within_quick_check_interval(tmp_path):
+    """probe_interval is long; RCPTs refused because the target is up (is_up asked) have it
+    probed at most every quick_check_interval: an outage is known at the sender's retry."""
+    w = World(
+        tmp_path,
+        routes={"accept_when_target_up": False},
+        delivery={"probe_interval": 3600, "quick_check_interval": 2},
+    )
+    watch = UpWatch(w.scheduler, w.clock)
+    view = SchedulerView(w.scheduler, watch)
+    route = w.config.routes[0]
+    w.queue()
+    w.advance(2)
+    assert view.is_up(route) is True  # first asked: the proof counts as fresh
+    probes = w.deliver.probes
+    assert view.is_up(route) is True
+    assert w.deliver.probes == probes  # not within 2 s
+    w.advance(2)
+    w.deliver.up = False
+    assert view.is_up(route) is True  # this RCPT still gets 450; the probe starts
+    assert w.deliver.probes == probes + 1
+    w.advance(1)
+    assert view.is_up(route) is False  # the next one is accepted
