@@ -177,6 +177,10 @@ def test_callouts_cache_outage_restart_and_learning(tmp_path, cleanup):
     assert primary.callouts("nobody@example.com") == 1
     assert primary.callouts("bob@example.com") == 1
     assert node.codes("alice@known.test") == [250]
+    out = node.cli("reload")  # a reload keeps the cache (and what is in flight)
+    assert out.returncode == 0, out.stderr
+    assert node.codes("nobody@example.com", "bob@example.com") == [550, 250]
+    assert primary.callouts("nobody@example.com") == primary.callouts("bob@example.com") == 1
     # the TTLs: asked again once the entry has expired (1 s here), not before
     started = time.monotonic()
     assert node.codes("nobody@short.test", "ok@short.test") == [550, 250]
