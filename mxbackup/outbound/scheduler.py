@@ -263,8 +263,15 @@ class Scheduler:
         return jobs
 
     # -- target health -------------------------------------------------------------------------
+    def probe(self, key: str) -> None:
+        """Probe ``key``'s target now, unless a check or probe is under way: is it still
+        there?  An up target's queue is not flushed by it (``targetview.UpWatch``)."""
+        target = self.health.get(key)
+        if not target.probing:
+            logged(self._probe(target, flush=False))
+
     @defer.inlineCallbacks
-    def _probe(self, target: Target) -> Any:
+    def _probe(self, target: Target, flush: bool = True) -> Any:
         """Connect, EHLO, QUIT: is the target back?  Costs one connection per interval."""
         target.probing = True
         try:
@@ -279,7 +286,7 @@ class Scheduler:
             log.info(
                 "target {key} is back ({remote}): flushing", key=target.key, remote=attempt.remote
             )
-        self._observe(target, attempt, probe=True)
+        self._observe(target, attempt, probe=flush)
 
     def _observe(self, target: Target, attempt: Attempt, probe: bool) -> None:
         """What a session or probe showed.  A session that broke (reset, timeout, 421) makes

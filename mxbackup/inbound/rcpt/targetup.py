@@ -1,6 +1,8 @@
 """Link: ``accept_when_target_up: false``.  While the scheduler knows the route's target is up
 (its last probe or delivery worked and nothing failed since), RCPT gets 450 4.7.1: the sender
-should use the primary, and retries it.  The moment it is known down, mail is accepted.
+should use the primary, and retries it.  The moment it is known down, mail is accepted (no
+mail is queued for it meanwhile, so ``outbound.targetview.UpWatch`` probes such a target every
+``probe_interval`` while it is up: a failed probe is how its outage becomes known).
 
 Unknown (just started, never tried): accepted.  Refusing then would turn mail away on the
 strength of no evidence, and the sender's retry might come while the primary is in fact down;
