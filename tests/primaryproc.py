@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import reactor, task
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakeprimary import FakePrimary, Transaction  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
-def as_json(t: Transaction) -> dict[str, Any]:
+def as_json(t: Any) -> dict[str, Any]:
     return {
         "helo": t.helo.decode("latin-1"),
         "mail": t.mail.decode("latin-1"),
@@ -46,6 +46,11 @@ def write_atomically(path: Path, data: Any) -> None:
 
 
 def main(spec_path: str, out: str) -> None:
+    from twisted.internet import reactor, task
+
+    sys.path.insert(0, str(HERE))
+    from fakeprimary import FakePrimary
+
     out_dir = Path(out)
     primaries: dict[str, FakePrimary] = {}
     for spec in json.loads(Path(spec_path).read_text()):
@@ -75,6 +80,57 @@ def main(spec_path: str, out: str) -> None:
 
     task.LoopingCall(dump).start(0.02)
     reactor.run()
+
+
+# -- the test's side: start the process, read what it recorded -------------------------------
+def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
+    """Poll for what other processes produce (not a sleep for time to pass)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    return None
+
+
+class Primaries:
+    """The primaries of ``spec`` running in their own process, recording into ``directory``."""
+
+    def __init__(self, directory: Path, spec: list[dict[str, Any]]) -> None:
+        self.dir = directory
+        spec_path = directory / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        self.log = open(directory / "primaries.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "primaryproc.py"), str(spec_path), str(directory)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONPATH=str(HERE.parent)),
+        )
+        started = wait_for((directory / "ports.json").exists, 20)
+        assert started, (directory / "primaries.log").read_text()
+        self.ports: dict[str, int] = json.loads((directory / "ports.json").read_text())
+        self.syncs = 0
+
+    def transactions(self, name: str) -> list[dict[str, Any]]:
+        path = self.dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def commands(self, name: str) -> list[str]:
+        path = self.dir / f"{name}.commands.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def sync(self) -> None:
+        """Wait until everything the primaries completed so far is in their files."""
+        self.syncs += 1
+        (self.dir / f"sync-{self.syncs}").touch()
+        assert wait_for((self.dir / f"ack-{self.syncs}").exists, 10)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        self.log.close()
 
 
 if __name__ == "__main__":

@@ -19,21 +19,17 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
-import os
 import shutil
-import signal
 import smtplib
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from primaryproc import Primaries, wait_for
 
-from helpers import ROOT, Twistd, base_config, spool_files, write_config
+from helpers import Twistd, base_config, spool_files, write_config
 
 CLIENT = ("127.0.0.9", 0)
 PRIMARIES = [
@@ -67,56 +63,9 @@ ROUTES = [  # domain, primary, extra route keys
 ]
 
 
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    """Poll for what other processes produce (not a sleep for time to pass)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    return None
-
-
-class Primaries:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        spec = directory / "spec.json"
-        spec.write_text(json.dumps(PRIMARIES))
-        self.log = open(directory / "primaries.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "primaryproc.py"), str(spec), str(directory)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        ports = wait_for(lambda: (directory / "ports.json").exists(), 20)
-        assert ports, (directory / "primaries.log").read_text()
-        self.ports: dict[str, int] = json.loads((directory / "ports.json").read_text())
-
-    def transactions(self, name: str) -> list[dict[str, Any]]:
-        path = self.dir / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else []
-
-    def sync(self) -> None:
-        """Wait until everything the primaries completed so far is in their files."""
-        self.syncs = getattr(self, "syncs", 0) + 1
-        (self.dir / f"sync-{self.syncs}").touch()
-        assert wait_for((self.dir / f"ack-{self.syncs}").exists, 10)
-
-    def commands(self, name: str) -> list[str]:
-        path = self.dir / f"{name}.commands.json"
-        return json.loads(path.read_text()) if path.exists() else []
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
-        self.log.close()
-
-
 class World:
     def __init__(self, tmp: Path) -> None:
-        self.primaries = Primaries(tmp)
+        self.primaries = Primaries(tmp, PRIMARIES)
         data = base_config(tmp)
         data["routes"] = [
             {"domain": d, "target_host": "127.0.0.1", "port": self.primaries.ports[p], **extra}
@@ -544,3 +493,17 @@ def test_swaks_smtputf8_and_dsn_through_to_the_primary(world, tmp_path):
     # swaks writes its own header section (Date, To, From, Subject...) before --body
     assert "\r\n\r\n" + wire(body.read_bytes()) in after_received(t["message"])
     assert after_received(t["message"]).startswith("Date: ")
+
+
+def test_ascii_sender_utf8_recipient_refused_gets_a_global_dsn(world):
+    """The sender's address is ASCII, the failed recipient's is not: the DSN names it in
+    UTF-8 (``Final-Recipient: utf-8``), so it is itself SMTPUTF8 mail (RFC 6533)."""
+    message = b"Subject: utf8-rcpt-old\r\n\r\nplain\r\n"
+    qid = world.send("s@sender.test", ["ü@old.example"], message, mail_options=["SMTPUTF8"])
+    world.settled(qid)
+    (dsn,) = world.dsns("utf8-rcpt-old")
+    assert " SMTPUTF8" in dsn["mail"] and dsn["rcpts"] == ["s@sender.test"]
+    assert parts(dsn)[1] == "message/global-delivery-status"
+    status = report(dsn)
+    assert "Final-Recipient: utf-8; ü@old.example" in status
+    assert "Status: 5.6.7" in status
