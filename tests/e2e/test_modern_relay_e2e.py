@@ -507,3 +507,32 @@ def test_ascii_sender_utf8_recipient_refused_gets_a_global_dsn(world):
     status = report(dsn)
     assert "Final-Recipient: utf-8; ü@old.example" in status
     assert "Status: 5.6.7" in status
+
+
+def test_8bit_multipart_and_non_mime_mail_converted_for_a_primary_without_8bitmime(world):
+    multipart = (
+        b"Subject: seven-multi\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\npreamble\r\n--b1\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"eins \xc3\xbc\r\n--b1\r\nContent-Type: text/plain; charset=latin-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nzwei \xfc\r\n--b1--\r\n"
+    )
+    plain = b"Subject: seven-plain\r\n\r\nno MIME at all \xc3\xa9\r\n"
+    qids = [
+        world.send("s@sender.test", ["a@seven.example"], m, mail_options=["BODY=8BITMIME"])
+        for m in (multipart, plain)
+    ]
+    (multi,) = world.wait_arrived("seven", "seven-multi")
+    (non_mime,) = world.wait_arrived("seven", "seven-plain")
+    for t in (multi, non_mime):
+        assert t["message"].encode("latin-1").isascii()
+    leaves = [p for p in parse(multi).walk() if not p.is_multipart()]
+    assert [p.get_payload(decode=True) for p in leaves] == [
+        b"eins \xc3\xbc",
+        b"zwei \xfc",
+    ]  # the CRLF before a boundary is the boundary's
+    converted = parse(non_mime)
+    assert converted["Content-Transfer-Encoding"] == "quoted-printable"
+    assert converted.get_payload(decode=True) == b"no MIME at all \xc3\xa9\r\n"
+    for qid in qids:
+        world.settled(qid)
