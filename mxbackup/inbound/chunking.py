@@ -58,7 +58,7 @@ class Chunking:
         size, last = int(m[1]), m[2] is not None
         txn = s.transaction
         if self.txn is not txn:
-            self.drop()  # RSET, EHLO, STARTTLS or a new MAIL left an open message behind
+            self.drop()  # only if the session's ``ended`` did not see the transaction go
         refusal: Reply | None = None
         if txn is None:
             refusal = replies.NEED_MAIL_FOR_BDAT
@@ -112,6 +112,11 @@ class Chunking:
             self.intake.refuse(incoming, txn, text.error, text.size)
             return None
         return self.intake.commit(incoming, txn, found)
+
+    def ended(self, txn: Transaction) -> None:
+        """``txn`` is over: its open message, if any, is dropped."""
+        if self.txn is txn:
+            self.drop()
 
     def drop(self) -> None:
         """Forget the open message, if any (its transaction ended, the connection is lost)."""

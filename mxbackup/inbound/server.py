@@ -91,7 +91,7 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.can_start_tls = False
         self.authenticated = False
         self.auth_user: str | None = None
-        self.transaction: Transaction | None = None  # from MAIL until the end of data / RSET
+        self._transaction: Transaction | None = None  # from MAIL until the end of data / RSET
         self._buffer = b""
         self._line_reader = LineReader(MAX_PARAMETER_LINE)
         self.read_commands()
@@ -111,6 +111,18 @@ class SMTPServer(protocol.Protocol, TimeoutMixin):
         self.sasl = Sasl(self)
         self.etrn = Etrn(self)
         self._verbs = command_table(self)
+
+    @property
+    def transaction(self) -> Transaction | None:
+        return self._transaction
+
+    @transaction.setter
+    def transaction(self, value: Transaction | None) -> None:
+        """The transaction ends (RSET, EHLO, STARTTLS, MAIL, end of data): a BDAT message it
+        left open is removed now, its spilled file too, not at the next BDAT."""
+        if self._transaction is not None and value is not self._transaction:
+            self.chunking.ended(self._transaction)
+        self._transaction = value
 
     @property
     def policy(self) -> Policy:

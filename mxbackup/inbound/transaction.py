@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxbackup.inbound.address import Mailbox
+from mxbackup.names import lookup_form
 from mxbackup.queue.envelope import Recipient
 
 
@@ -36,8 +37,10 @@ class Transaction:
         return "" if self.sender is None else str(self.sender)
 
     def add(self, recipient: Recipient) -> None:
-        """A repeated recipient is kept once (compared without case)."""
-        key = recipient.address.lower()
+        """A repeated recipient is kept once: compared without case, the domain in its lookup
+        form (``ü@bücher.example`` and ``ü@xn--bcher-kva.example`` are one mailbox)."""
+        local, _, domain = recipient.address.rpartition("@")
+        key = local.lower() + "@" + (lookup_form(domain) or domain.lower())
         if key not in self._seen:
             self._seen.add(key)
             self.recipients.append(recipient)

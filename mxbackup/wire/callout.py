@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from mxbackup.config import Route
+from mxbackup.wire import params
 from mxbackup.wire.client import connect, plain_settings
 from mxbackup.wire.commands import CommandClient, Reply
 from mxbackup.wire.contract import Candidate, Settings
@@ -196,8 +197,12 @@ class Callouts:
         proto, remote = conn.proto, conn.remote
         utf8 = not (sender + address).isascii()
         if utf8 and b"SMTPUTF8" not in conn.extensions:
-            self._release(conn)
-            return CalloutAnswer("unreachable", 0, "the target does not offer SMTPUTF8", remote)
+            # U-label domains go as A-labels; a UTF-8 local part cannot be asked about
+            plain_sender, plain_address = params.ascii_form(sender), params.ascii_form(address)
+            if plain_sender is None or plain_address is None:
+                self._release(conn)
+                return CalloutAnswer("unreachable", 0, "the target does not offer SMTPUTF8", remote)
+            sender, address, utf8 = plain_sender, plain_address, False
         mail = b"MAIL FROM:<" + sender.encode() + b">" + (b" SMTPUTF8" if utf8 else b"")
         rcpt = b"RCPT TO:<" + address.encode() + b">"
         mail_reply: Reply | None = None

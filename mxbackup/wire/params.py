@@ -9,9 +9,12 @@ Pure: no reactor, no I/O.
   only to a target that offers ``DSN`` (never to one that does not: it would refuse them
   with 555).  Then the target takes over the duty to notify; otherwise we keep it
   (``mxbackup.outbound.dsnpolicy``).
-- SMTPUTF8 to a target that does not offer it: only what truly needs UTF-8 is refused, a
-  non-ASCII envelope address (RFC 6531 3.2: the sender's, or that recipient's; such an
-  address cannot be written in the plain protocol).  Those recipients fail for good with
+- SMTPUTF8 to a target that does not offer it: only what truly needs UTF-8 is refused, an
+  envelope address with a non-ASCII local part (RFC 6531 3.2: the sender's, or that
+  recipient's; such an address cannot be written in the plain protocol).  An address whose
+  local part is ASCII and whose domain has U-labels is sent with the domain's A-labels
+  (``info@xn--bcher-kva.example``: the same mailbox, RFC 5890; Postfix does the same).
+  Those recipients fail for good with
   5.6.7 (RFC 6531 3.2 / RFC 5248); the others go, without the ``SMTPUTF8`` parameter, even
   when the header section has UTF-8 in it (RFC 6532 header fields alone do not make the
   envelope need SMTPUTF8; Postfix sends such mail on too, and only bounces for a UTF-8
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mxbackup.names import lookup_form
 from mxbackup.wire.contract import Job, Outcome
 
 Extensions = Mapping[bytes, bytes | None]
@@ -35,7 +39,26 @@ EIGHT_BIT_REFUSED = (
 
 
 def needs_utf8(address: str) -> bool:
-    return not address.isascii()
+    """``address`` cannot be written without SMTPUTF8: its local part is not ASCII, or its
+    domain is not a valid IDNA name (so it has no A-label form)."""
+    return ascii_form(address) is None
+
+
+def ascii_form(address: str) -> str | None:
+    """``address`` as plain SMTP can carry it (domain in A-labels), or None."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    domain_form = lookup_form(domain)
+    return None if domain_form is None else local + "@" + domain_form
+
+
+def on_wire(address: str, utf8: bool) -> bytes:
+    """``address`` for MAIL or RCPT: as queued when SMTPUTF8 is passed, else its ASCII form
+    (``utf8_refused`` has kept back what has none)."""
+    return address.encode() if utf8 else (ascii_form(address) or address).encode()
 
 
 def utf8_refused(job: Job, extensions: Extensions, remote: str) -> dict[str, Outcome]:
@@ -79,7 +102,7 @@ def mail_command(job: Job, extensions: Extensions, converted: bool = False) -> b
             params += b" RET=" + job.ret.encode()
         if job.envid:
             params += b" ENVID=" + _xtext_ascii(job.envid, utf8).encode()
-    return b"MAIL FROM:<" + job.sender.encode() + b">" + params
+    return b"MAIL FROM:<" + on_wire(job.sender, utf8) + b">" + params
 
 
 def rcpt_commands(job: Job, extensions: Extensions) -> list[bytes]:
@@ -87,7 +110,7 @@ def rcpt_commands(job: Job, extensions: Extensions) -> list[bytes]:
     utf8 = utf8_passed(job, extensions)
     lines = []
     for i, rcpt in enumerate(job.recipients):
-        line = b"RCPT TO:<" + rcpt.encode() + b">"
+        line = b"RCPT TO:<" + on_wire(rcpt, utf8) + b">"
         if dsn:
             notify, orcpt = job.rcpt_params(i)
             if notify:

@@ -236,3 +236,31 @@ def test_rset_drops_the_open_message(h, tmp_path):
     c.send(b"RSET\r\n" + START)
     assert final_codes(c.send(b"BDAT 3 LAST\r\nx\r\n")) == [250]
     assert spool_files(tmp_path / "spool", "tmp") == [] and len(stored(tmp_path)) == 1
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [b"RSET\r\n", b"EHLO again.test\r\n", b"HELO again.test\r\n"],
+    ids=["rset", "ehlo", "helo"],
+)
+def test_an_abandoned_chunked_message_is_removed_at_once(h, tmp_path, ending):
+    """Regression (issue 13): the spilled file of a message whose transaction ended stayed in
+    tmp/ until the next BDAT or the end of the connection."""
+    c = h.connect()
+    c.send(START + b"BDAT 300000\r\n" + b"z" * 300000)
+    assert spool_files(tmp_path / "spool", "tmp") != []
+    assert final_codes(c.send(ending)) == [250]
+    assert spool_files(tmp_path / "spool", "tmp") == []
+    # and a new transaction on the same connection works as usual
+    c.send(b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<u@example.com>\r\n")
+    assert final_codes(c.send(b"BDAT 3 LAST\r\nx\r\n")) == [250]
+    assert len(stored(tmp_path)) == 1
+
+
+def test_a_new_mail_after_an_abandoned_chunked_message_starts_clean(h, tmp_path):
+    c = h.connect()
+    c.send(START + b"BDAT 300000\r\n" + b"z" * 300000 + b"RSET\r\n")
+    assert spool_files(tmp_path / "spool", "tmp") == []
+    c.send(b"MAIL FROM:<s@sender.test>\r\nRCPT TO:<u@example.com>\r\n")
+    assert final_codes(c.send(b"BDAT 14 LAST\r\nSubject: n\r\n\r\n")) == [250]
+    assert without_received(stored(tmp_path)[0]) == b"Subject: n\r\n\r\n"

@@ -235,3 +235,21 @@ def test_bad_dsn_parameters_on_rcpt(h, params, expected):
     c.send(b"MAIL FROM:<s@x.test>\r\n")
     assert c.send(b"RCPT TO:<u@example.com> " + params + b"\r\n")[0].startswith(expected)
     assert c.codes(b"RCPT TO:<u@example.com> NOTIFY=FAILURE\r\n") == [250]
+
+
+def test_a_mailbox_in_u_labels_and_a_labels_is_one_recipient(tmp_path):
+    """Regression (issue 13): ``ü@bücher.example`` and ``ü@xn--bcher-kva.example`` were kept
+    twice, and delivered twice.  Repeats are compared without case, the domain in its lookup
+    form (A-labels); the first spelling is kept."""
+    h = utf8_harness(tmp_path)
+    c = h.connect()
+    c.read()
+    lines = c.send(
+        "EHLO c.test\r\nMAIL FROM:<s@sender.test> SMTPUTF8\r\n"
+        "RCPT TO:<ü@bücher.example>\r\nRCPT TO:<ü@xn--bcher-kva.example>\r\n"
+        "RCPT TO:<Ü@BÜCHER.example>\r\nRCPT TO:<v@bücher.example>\r\nDATA\r\n".encode()
+    )
+    assert final_codes(lines)[1:] == [250, 250, 250, 250, 250, 354]
+    assert final_codes(c.send(MSG)) == [250]
+    (env,) = h.woken
+    assert [r.address for r in env.recipients] == ["ü@bücher.example", "v@bücher.example"]

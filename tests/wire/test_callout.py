@@ -85,6 +85,16 @@ class CalloutTests(TestCase):
         self.assertIn(b"MAIL FROM:<verify@mx2.example.net>", self.primary.commands())
 
     @defer.inlineCallbacks
+    def test_u_label_domain_asked_in_a_labels_of_a_target_without_smtputf8(self):
+        """Regression (issue 13): only a UTF-8 local part needs SMTPUTF8."""
+        route = self.route()
+        ok = yield self.callouts.verify(route, "bob@m\u00fcller.example")
+        self.assertEqual(ok.kind, "accepted")
+        self.assertIn(b"RCPT TO:<bob@xn--mller-kva.example>", self.primary.commands())
+        no = yield self.callouts.verify(route, "j\u00f6rg@m\u00fcller.example")
+        self.assertEqual(no.kind, "unreachable")
+
+    @defer.inlineCallbacks
     def test_a_kept_connection_that_went_is_replaced(self):
         route = self.route()
         yield self.callouts.verify(route, "a@example.com")

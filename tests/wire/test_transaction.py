@@ -96,6 +96,43 @@ class ModernTests(WireTestCase):
         self.assertFalse([c for c in primary.commands() if c.startswith(b"MAIL")])
 
     @defer.inlineCallbacks
+    def test_u_label_domains_go_as_a_labels_to_a_target_without_smtputf8(self) -> Any:
+        """Regression (issue 13): an ASCII local part at a U-label domain was refused with
+        5.6.7; it is the same mailbox with the domain's A-labels (as Postfix sends it), for
+        the sender and the recipients.  Only a UTF-8 local part needs SMTPUTF8."""
+        primary = self.primary()  # no SMTPUTF8
+        job = self.modern(
+            sender="info@b\u00fccher.example",
+            recipients=("bob@m\u00fcller.example", "j\u00f6rg@m\u00fcller.example"),
+            smtputf8=True,
+        )
+        yield self.deliver(primary, [job])
+        self.assertEqual(
+            self.mail(primary),
+            b"MAIL FROM:<info@xn--bcher-kva.example> SIZE=%d BODY=8BITMIME" % job.size,
+        )
+        self.assertEqual(self.rcpts(primary), [b"RCPT TO:<bob@xn--mller-kva.example>"])
+        self.assertEqual(
+            self.kinds(job),
+            {"bob@m\u00fcller.example": "delivered", "j\u00f6rg@m\u00fcller.example": "permfail"},
+        )
+
+    @defer.inlineCallbacks
+    def test_u_label_domains_stay_as_sent_to_a_target_with_smtputf8(self) -> Any:
+        primary = self.primary()
+        primary.extensions += [b"SMTPUTF8"]
+        job = self.modern(
+            sender="info@b\u00fccher.example",
+            recipients=("bob@m\u00fcller.example",),
+            smtputf8=True,
+        )
+        yield self.deliver(primary, [job])
+        self.assertTrue(
+            self.mail(primary).startswith("MAIL FROM:<info@b\u00fccher.example>".encode())
+        )
+        self.assertEqual(self.rcpts(primary), ["RCPT TO:<bob@m\u00fcller.example>".encode()])
+
+    @defer.inlineCallbacks
     def test_ascii_smtputf8_mail_goes_plainly_with_utf8_headers(self) -> Any:
         primary = self.primary()
         job = self.modern(body=UTF8_BODY, smtputf8=True)
@@ -167,3 +204,12 @@ def test_utf8_orcpt_and_envid_in_ascii_form_for_a_target_without_smtputf8():
     )
     assert params.orcpt_ascii("rfc822;j\u00f6rg@x", False) == "rfc822;j+C3+B6rg@x"
     assert params.orcpt_ascii("utf-8;j\u00f6rg@x", True) == "utf-8;j\u00f6rg@x"
+
+
+def test_ascii_form_of_addresses():
+    assert params.ascii_form("a@example.com") == "a@example.com"
+    assert params.ascii_form("info@B\u00fccher.example") == "info@xn--bcher-kva.example"
+    assert params.ascii_form("j\u00f6rg@example.com") is None
+    assert params.ascii_form("a@\u2620.example") is None  # no IDNA 2008 form: needs SMTPUTF8
+    assert params.needs_utf8("a@\u2620.example")
+    assert not params.needs_utf8("info@b\u00fccher.example")
