@@ -157,6 +157,21 @@ def test_package_metadata_and_contents(package: Path) -> None:
     depends = fields.stdout.split("Depends:", 1)[1].splitlines()[0]
     assert re.search(r"\bpython3 \(>= 3\.11\)", depends), depends
     assert re.search(r"\badduser\b", depends), depends
+    assert re.search(r"\blibc6 \(>= ", depends), depends  # ${shlibs:Depends} of the wheels' .so
+
+    # What lintian flagged (issue 16): no bytecode shipped (postinst compiles it), no console
+    # scripts of the dependencies, no bundled libyaml, no .gitignore.
+    shipped = run(["dpkg-deb", "--contents", str(package)]).stdout
+    assert "__pycache__" not in shipped and ".pyc" not in shipped
+    assert ".gitignore" not in shipped
+    assert "/yaml/_yaml." not in shipped
+    scripts = {
+        line.split("/venv/bin/", 1)[1]
+        for line in shipped.splitlines()
+        if "/venv/bin/" in line and not line.rstrip().endswith("/venv/bin/")
+    }
+    scripts = {name.split(" -> ")[0] for name in scripts}
+    assert scripts <= {"mxbackup", "twistd", "python", "python3", "python3.11", "activate"}, scripts
 
     conffiles = run(["dpkg-query", "--control-show", PKG, "conffiles"]).stdout.split()
     assert str(CONF) in conffiles
@@ -168,6 +183,8 @@ def test_package_metadata_and_contents(package: Path) -> None:
         str(UNIT),
         str(VENV / "bin/twistd"),
         str(PLUGIN_DIR / "mxbackup_plugin.py"),
+        "/usr/share/man/man8/mxbackup.8.gz",
+        "/usr/share/man/man5/mx.yaml.5.gz",
     ):
         assert path in files, path
     assert (PLUGIN_DIR / "dropin.cache").as_posix() not in files  # generated, not shipped
@@ -207,6 +224,13 @@ def test_postinst_made_user_spool_and_plugin_cache(package: Path) -> None:
     conf = CONF.stat()  # it may hold bcrypt hashes and route passwords (issue 16)
     assert (conf.st_uid, conf.st_gid, conf.st_mode & 0o7777) == (0, user.pw_gid, 0o640)
 
+    # Bytecode, compiled by postinst (the package ships none): hash-based (PEP 552 flags 0b11,
+    # checked-hash), so the service, which cannot write to /usr, never tries to rewrite it.
+    pycs = list(VENV.rglob("*.pyc"))
+    assert len(pycs) > 1000, len(pycs)
+    plugin_pyc = next((PLUGIN_DIR / "__pycache__").glob("mxbackup_plugin.*.pyc"))
+    assert plugin_pyc.read_bytes()[4:8] == (3).to_bytes(4, "little")
+
     cache = PLUGIN_DIR / "dropin.cache"
     assert cache.is_file(), "postinst must write Twisted's plugin cache"
     assert cache.stat().st_uid == 0
@@ -227,6 +251,17 @@ def test_systemd_unit(package: Path) -> None:
     assert s["ReadWritePaths"] == [str(SPOOL)]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["Restart"] == ["on-failure"]
+    # What the service needs must survive the sandbox (README: "The systemd unit"):
+    # SMTP, DNS, Redis and the primaries over IPv4/IPv6; the control socket; glibc's netlink.
+    families = " ".join(s["RestrictAddressFamilies"]).split()
+    assert {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"} <= set(families), families
+    # A backup MX takes mail from anywhere and delivers to wherever the routes say.
+    assert "IPAddressDeny" not in s and "PrivateNetwork" not in s
+    # Measured under a real systemd (README): PrivateUsers=yes makes binding port 25 fail
+    # (EACCES: the capability is the user namespace's, not the host's), and
+    # MemoryDenyWriteExecute=yes makes every pyOpenSSL callback fail ("Cannot allocate
+    # write+execute memory for ffi.callback()"): outbound verified TLS breaks.
+    assert "PrivateUsers" not in s and "MemoryDenyWriteExecute" not in s
 
     analyze = shutil.which("systemd-analyze", path=_ENV["PATH"])
     if analyze is None:
@@ -245,11 +280,12 @@ def test_systemd_unit(package: Path) -> None:
     verify = run([analyze, "verify", str(UNIT)], check=False)
     assert verify.returncode == 0 and "mxbackup" not in verify.stderr, verify.stderr
 
-    # The sandbox, scored offline (systemd >= 250): "OK" or better, i.e. at most 5.0.
+    # The sandbox, scored offline (systemd >= 250): the goal of issues 15/16 is at most 2.0
+    # (measured: 1.5 "OK" with systemd 252).
     security = run([analyze, "security", "--offline=true", str(UNIT)], check=False)
     score = re.search(r"Overall exposure level for mxbackup\.service: (\d+\.\d+)", security.stdout)
     if score:
-        assert float(score.group(1)) <= 5.0, security.stdout
+        assert float(score.group(1)) <= 2.0, security.stdout
 
 
 def test_check_config(package: Path) -> None:
@@ -276,6 +312,55 @@ def test_check_config(package: Path) -> None:
         cwd="/",
     )
     assert out.stdout.startswith("OK: "), out.stdout
+
+
+def test_man_pages_cover_every_command_and_key(package: Path) -> None:
+    """mxbackup(8) names every command and option of the installed CLI; mx.yaml(5) every key
+    the installed configuration reader knows (the build checks and generates them)."""
+    import gzip
+
+    page8 = gzip.decompress(Path("/usr/share/man/man8/mxbackup.8.gz").read_bytes()).decode()
+    page5 = gzip.decompress(Path("/usr/share/man/man5/mx.yaml.5.gz").read_bytes()).decode()
+    assert page8.startswith('.\\" mxbackup(8)') and ".TH MXBACKUP 8" in page8
+    assert ".TH MX.YAML 5" in page5
+    for placeholder in ("@KEYS@", "@VERSION@", "@DATE@"):
+        assert placeholder not in page5 + page8, placeholder
+    listing = run(
+        [
+            str(VENV / "bin/python"),
+            "-I",
+            "-B",
+            "-c",
+            "from mxbackup.config.model import Config\n"
+            "from mxbackup.config.reader import walk_keys\n"
+            "for path, _, _ in walk_keys(Config): print(path)\n",
+        ]
+    ).stdout.split()
+    assert len(listing) > 50, listing
+    missing = [key for key in listing if key.replace("-", "\\-") not in page5]
+    assert not missing, missing
+    for command in ("check\\-config", "hash\\-password", "queue list", "queue bounce", "status",
+                    "pause", "resume", "monitor", "config", "verify forget", "reload"):  # fmt: skip
+        assert command in page8, command
+    help_text = run(["mxbackup", "--help"]).stdout
+    for command in re.findall(r"^    ([a-z][a-z-]+)\s", help_text, re.M):
+        assert command.replace("-", "\\-") in page8, command
+
+
+def test_lintian(deb: Path) -> None:
+    """lintian finds no error and no warning (issue 16: it was 137 errors and 36 warnings).
+
+    About 15-25 s; skipped where lintian is not installed (apt-get install lintian)."""
+    lintian = shutil.which("lintian", path=_ENV["PATH"])
+    if lintian is None:
+        pytest.skip("lintian is not installed")
+    proc = run(
+        [lintian, "--allow-root", "--fail-on", "error,warning", "--tag-display-limit", "0",
+         str(deb)],
+        check=False, timeout=300,
+    )  # fmt: skip
+    tags = [line for line in proc.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert proc.returncode == 0 and not tags, proc.stdout + proc.stderr
 
 
 # --- the service's command, as the service's user ----------------------------------------------
@@ -463,3 +548,40 @@ def test_remove_and_purge(package: Path) -> None:
     assert not WANTS_LINK.exists() and not WANTS_LINK.is_symlink()
     assert "mxbackup" not in {u.pw_name for u in pwd.getpwall()}, "the user survived the purge"
     assert "mxbackup" not in {g.gr_name for g in grp.getgrall()}, "the group survived the purge"
+
+
+# --- under a real systemd ------------------------------------------------------------------------
+
+
+def test_under_real_systemd(deb: Path) -> None:
+    """packaging/systemd-check/run.sh: the .deb in a booted Debian container (systemd-nspawn):
+    start, port 25 with STARTTLS, delivery over verified STARTTLS, reload, kill -9 and
+    Restart=, a message queued before the crash delivered after it, stop; and the measured
+    reasons MemoryDenyWriteExecute= and PrivateUsers= stay out of the unit.
+
+    Runs where systemd-nspawn and debootstrap are installed (MXBACKUP_NSPAWN_TEST=0 skips it);
+    the first run makes the container's tree with debootstrap from the Debian mirror (about a
+    minute), later runs take about 20 s. A tree that cannot be made or booted skips."""
+    if os.environ.get("MXBACKUP_NSPAWN_TEST") == "0":
+        pytest.skip("MXBACKUP_NSPAWN_TEST=0")
+    for tool in ("systemd-nspawn", "debootstrap", "openssl", "nsenter"):
+        if shutil.which(tool, path=_ENV["PATH"]) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install systemd-container debootstrap)")
+    proc = run(
+        ["bash", str(ROOT / "packaging/systemd-check/run.sh"), str(deb)], check=False, timeout=900
+    )
+    if proc.returncode == 2:
+        pytest.skip(f"no container: {proc.stderr.strip().splitlines()[-1:]}")
+    assert proc.returncode == 0 and "\nFAIL: " not in "\n" + proc.stdout, proc.stdout + proc.stderr
+    for expected in (
+        "ok: systemd-analyze verify: clean",
+        "ok: port 25 bound by the unprivileged service",
+        "ok: delivered to the primary over verified STARTTLS",
+        "ok: systemctl reload: 2 routes now",
+        "ok: kill -9 of the main process: Restart=on-failure brought it back",
+        "ok: the message queued before the crash was delivered after it",
+        "ok: systemctl stop: clean",
+    ):
+        assert expected in proc.stdout, proc.stdout
+    score = re.search(r"Overall exposure level for mxbackup\.service: (\d+\.\d+)", proc.stdout)
+    assert score and float(score.group(1)) <= 2.0, proc.stdout
