@@ -211,7 +211,10 @@ def _queue_list(args: argparse.Namespace) -> int:
             when = f"next in {_age(nxt - now)}" if nxt and r["state"] == "pending" else ""
             print(f"{'':<20} {r['state']:>8} {r['attempts']:>3} tries  <{r['address']}> {when}")
             if r["last_reply"]:
-                print(f"{'':<33}{r['last_reply'][:200]}")
+                print(f"{'':<33}{r['last_reply'][:300]}")
+            reason = r.get("target_reason")
+            if reason and reason not in r["last_reply"]:
+                print(f"{'':<33}target {r['target']} is down: {reason[:300]}")
     print(f"-- {len(messages)} message(s)")
     return 0
 
@@ -242,6 +245,7 @@ def _queue_show(args: argparse.Namespace) -> int:
         print(
             f"recipient: <{r['address']}> {r['state']} attempts={r['attempts']} "
             f"target={r['target']} last_reply={r['last_reply']!r}"
+            + (f" target_reason={r['target_reason']!r}" if r.get("target_reason") else "")
         )
     print()
     print(headers)

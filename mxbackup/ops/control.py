@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -25,7 +26,11 @@ log = Logger(namespace="mxbackup.control")
 MAX_REQUEST = 65536
 
 
-def describe(envelope: Envelope, now: float) -> dict[str, Any]:
+def describe(
+    envelope: Envelope, now: float, reason: Callable[[str], str] = lambda key: ""
+) -> dict[str, Any]:
+    """One message; ``reason(target)`` says why its target is down now (the last failed
+    attempt or probe, newer than a recipient's ``last_reply`` while the target stays down)."""
     return {
         "id": envelope.id,
         "age": round(now - envelope.received_at, 3),
@@ -43,6 +48,7 @@ def describe(envelope: Envelope, now: float) -> dict[str, Any]:
                 "attempts": r.attempts,
                 "next_attempt": r.next_attempt or None,
                 "last_reply": r.last_reply,
+                "target_reason": reason(target_key(r)) if r.state == "pending" else "",
             }
             for r in envelope.recipients
         ],
@@ -60,13 +66,14 @@ class Commands:
 
     def list(self) -> list[dict[str, Any]]:
         now = self.scheduler.clock.seconds()
-        return [describe(e, now) for _, e in sorted(self.scheduler.queue.items())]
+        reason = self.scheduler.health.reason
+        return [describe(e, now, reason) for _, e in sorted(self.scheduler.queue.items())]
 
     def show(self, id: str) -> dict[str, Any]:
         envelope = self._envelope(id)
         head = self.spool.read_message(id, 256 * 1024)
         end = head.find(b"\r\n\r\n")
-        info = describe(envelope, self.scheduler.clock.seconds())
+        info = describe(envelope, self.scheduler.clock.seconds(), self.scheduler.health.reason)
         info["headers"] = head[: end if end >= 0 else len(head)].decode("utf-8", "replace")
         info["params"] = envelope.params
         return info

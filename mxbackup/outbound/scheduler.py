@@ -32,6 +32,7 @@ from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
+from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
@@ -275,15 +276,15 @@ class Scheduler:
         and is flushed when the target answers again, instead of waiting for
         minutes_between_retries.  A usable probe (start-up, or of a down target) flushes."""
         if not (attempt.connected and not attempt.broken):  # e.g. AUTH refused: not "up"
-            self._mark_down(target, attempt.error)
+            self._mark_down(target, with_address(attempt.remote, attempt.error))
             return
-        if target.went_up() or probe:
+        if self.health.worked(target) or probe:
             self.flush(target.key)
         self._start_connections(target)  # proven: what waits may have more connections now
 
     def _mark_down(self, target: Target, error: str) -> None:
         now = self.clock.seconds()
-        if target.went_down(error, now, self.delivery.probe_interval):
+        if self.health.failed(target, error, now, self.delivery.probe_interval):  # paced
             log.info("target {key} is down: {error}", key=target.key, error=error)
         for qid in self.backlog.inflight.drain(target.key):
             envelope, rcpts = self.backlog.pending(qid, target.key)

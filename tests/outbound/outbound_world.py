@@ -88,6 +88,7 @@ class FakeDeliver:
         self.port_open: bool | None = None
         self.hold_checks = False
         self.pending_checks: list[defer.Deferred] = []
+        self.down_reason = "connect: connection refused"  # the error while not ``up``
 
     def reach(self, candidates, timeout) -> defer.Deferred:
         self.checks.append((list(candidates), timeout))
@@ -117,7 +118,7 @@ class FakeDeliver:
 
     def _answer(self, session: Session) -> None:
         if not self.up:
-            why = "connect: connection refused"
+            why = self.down_reason
             session.end(Attempt(False, "", why), Outcome("tempfail", 0, why))
             return
         if not session.jobs:  # a probe: EHLO, QUIT
