@@ -127,3 +127,22 @@ def test_listen_forms_that_are_valid_never_crash_the_check(monkeypatch):
         f"{SOURCE}: server.listen[3]: bad endpoint 'systemd:domain=INET:index=0': "
         "no such socket from systemd"
     )
+
+
+def test_use_mx_routes_need_no_target_but_not_a_wildcard():
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": "spool"},
+        "routes": [
+            {"domain": "example.com", "use_mx": True},
+            {"domain": "*.example.org", "use_mx": True},
+            {"domain": "example.net", "use_mx": True, "target_host": "192.0.2.1"},
+        ],
+    }
+    report = preflight(config_module.parse(data, SOURCE))
+    assert report.errors == [
+        f"{SOURCE}: routes[1].use_mx: not supported for a wildcard domain yet (each subdomain "
+        "has its own MX records): give target_host, or one route per domain"
+    ]
+    assert report.warnings == [
+        f"{SOURCE}: routes[2].target_host: ignored: use_mx is true (the MX hosts are the targets)"
+    ]

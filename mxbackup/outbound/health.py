@@ -12,7 +12,7 @@ with its batch of envelope writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from mxbackup.outbound.reasons import Reasons
@@ -75,7 +75,7 @@ class Health:
         self.reasons = Reasons()  # failures by kind (metrics), the log lines' pacing
         # where each target was last found (route targets, and use_mx routes' MX hosts):
         # set by the dialer, read by the inbound side through this view
-        self.resolved: dict[str, tuple[str, ...]] = {}
+        self.resolved: Mapping[str, frozenset[str]] = {}
 
     def get(self, key: str) -> Target:
         target = self.targets.get(key)
@@ -102,9 +102,11 @@ class Health:
         target = self.targets.get(key)
         return target.down_since if target is not None and target.down else None
 
-    def addresses(self, key: str) -> tuple[str, ...]:
-        """The addresses target ``key`` was last found at (route hosts or MX hosts)."""
-        return self.resolved.get(key, ())
+    def addresses(self, key: str) -> frozenset[str]:
+        """The addresses route ``key``'s targets were last found at (its hosts, or for
+        ``use_mx`` its domain's MX hosts more preferred than we are); empty until the first
+        connection or check."""
+        return self.resolved.get(key, frozenset())
 
     def failed(self, target: Target, error: str, now: float, probe_interval: float) -> bool:
         """A session or probe to ``target`` failed (``error``: why): it is down.  True when

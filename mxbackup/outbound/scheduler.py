@@ -71,6 +71,7 @@ class Scheduler:
         self.stats = stats or Stats()
         self.backlog = Backlog()
         self.health = Health()
+        self.health.resolved = self.dialer.addresses  # where targets are (the inbound view)
         self.quick = QuickChecks(self.dialer, self.health, lambda t: logged(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
         self.recorder = Recorder(
