@@ -34,8 +34,6 @@ _PUSH_BACK = re.compile(
     r"ConnectionReset|[Cc]onnection reset|connection closed by the target"
 )
 
-OK, GENTLER, DOWN = "ok", "gentler", "down"
-
 
 def pushed_back(text: str) -> bool:
     return bool(_PUSH_BACK.search(text))
@@ -78,21 +76,19 @@ class Concurrency:
         active: int,
         ceiling: int,
         now: float,
-    ) -> str:
-        """What a session with mail showed (``active``: connections open, this one included):
-        OK (it went through: one more connection allowed; or some recipients were told to
-        wait at the floor: their usual retry), GENTLER (push-back while the target is up:
-        the window was halved, try the rest again within it) or DOWN (nothing to absorb:
-        the caller's usual rules, the target is down)."""
+    ) -> bool:
+        """What a session with mail showed (``active``: connections open, this one included).
+        True: a push-back while the target is up, absorbed (the window was halved: try the
+        rest again within it).  False: the caller's usual rules (it went through: one more
+        connection allowed; some recipients were told to wait at the floor: their usual
+        retry; or nothing to absorb: the target is down)."""
         worked = attempt.connected and not attempt.broken
         if worked and not throttled(results):
             self._grow(key, ceiling)
-            return OK
+            return False
         if worked:  # it took mail, and said "slower" for some: no outage either way
-            return GENTLER if self._cut(key, active, ceiling, now) else OK
-        if pushed_back(attempt.error) and self._cut(key, active, ceiling, now):
-            return GENTLER
-        return DOWN
+            return self._cut(key, active, ceiling, now)
+        return pushed_back(attempt.error) and self._cut(key, active, ceiling, now)
 
     def _grow(self, key: str, ceiling: int) -> None:
         window = self._window.get(key)

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
-from mxbackup.outbound.concurrency import GENTLER, RETRY_SOON, Concurrency
+from mxbackup.outbound.concurrency import RETRY_SOON, Concurrency
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
 from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.liveness import QuickChecks
@@ -277,17 +277,13 @@ class Scheduler:
         self._observe(target, attempt, probe=True)
 
     def _observe(self, target: Target, attempt: Attempt, probe: bool, results: Any = ()) -> bool:
-        """What a session or probe showed.  A push-back from a target that is up (421, 452,
-        451 4.7.x, a reset: ``concurrency``) halves its connections and tries the rest again
-        soon (True).  Otherwise a session that broke makes the target down even if it took some
-        mail: what it did not take waits for the probe, and is flushed when the target
-        answers again, instead of waiting for minutes_between_retries.  A usable probe
-        (start-up, or of a down target) flushes."""
-        now, ceiling = self.clock.seconds(), self.ceiling
-        if not probe:
-            seen = self.window.observe(target.key, attempt, results, target.active, ceiling, now)
-            if seen == GENTLER:
-                return True
+        """What a session or probe showed.  A push-back from a target that is up: fewer
+        connections, the rest soon (True; ``concurrency``).  Else a broken session makes the
+        target down even if it took some mail: the rest waits for a probe, then a flush (not
+        minutes_between_retries).  A usable probe (start-up, or of a down target) flushes."""
+        now, active, key = self.clock.seconds(), target.active, target.key
+        if not probe and self.window.observe(key, attempt, results, active, self.ceiling, now):
+            return True
         if not (attempt.connected and not attempt.broken):  # e.g. AUTH refused: not "up"
             self._mark_down(target, with_address(attempt.remote, attempt.error))
             return False

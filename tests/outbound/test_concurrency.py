@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from outbound_world import REMOTE, World
 
-from mxbackup.outbound.concurrency import DOWN, GENTLER, OK, Concurrency, pushed_back
+from mxbackup.outbound.concurrency import Concurrency, pushed_back
 from mxbackup.wire.contract import Attempt, Job, JobResult, Outcome
+
+GENTLER, OK, DOWN = True, False, False  # what observe() says: absorbed, or the usual rules
 
 GOOD = Attempt(True, REMOTE)
 BUSY = Attempt(False, "", "[127.0.0.1]:25: greeting: 421 4.7.0 too many connections")
