@@ -34,10 +34,12 @@ class Zone(authority.FileAuthority):
         )
         self.records = {}
         self.set_all(self._initial)
-        self.records[origin.encode()] = [self.soa[1]]
+        self.records.setdefault(origin.encode(), []).append(self.soa[1])
 
     def set(self, name: str, records: list[Any]) -> None:
-        self.records[name.lower().encode()] = list(records)
+        key = name.lower().encode()
+        soa = [r for r in self.records.get(key, []) if isinstance(r, dns.Record_SOA)]
+        self.records[key] = list(records) + soa
 
     def set_all(self, records: dict[str, list[Any]]) -> None:
         for name, recs in records.items():
@@ -74,3 +76,40 @@ class DNSServer:
         if self.tcp is not None:
             stops.append(defer.maybeDeferred(self.tcp.stopListening))
         return defer.gatherResults(stops)
+
+
+def main(argv: list[str]) -> None:
+    """``python tests/dnsserver.py ADDRESS PORT ZONES.json``: serve until killed (for tests
+    whose peers resolve through libc, which asks port 53 only).  The JSON maps each zone's
+    origin to {name: [["MX", pref, host] | ["A", address], ...]}; TTL 1 s.  Prints "ready"."""
+    import json
+    import sys
+
+    from twisted.internet import reactor
+
+    address, port, path = argv[0], int(argv[1]), argv[2]
+    with open(path) as f:
+        spec = json.load(f)
+    zones = []
+    for origin, names in spec.items():
+        records = {}
+        for name, rows in names.items():
+            records[name] = [
+                dns.Record_MX(row[1], row[2].encode(), ttl=1)
+                if row[0] == "MX"
+                else dns.Record_A(row[1], ttl=1)
+                for row in rows
+            ]
+        zones.append(Zone(origin, records))
+    factory = server.DNSServerFactory(authorities=zones)
+    reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=address)
+    reactor.listenTCP(port, factory, interface=address)
+    print("ready", flush=True)
+    sys.stdout.flush()
+    reactor.run()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
