@@ -137,9 +137,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             pass
 
 
-def one(
-    bench: Bench, server: Any, n: int, how: str, wait: float, limit: int = 0
-) -> dict[str, Any]:
+def one(bench: Bench, server: Any, n: int, how: str, wait: float, limit: int = 0) -> dict[str, Any]:
     """Queue ``n`` with the primary down, then bring it up; time first and last delivery."""
     dump = bench.work / f"sink-{server.name}-{how}"
     if dump.exists():
