@@ -166,6 +166,16 @@ def _own_targets(say: _Say, config: Config) -> None:
         except ValueError:
             continue  # an interface given by name: the next hop learns it once bound
     for i, route in enumerate(config.routes):
+        if route.use_mx and route.domain.startswith("*."):
+            say.error(
+                f"routes[{i}].use_mx",
+                "not supported for a wildcard domain yet (each subdomain has its own MX "
+                "records): give target_host, or one route per domain",
+            )
+        if route.use_mx and route.targets:
+            say.warning(
+                f"routes[{i}].target_host", "ignored: use_mx is true (the MX hosts are the targets)"
+            )
         for target in route.targets:
             try:
                 ours = own.is_self(target.host.strip("[]"), target.port)

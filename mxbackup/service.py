@@ -270,7 +270,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         ) from None
     stats = Stats()
     resolver = make_resolver(config, reactor)
-    nexthop = NextHop(resolver, config.server.hostname)
+    nexthop = NextHop(resolver, config.server.hostname, clock=reactor.seconds)
     scheduler = Scheduler(
         config,
         spool,

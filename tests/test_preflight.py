@@ -179,3 +179,22 @@ def test_secrets_readable_by_every_user_are_warnings(tmp_path):
     for name in (path, secret, key):
         os.chmod(name, 0o640)
     assert preflight(config_module.load(str(path))).warnings == []
+
+
+def test_use_mx_routes_need_no_target_but_not_a_wildcard():
+    data = {
+        "server": {"hostname": "mx.test", "listen": ["tcp:2525"], "spool": "spool"},
+        "routes": [
+            {"domain": "example.com", "use_mx": True},
+            {"domain": "*.example.org", "use_mx": True},
+            {"domain": "example.net", "use_mx": True, "target_host": "192.0.2.1"},
+        ],
+    }
+    report = preflight(config_module.parse(data, SOURCE))
+    assert report.errors == [
+        f"{SOURCE}: routes[1].use_mx: not supported for a wildcard domain yet (each subdomain "
+        "has its own MX records): give target_host, or one route per domain"
+    ]
+    assert report.warnings == [
+        f"{SOURCE}: routes[2].target_host: ignored: use_mx is true (the MX hosts are the targets)"
+    ]

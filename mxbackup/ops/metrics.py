@@ -15,6 +15,8 @@ Metrics (all prefixed ``mxbackup_``)::
     queue_depth{target}                       gauge    messages waiting for each target
     oldest_message_age_seconds                gauge    age of the oldest queued message
     target_up{target}                         gauge    1 unless the target is known to be down
+    target_failures_total{target,reason}      counter  failed attempts/probes, by kind of reason
+    target_down_reason{target,reason,error}   gauge    1 per down target: why (the last failure)
     smtp_connections                          gauge    open inbound SMTP connections
     verify_callouts_total{outcome}            counter  callouts: accepted / refused /
                                                        unreachable / shared / skipped_target_down
@@ -47,6 +49,7 @@ from twisted.web.server import Request, Site
 from mxbackup.config import MetricsConfig
 from mxbackup.ops.checkmetrics import check_metrics
 from mxbackup.ops.verifymetrics import verification_metrics
+from mxbackup.outbound.reasons import kind_of
 
 
 def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> service.IService:
@@ -106,6 +109,7 @@ class MXBackupCollector(Collector):
             up.add_metric([key], 0 if target is not None and target.down else 1)
         yield depth
         yield up
+        yield from _reasons(scheduler.health)
         yield GaugeMetricFamily(
             "mxbackup_oldest_message_age_seconds",
             "Age of the oldest message in the queue (0 when empty).",
@@ -118,6 +122,26 @@ class MXBackupCollector(Collector):
         )
         yield from verification_metrics(stats, scheduler)
         yield from check_metrics(stats)
+
+
+def _reasons(health: Any) -> Iterator[Metric]:
+    """Why targets fail: a counter by kind (``outbound.reasons.kind_of``), and the text."""
+    failures = CounterMetricFamily(
+        "mxbackup_target_failures",
+        "Failed delivery attempts and probes per target, by kind of reason.",
+        labels=["target", "reason"],
+    )
+    for (key, kind), count in sorted(health.reasons.failures.items()):
+        failures.add_metric([key, kind], count)
+    yield failures
+    down = GaugeMetricFamily(
+        "mxbackup_target_down_reason",
+        "1 for each down target, with why (its last failed attempt or probe).",
+        labels=["target", "reason", "error"],
+    )
+    for target in sorted(health.down_targets(), key=lambda t: t.key):
+        down.add_metric([target.key, kind_of(target.last_error), target.last_error[:300]], 1)
+    yield down
 
 
 class _Metrics(Resource):

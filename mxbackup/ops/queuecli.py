@@ -189,7 +189,10 @@ def _print_messages(messages: list[dict[str, Any]]) -> None:
                 when = f"{r.get('retries_left', '?')} retries left, next: {_next(r, now)}"
             print(f"{'':<20} {r['state']:>8} {r['attempts']:>3} tries  <{r['address']}>  {when}")
             if r["last_reply"]:
-                print(f"{'':<33}{r['last_reply'][:200]}")
+                print(f"{'':<33}{r['last_reply'][:300]}")
+            reason = r.get("target_reason")
+            if reason and reason not in r["last_reply"]:
+                print(f"{'':<33}target {r['target']} is down: {reason[:300]}")
     _footer(messages)
 
 

@@ -71,6 +71,11 @@ class View:
             "next_try": when,
             "next_try_why": why,
             "gives_up_at": gives_up_at(rule, envelope, rcpt),
+            # Why its target is down now (the last failed attempt or probe: newer than the
+            # recipient's last_reply while the target stays down).
+            "target_reason": self.scheduler.health.reason(target_key(rcpt))
+            if rcpt.state == "pending"
+            else "",
         }
 
     # -- mxbackup status -------------------------------------------------------------------

@@ -114,6 +114,14 @@ class Backlog:
         if envelope is not None:
             self.schedule(qid, key, when)
 
+    def retry_soon(self, qids: Iterable[str], key: str, when: float) -> None:
+        """What a push-back left of these messages at ``key`` is due at ``when`` (not in
+        flight any more: their outcome was recorded)."""
+        for qid in qids:
+            envelope, rcpts = self.pending(qid, key)
+            if envelope is not None and rcpts and (qid, key) not in self.inflight:
+                self.schedule(qid, key, when)
+
     def flush(self, keys: Iterable[str], now: float) -> int:
         """Make every message at ``keys`` due now, held ones aside; returns how many were
         rescheduled.  One in flight is due as soon as its outcome is recorded."""

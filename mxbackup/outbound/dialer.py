@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer
 
 from mxbackup.config import Config, Route
-from mxbackup.outbound.nexthop import NextHop, NoRoute
+from mxbackup.outbound.nexthop import NextHop, NoRoute, NotNow
 from mxbackup.wire import contract
 from mxbackup.wire.contract import Attempt, Delivery, Job, JobResult, Outcome, Settings
 
@@ -72,6 +72,9 @@ class Dialer:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self._route_by_key = {r.domain: r for r in config.routes}
+        set_names = getattr(self.nexthop, "set_names", None)
+        if set_names is not None:  # our names: an MX host by one of them is us (use_mx)
+            set_names(config.server.hostname, config.delivery.helo_name)
 
     def candidates(self, key: str) -> defer.Deferred[list[contract.Candidate]]:
         """Where target ``key`` is: its route's hosts, or its domain's MX hosts."""
@@ -102,7 +105,7 @@ class Dialer:
             return False
         try:
             candidates = yield self.candidates(key)
-        except NoRoute:
+        except (NoRoute, NotNow):
             return False
         if not candidates:
             return False
@@ -117,6 +120,8 @@ class Dialer:
             candidates = yield self.candidates(key)
         except NoRoute as e:
             return decided(jobs, Outcome("permfail", 0, f"5.1.2 {e}"), Attempt(True, "", str(e)))
+        except NotNow as e:  # use_mx: a DNS failure, or the MX hosts lead back to us
+            return decided(jobs, Outcome("tempfail", 0, str(e)), Attempt(False, "", str(e)))
         if not candidates:
             why = NO_ADDRESS
             return decided(jobs, Outcome("tempfail", 0, f"4.4.4 {why}"), Attempt(False, "", why))

@@ -12,9 +12,10 @@ with its batch of envelope writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from mxbackup.outbound.reasons import Reasons
 from mxbackup.queue.envelope import Recipient
 
 
@@ -71,6 +72,10 @@ class Health:
     def __init__(self) -> None:
         self.targets: dict[str, Target] = {}
         self._startup: set[str] = set()
+        self.reasons = Reasons()  # failures by kind (metrics), the log lines' pacing
+        # where each target was last found (route targets, and use_mx routes' MX hosts):
+        # set by the dialer, read by the inbound side through this view
+        self.resolved: Mapping[str, frozenset[str]] = {}
 
     def get(self, key: str) -> Target:
         target = self.targets.get(key)
@@ -86,6 +91,33 @@ class Health:
     def is_down(self, key: str) -> bool:
         target = self.targets.get(key)
         return target is not None and target.down
+
+    def reason(self, key: str) -> str:
+        """Why mail for ``key`` waits: its last failed attempt or probe ("" while it works)."""
+        target = self.targets.get(key)
+        return target.last_error if target is not None and target.down else ""
+
+    def down_since(self, key: str) -> float | None:
+        """When ``key`` went down (None: not known to be down)."""
+        target = self.targets.get(key)
+        return target.down_since if target is not None and target.down else None
+
+    def addresses(self, key: str) -> frozenset[str]:
+        """The addresses route ``key``'s targets were last found at (its hosts, or for
+        ``use_mx`` its domain's MX hosts more preferred than we are); empty until the first
+        connection or check."""
+        return self.resolved.get(key, frozenset())
+
+    def failed(self, target: Target, error: str, now: float, probe_interval: float) -> bool:
+        """A session or probe to ``target`` failed (``error``: why): it is down.  True when
+        the reason is worth a log line (new, or not logged for a few minutes)."""
+        target.went_down(error, now, probe_interval)
+        return self.reasons.failed(target.key, error, now)
+
+    def worked(self, target: Target) -> bool:
+        """A session or probe worked.  True if the target was down until now."""
+        self.reasons.cleared(target.key)
+        return target.went_up()
 
     def down_targets(self) -> list[Target]:
         return [target for target in self.targets.values() if target.down]

@@ -10,6 +10,7 @@ nothing pending is removed.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from twisted.internet import defer
@@ -329,10 +330,11 @@ class Batches:
                 logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
-    def rest(self, local_error: bool = False) -> Any:
+    def rest(self, local_error: bool = False, untried: bool = False) -> Any:
         """Record, one after the other, every result not recorded in a batch.  After a local
         error in the client (``local_error``) the results it made up as the session ended say
-        nothing about the target: those messages are tried again in a minute instead."""
+        nothing about the target: those messages are tried again in a minute instead.
+        After a push-back (``untried``) what the session's end decided is not counted."""
         for i, result in enumerate(self.results):
             if i in self._recorded:
                 continue
@@ -342,7 +344,13 @@ class Batches:
                 when = self.recorder.clock.seconds() + RECORD_RETRY
                 self.recorder.backlog.requeue(self.jobs[i].qid, self.key, when)
                 continue
+            if untried and result.at_end:  # a push-back (``concurrency``): no retry counted
+                result = JobResult(result.job, _not_tried(result.outcomes), at_end=True)
             yield self.recorder.record(self.key, result)
+
+
+def _not_tried(outcomes: Any) -> dict[str, Outcome]:
+    return {r: dataclasses.replace(o, tried=False) for r, o in outcomes.items()}
 
 
 _MX_RULE = RetryRule()  # mail delivered by MX lookup (bounces, authenticated relay)

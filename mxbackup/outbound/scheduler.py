@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
+from mxbackup.outbound.concurrency import RETRY_SOON, Concurrency
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
 from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.jobs import job_for
@@ -34,6 +35,7 @@ from mxbackup.outbound.liveness import QuickChecks
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.pause import Pauses
+from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
@@ -73,6 +75,8 @@ class Scheduler:
         self.backlog = Backlog()
         self.pauses = Pauses(spool.root)  # mxbackup pause/resume; survives restarts
         self.health = Health()
+        self.window = Concurrency()  # connections per target (AIMD)
+        self.health.resolved = self.dialer.addresses  # where targets are (the inbound view)
         self.quick = QuickChecks(self.dialer, self.health, lambda t: logged(self._probe(t)), rng)
         self.dsn = DsnQueue(spool, config, self.stats)
         self.recorder = Recorder(
@@ -85,6 +89,7 @@ class Scheduler:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.delivery = config.delivery
+        self.ceiling = config.delivery.max_connections_per_target
         self.routes = route_table(config)
         self.dialer.reconfigure(config)
         self.quick.reconfigure(config.delivery)
@@ -210,7 +215,7 @@ class Scheduler:
 
     # -- connections ---------------------------------------------------------------------------
     def _start_connections(self, target: Target) -> None:
-        limit = target.limit(self.delivery.max_connections_per_target)
+        limit = self.window.limit(target.key, target.proven, self.ceiling)
         inflight = self.backlog.inflight
         while inflight.waiting(target.key) and target.active < limit and not target.down:
             batch = inflight.next_batch(target.key, self.delivery.max_messages_per_connection)
@@ -239,8 +244,10 @@ class Scheduler:
                 log.error("delivery to {key} failed locally: {error}", key=key, error=attempt.error)
                 yield batches.rest(local_error=True)
                 return
-            self._observe(target, attempt, probe=False)
-            yield batches.rest()
+            gentler = self._observe(target, attempt, probe=False, results=batches.results)
+            yield batches.rest(untried=gentler)  # a push-back costs no retry
+            if gentler:  # again in a second, within the smaller window
+                self.backlog.retry_soon(qids, key, self.clock.seconds() + RETRY_SOON)
         except Exception:  # noqa: BLE001
             log.failure("delivery to {key} failed locally", key=key)
             for qid in qids:
@@ -288,21 +295,25 @@ class Scheduler:
             )
         self._observe(target, attempt, probe=flush)
 
-    def _observe(self, target: Target, attempt: Attempt, probe: bool) -> None:
-        """What a session or probe showed.  A session that broke (reset, timeout, 421) makes
-        the target down even if it took some mail: what it did not take waits for the probe,
-        and is flushed when the target answers again, instead of waiting for
-        minutes_between_retries.  A usable probe (start-up, or of a down target) flushes."""
+    def _observe(self, target: Target, attempt: Attempt, probe: bool, results: Any = ()) -> bool:
+        """What a session or probe showed.  A push-back from a target that is up: fewer
+        connections, the rest soon (True; ``concurrency``).  Else a broken session makes the
+        target down even if it took some mail: the rest waits for a probe, then a flush (not
+        minutes_between_retries).  A usable probe (start-up, or of a down target) flushes."""
+        now, active, key = self.clock.seconds(), target.active, target.key
+        if not probe and self.window.observe(key, attempt, results, active, self.ceiling, now):
+            return True
         if not (attempt.connected and not attempt.broken):  # e.g. AUTH refused: not "up"
-            self._mark_down(target, attempt.error)
-            return
-        if target.went_up() or probe:
+            self._mark_down(target, with_address(attempt.remote, attempt.error))
+            return False
+        if self.health.worked(target) or probe:
             self.flush(target.key)
         self._start_connections(target)  # proven: what waits may have more connections now
+        return False
 
     def _mark_down(self, target: Target, error: str) -> None:
         now = self.clock.seconds()
-        if target.went_down(error, now, self.delivery.probe_interval):
+        if self.health.failed(target, error, now, self.delivery.probe_interval):  # paced
             log.info("target {key} is down: {error}", key=target.key, error=error)
         for qid in self.backlog.inflight.drain(target.key):
             envelope, rcpts = self.backlog.pending(qid, target.key)

@@ -201,12 +201,12 @@ def _session(
 ) -> Generator[Any, Any, Attempt]:
     """One connection.  When it held an SMTP session every job is finished at its end (the
     ones it could not send tempfailed); when it did not, none is (the next candidate may)."""
-    state = SessionState(remote)
     context = client_context(settings, candidate.name) if wants_tls(settings) else None
+    state = SessionState(remote, tls=context)
     try:
         proto = yield _connect(reactor, candidate, settings, context)
     except Exception as e:  # noqa: BLE001 - every reason is the candidate's error
-        return Attempt(False, remote, describe(e, "connect"))
+        return Attempt(False, remote, describe(e, "connect", context))
     ended: Exception | None = None
     try:
         starttls = None if settings.security == "ssl" else context

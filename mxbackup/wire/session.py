@@ -52,12 +52,13 @@ class SessionState:
     quit_acked: bool = False  # the target answered our QUIT
     in_transaction: bool = False  # MAIL accepted, final reply to the data not read
     error: str = ""
+    tls: Any = None  # the verifying TLS options (``tls.Checked``): what the handshake showed
     started_jobs: set[int] = field(default_factory=set)  # their MAIL was sent (and not 421'd)
 
     def fail(self, exc: BaseException) -> None:
         """Something ended the session; the first error is its cause."""
         if not self.error:
-            self.error = describe(exc, self.stage)
+            self.error = describe(exc, self.stage, self.tls)
         if self.stage == "starttls" or isinstance(exc, TLSRequired):
             # TLS was refused, failed, or is required and not offered: this target cannot
             # take the mail as the route wants it (the next candidate may)
@@ -79,7 +80,11 @@ def refusal(exc: BaseException) -> bool:
     return isinstance(exc, ReplyError) and exc.reply.code != 421
 
 
-def describe(exc: BaseException, stage: str) -> str:
+def describe(exc: BaseException, stage: str, tls: Any = None) -> str:
+    """The reason an operator reads (queue list, the log): which step failed, and why."""
+    explain = getattr(tls, "explain", None)
+    if explain is not None and isinstance(exc, VerificationError | SSL.Error):
+        return f"{stage}: TLS " + explain(_tls_failure(exc, tls.host))
     if isinstance(exc, error.TimeoutError | ReplyTimeout):
         return f"{stage}: timed out"
     if isinstance(exc, TLSRequired):
@@ -98,6 +103,13 @@ def describe(exc: BaseException, stage: str) -> str:
     if isinstance(exc, error.ConnectionDone) and stage != "connect":
         return f"{stage}: connection closed by the target"
     return f"{stage}: {exc.__class__.__name__}: {exc}".rstrip(": ")
+
+
+def _tls_failure(exc: BaseException, host: str) -> str:
+    if isinstance(exc, VerificationError):
+        return f"certificate not valid for the target's name (hostname mismatch: {host})"
+    reasons = [r[-1] for r in (exc.args[0] if exc.args else []) if isinstance(r, tuple) and r]
+    return f"handshake failed: {'; '.join(reasons) or exc}"
 
 
 @defer.inlineCallbacks

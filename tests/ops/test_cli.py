@@ -62,3 +62,33 @@ def test_hash_password_takes_the_bytes_as_given():
     proc = mxbackup("hash-password", "--rounds", "4", input=b"caf\xe9\n", capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert bcrypt.checkpw(b"caf\xe9", proc.stdout.strip())
+
+
+def test_queue_list_shows_why_the_target_is_down(monkeypatch, capsys):
+    """A probe's failure (a certificate from another CA) is shown under the recipient's
+    last reply (an older connection refusal), text and --json alike."""
+    import argparse
+
+    from mxbackup.ops import queuecli
+
+    why = "starttls: TLS certificate verification failed: unable to get local issuer certificate"
+    rcpt = {
+        "address": "u@example.com",
+        "route": "example.com",
+        "state": "pending",
+        "attempts": 1,
+        "next_attempt": None,
+        "target": "example.com",
+        "last_reply": "connect: refused",
+        "target_reason": why,
+    }
+    message = {"id": "Q1", "age": 5, "size": 10, "sender": "s@x", "held": False}
+    found = [{**message, "recipients": [rcpt]}]
+    monkeypatch.setattr(queuecli, "talk", lambda args, cmd, **kw: (0, found))
+    monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
+    assert queuecli._queue_list(argparse.Namespace(json=False)) == 0
+    out = capsys.readouterr().out
+    assert "connect: refused" in out
+    assert f"target example.com is down: {why}" in out
+    assert queuecli._queue_list(argparse.Namespace(json=True)) == 0
+    assert why in capsys.readouterr().out

@@ -13,17 +13,20 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from helpers import listening_port, track_connections
 from mxbackup.config import MetricsConfig
 from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.outbound.health import Health
 from mxbackup.stats import Stats
 
 
 class FakeScheduler:
     def __init__(self) -> None:
         self.queue: dict[str, object] = {"q1": object(), "q2": object(), "q3": object()}
-        self.targets = {
-            "example.com": SimpleNamespace(down=False),
-            "example.org": SimpleNamespace(down=True),
-            "idle.example": SimpleNamespace(down=False),
-        }
+        self.health = Health()
+        self.targets = self.health.targets
+        for key in ("example.com", "example.org", "idle.example"):
+            self.health.get(key)
+        why = "[192.0.2.1]:25: starttls: TLS certificate verification failed: expired"
+        self.health.failed(self.targets["example.org"], why, 100.0, 30.0)
+        self.health.failed(self.targets["example.org"], why, 130.0, 30.0)
         self.depths = {"example.com": 1, "example.org": 2, "mx:example.net": 1}
         self.age = 754.5
 
@@ -133,6 +136,21 @@ class MetricsTests(TestCase):
             ("mxbackup_target_up", (("target", "example.org"),)): 0,
             ("mxbackup_target_up", (("target", "mx:example.net"),)): 1,
             ("mxbackup_target_up", (("target", "idle.example"),)): 1,
+            (
+                "mxbackup_target_failures_total",
+                (("reason", "tls_certificate"), ("target", "example.org")),
+            ): 2,
+            (
+                "mxbackup_target_down_reason",
+                (
+                    (
+                        "error",
+                        "[192.0.2.1]:25: starttls: TLS certificate verification failed: expired",
+                    ),
+                    ("reason", "tls_certificate"),
+                    ("target", "example.org"),
+                ),
+            ): 1,
             ("mxbackup_oldest_message_age_seconds", ()): 754.5,
             ("mxbackup_smtp_connections", ()): 2,
             ("mxbackup_verify_callouts_total", (("outcome", "accepted"),)): 3,
@@ -155,7 +173,7 @@ class MetricsTests(TestCase):
         self.stats.refused["554"] += 1
         self.scheduler.queue.clear()
         self.scheduler.depths.clear()
-        self.scheduler.targets["example.org"].down = False
+        self.scheduler.targets["example.org"].down_since = 0.0
         self.scheduler.age = 0.0
         self.root.smtp_factory.connections = 0
         samples = yield self.scrape()

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from helpers import base_config, spool_files, sync_thread
 from mxbackup import config as config_module
 from mxbackup.outbound.admin import QueueAdmin
-from mxbackup.outbound.nexthop import NoRoute
+from mxbackup.outbound.nexthop import NoRoute, NotNow
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
@@ -29,6 +29,7 @@ class FakeNextHop:
     def __init__(self) -> None:
         self.no_route: set[str] = set()  # domains that can never take mail
         self.no_address: set[str] = set()  # domains without a usable address
+        self.not_now: dict[str, str] = {}  # domains with no next hop for now, and why
 
     def for_route(self, route):
         return self._answer(route.domain, [Candidate("primary.test", "127.0.0.1", route.port)])
@@ -37,6 +38,8 @@ class FakeNextHop:
         return self._answer(domain, [Candidate(f"mx.{domain}", "127.0.0.2", 25)])
 
     def _answer(self, domain, candidates):
+        if domain in self.not_now:
+            return defer.fail(NotNow(self.not_now[domain]))
         if domain in self.no_route:
             return defer.fail(NoRoute(f"domain {domain} accepts no mail (null MX)"))
         return defer.succeed([] if domain in self.no_address else candidates)
@@ -88,6 +91,7 @@ class FakeDeliver:
         self.port_open: bool | None = None
         self.hold_checks = False
         self.pending_checks: list[defer.Deferred] = []
+        self.down_reason = "connect: connection refused"  # the error while not ``up``
 
     def reach(self, candidates, timeout, source="") -> defer.Deferred:
         self.checks.append((list(candidates), timeout))
@@ -117,7 +121,7 @@ class FakeDeliver:
 
     def _answer(self, session: Session) -> None:
         if not self.up:
-            why = "connect: connection refused"
+            why = self.down_reason
             session.end(Attempt(False, "", why), Outcome("tempfail", 0, why))
             return
         if not session.jobs:  # a probe: EHLO, QUIT

@@ -56,7 +56,8 @@ class TLSTests(WireTestCase):
         self.assertEqual(primary.transactions, [])
         self.assertEqual(primary.connections, 1)  # no plain-text second try
         self.assertIn(
-            "starttls: TLS certificate not valid for the target's name",
+            "starttls: TLS certificate not valid for the target's name (hostname mismatch: "
+            f"{NAME}) (certificate: subject CN=other.example.org, issuer CN=mxbackup test CA)",
             self.out(job)["bob@example.com"].text,
         )
         self.assertFalse(any(c.startswith(b"MAIL") for c in primary.commands()))
@@ -90,7 +91,13 @@ class TLSTests(WireTestCase):
         job = self.job()
         yield self.deliver(primary, [job], self.tls_settings("starttls_required"))
         self.assertEqual(self.kinds(job), {"bob@example.com": "tempfail"})
-        self.assertIn("certificate verify failed", self.out(job)["bob@example.com"].text)
+        text = self.out(job)["bob@example.com"].text
+        # which check failed, and whose certificate it was (the operator's clue: another CA)
+        self.assertIn(
+            "starttls: TLS certificate verification failed: unable to get local issuer certificate",
+            text,
+        )
+        self.assertIn(f"subject CN={NAME}, issuer CN=someone else", text)
         self.assertEqual(primary.transactions, [])
 
     @defer.inlineCallbacks
