@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from mxbackup.config import ConfigError, load
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[where], help="list queued messages")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--limit", type=int, default=LIST_LIMIT, metavar="N",
+        help=f"show the N oldest messages (default {LIST_LIMIT}) and how many more there are",
+    )  # fmt: skip
+    listing.add_argument(
+        "--all", action="store_true", help="every message, fetched page by page as printed"
+    )
     listing.set_defaults(run=_queue_list)
     show = actions.add_parser("show", parents=[where], help="envelope and headers of a message")
     show.add_argument("id")
@@ -193,17 +201,76 @@ def _talk(args: argparse.Namespace, cmd: str, **kw: Any) -> tuple[int, Any]:
         return 1, None
 
 
+LIST_LIMIT = 1000
+LIST_PAGE = 1000  # messages per request with --all: the server answers each page quickly
+
+
+def _pages(args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
+    """The messages, page by page as the server sends them (``--all``: page after page,
+    each a short request, so the server stays responsive in between; else up to
+    ``--limit``).  Raises _Failed with the exit status."""
+    wanted = None if args.all else max(0, args.limit)
+    got, after = 0, None
+    while wanted is None or got < wanted:
+        size = LIST_PAGE if wanted is None else min(LIST_PAGE, wanted - got)
+        kw: dict[str, Any] = {"limit": str(size)}
+        if after is not None:
+            kw["after"] = after
+        status, page = _talk(args, "list", **kw)
+        if status:
+            raise _Failed(status)
+        if page:
+            yield page
+        if len(page) < size:
+            return
+        got, after = got + len(page), page[-1]["id"]
+
+
+class _Failed(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 def _queue_list(args: argparse.Namespace) -> int:
-    status, messages = _talk(args, "list")
-    if status:
-        return status
+    listed: list[dict[str, Any]] = []  # kept for the per-route summary (not with --all)
+    count = 0
+    try:
+        for page in _pages(args):
+            if args.json:
+                for m in page:
+                    print(("," if count else "[") + json.dumps(m, indent=2))
+                    count += 1
+                continue
+            if not count:
+                print(f"{'ID':<20} {'AGE':>8} {'SIZE':>9}  SENDER")
+            _print_messages(page)
+            count += len(page)
+            listed += [] if args.all else page
+    except _Failed as failed:
+        return failed.status
     if args.json:
-        print(json.dumps(messages, indent=2))
-        return 0
-    if not messages:
+        print("]" if count else "[]")
+    elif not count:
         print("Mail queue is empty")
-        return 0
-    print(f"{'ID':<20} {'AGE':>8} {'SIZE':>9}  SENDER")
+    else:
+        _list_summary(args, count, listed)
+    return 0
+
+
+def _list_summary(args: argparse.Namespace, count: int, listed: list[dict[str, Any]]) -> None:
+    print(f"-- {count} message(s)")
+    more = 0
+    if not args.all and count >= args.limit:
+        status, stats = _talk(args, "stats")
+        more = 0 if status else max(0, stats["queue"] - count)
+    if more:
+        print(f"-- {more} more message(s) not shown: --limit N or --all to list them")
+    elif not args.all:
+        for route, n in route_counts(listed).items():
+            print(f"-- {route}: {n} message(s) queued")
+
+
+def _print_messages(messages: list[dict[str, Any]]) -> None:
     now = time.time()
     for m in messages:
         held = "  (held)" if m["held"] else ""
@@ -214,10 +281,6 @@ def _queue_list(args: argparse.Namespace) -> int:
             print(f"{'':<20} {r['state']:>8} {r['attempts']:>3} tries  <{r['address']}> {when}")
             if r["last_reply"]:
                 print(f"{'':<33}{r['last_reply'][:200]}")
-    print(f"-- {len(messages)} message(s)")
-    for route, count in route_counts(messages).items():
-        print(f"-- {route}: {count} message(s) queued")
-    return 0
 
 
 def _age(seconds: float) -> str:

@@ -7,8 +7,10 @@ talk to it; only local users who can open the socket file (its owner) can.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
+from itertools import islice
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -23,6 +25,10 @@ from mxbackup.queue.spool import Spool
 log = Logger(namespace="mxbackup.control")
 
 MAX_REQUEST = 65536
+# ``list`` with ``after`` pages through the sorted ids taken by the listing's first page, while
+# that snapshot is this recent (seconds): sorting a million ids again for every page would
+# stall the reactor for each one.
+LIST_SNAPSHOT_TTL = 600.0
 
 
 def describe(envelope: Envelope, now: float) -> dict[str, Any]:
@@ -58,10 +64,31 @@ class Commands:
         self.spool = spool
         self._reload = reload
         self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
+        self._listing: tuple[float, list[str]] = (0.0, [])  # ``list`` pages: (taken, ids)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, limit: str | None = None, after: str | None = None) -> list[dict[str, Any]]:
+        """Queued messages in queue-id (arrival) order: all of them, or a page of at most
+        ``limit`` with ids after ``after`` (the last id of the previous page).  A page costs
+        its own size, not the queue's: the first page sorts the ids once (near-sorted: a
+        dict keeps arrival order, so a million sort in about 0.1 s) and the following ones
+        bisect that snapshot; messages gone since are skipped, those queued since are not
+        shown (they would sort after the snapshot's last id anyway)."""
         now = self.scheduler.clock.seconds()
-        return [describe(e, now) for _, e in sorted(self.scheduler.queue.items())]
+        queue = self.scheduler.queue
+        if limit is None and after is None:
+            return [describe(e, now) for _, e in sorted(queue.items())]
+        count = max(0, int(limit)) if limit is not None else len(queue)
+        ids = self._list_ids(now, fresh=after is None)
+        start = bisect.bisect_right(ids, after) if after is not None else 0
+        envelopes = (queue.get(qid) for qid in islice(ids, start, None))
+        return [describe(e, now) for e in islice(filter(None, envelopes), count)]
+
+    def _list_ids(self, now: float, fresh: bool) -> list[str]:
+        taken, ids = self._listing
+        if fresh or not 0 <= now - taken < LIST_SNAPSHOT_TTL:
+            ids = sorted(self.scheduler.queue)
+            self._listing = (now, ids)
+        return ids
 
     def show(self, id: str) -> dict[str, Any]:
         envelope = self._envelope(id)

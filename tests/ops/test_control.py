@@ -162,3 +162,41 @@ def test_unreachable_server_exit_status(tmp_path):
         cwd=ROOT,
     )
     assert out.returncode == 3 and "cannot reach the server" in out.stderr
+
+
+def test_list_pages_and_streams_all(server):
+    for _ in range(3):
+        send(server)
+    every = queue_json(server)
+    assert len(every) >= 3
+    first = cli(server, "queue", "list", "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert f"{len(every) - 2} more message(s) not shown" in first.stdout
+    assert every[0]["id"] in first.stdout and every[2]["id"] not in first.stdout
+    paged = cli(server, "queue", "list", "--all", "--json")
+    assert [m["id"] for m in json.loads(paged.stdout)] == [m["id"] for m in every]
+
+
+class _Queue:
+    def __init__(self, ids):
+        self.clock = type("C", (), {"seconds": staticmethod(lambda: 100.0)})()
+        self.queue = {qid: self.envelope(qid) for qid in ids}
+
+    @staticmethod
+    def envelope(qid):
+        from mxbackup.queue.envelope import Envelope, Recipient
+
+        return Envelope(qid, "s@x.test", [Recipient("u@example.com", None)], 1.0, 10)
+
+
+def test_list_page_after_uses_the_first_pages_snapshot():
+    from mxbackup.ops.control import Commands
+
+    sched = _Queue(["B", "A", "D", "C"])
+    commands = Commands(sched, None, None, None)  # type: ignore[arg-type]
+    assert [m["id"] for m in commands.list()] == ["A", "B", "C", "D"]
+    assert [m["id"] for m in commands.list(limit="2")] == ["A", "B"]
+    del sched.queue["C"]  # gone since the first page: skipped
+    sched.queue["0"] = sched.envelope("0")  # queued since: not in this listing
+    assert [m["id"] for m in commands.list(limit="2", after="B")] == ["D"]
+    assert [m["id"] for m in commands.list(limit="5")][0] == "0"  # a new listing sees it
