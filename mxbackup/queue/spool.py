@@ -35,6 +35,7 @@ removes as already done.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -271,6 +272,8 @@ class Spool:
         messages = set(os.listdir(self.path("new")))
         live: list[Envelope] = []
         env_dir = os.open(self.path("env"), os.O_RDONLY | os.O_DIRECTORY)
+        collecting = gc.isenabled()
+        gc.disable()  # a million new envelopes (no cycles) would set off full collections
         try:
             for qid in sorted(os.listdir(self.path("env"))):
                 if qid not in messages:
@@ -283,6 +286,8 @@ class Spool:
                     live.append(env)
         finally:
             os.close(env_dir)
+            if collecting:
+                gc.enable()
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))
