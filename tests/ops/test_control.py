@@ -194,9 +194,36 @@ def test_list_page_after_uses_the_first_pages_snapshot():
 
     sched = _Queue(["B", "A", "D", "C"])
     commands = Commands(sched, None, None, None)  # type: ignore[arg-type]
+
+    def ids(**kw):
+        results = []
+        commands.list(**kw).addCallback(results.append)  # a small queue: sorted at once
+        return [m["id"] for m in results[0]]
+
     assert [m["id"] for m in commands.list()] == ["A", "B", "C", "D"]
-    assert [m["id"] for m in commands.list(limit="2")] == ["A", "B"]
+    assert ids(limit="2") == ["A", "B"]
     del sched.queue["C"]  # gone since the first page: skipped
     sched.queue["0"] = sched.envelope("0")  # queued since: not in this listing
-    assert [m["id"] for m in commands.list(limit="2", after="B")] == ["D"]
-    assert [m["id"] for m in commands.list(limit="5")][0] == "0"  # a new listing sees it
+    assert ids(limit="2", after="B") == ["D"]
+    assert ids(limit="5")[0] == "0"  # a new listing sees it
+
+
+def test_a_big_listing_is_sorted_in_runs_one_per_reactor_turn(monkeypatch):
+    from twisted.internet.task import Clock
+
+    from mxbackup.ops import control
+
+    monkeypatch.setattr(control, "LIST_CHUNK", 3)
+    sched = _Queue([f"{i:03d}" for i in (5, 1, 9, 7, 3, 8, 2, 6, 4, 0)])
+    sched.clock = Clock()
+    commands = control.Commands(sched, None, None, None)  # type: ignore[arg-type]
+    results = []
+    commands.list(limit="4").addCallback(results.append)
+    assert not results  # the first run sorted; the others wait for their turns
+    sched.clock.advance(0)
+    sched.clock.advance(0)
+    sched.clock.advance(0)
+    assert [m["id"] for m in results[0]] == ["000", "001", "002", "003"]
+    results.clear()
+    commands.list(limit="10", after="003").addCallback(results.append)  # the same snapshot
+    assert [m["id"] for m in results[0]] == ["004", "005", "006", "007", "008", "009"]
