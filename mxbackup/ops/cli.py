@@ -261,8 +261,8 @@ def _list_summary(args: argparse.Namespace, count: int, listed: list[dict[str, A
     print(f"-- {count} message(s)")
     more = 0
     if not args.all and count >= args.limit:
-        status, stats = _talk(args, "stats")
-        more = 0 if status else max(0, stats["queue"] - count)
+        status, queued = _talk(args, "count")
+        more = 0 if status else max(0, queued - count)
     if more:
         print(f"-- {more} more message(s) not shown: --limit N or --all to list them")
     elif not args.all:
