@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import starttls  # bench/starttls.py: the STARTTLS scenario
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV = ROOT / ".venv"
@@ -1020,6 +1022,12 @@ class Bench:
         )
         return res
 
+    # -- STARTTLS (last: it turns TLS on in both configurations) -----------------------------
+    def starttls(self) -> dict[str, Any]:
+        cert, key = starttls.make_certificate(self.procs, self.work / "tls")
+        starttls.configure(self.postfix, self.mx, cert, key)
+        return starttls.scenario(self, say)
+
     # -- scale (mxbackup only) -------------------------------------------------------------
     def scale(self) -> dict[str, Any]:
         n = self.p["scale_messages"]
@@ -1277,6 +1285,7 @@ def build_table(r: dict[str, Any]) -> list[dict[str, Any]]:
         pf.get("msgs_per_sec"),
         mx.get("msgs_per_sec"),
     )
+    starttls.table_rows(r, add, _spread, _ms)
     dr = r.get("drain", {})
     pf, mx = dr.get("postfix", {}), dr.get("mxbackup", {})
     n = dr.get("messages")
@@ -1309,7 +1318,7 @@ def build_table(r: dict[str, Any]) -> list[dict[str, Any]]:
         _ms(mx.get("cpu_seconds_per_msg")),
     )
     sc = r.get("scale", {})
-    n = sc.get("messages")
+    n = sc.get("messages") or 0
     add(f"start-up with {n:,} queued → ready", "s", "lower", None, sc.get("recovery_seconds"))
     add("start-up with an empty queue → ready", "s", "lower", None, sc.get("startup_empty_seconds"))
     add(f"resident memory with {n:,} queued", "MB (VmRSS)", "lower", None, sc.get("rss_mb"))
@@ -1418,7 +1427,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of acceptance,latency,drain,scale (debugging)",
+        help="comma-separated subset of acceptance,latency,drain,scale,starttls (debugging)",
     )
     return ap.parse_args(argv)
 
@@ -1486,6 +1495,7 @@ def main(argv: list[str]) -> int:
             ("latency", bench.latency),
             ("drain", bench.drain),
             ("scale", bench.scale),
+            ("starttls", bench.starttls),
         ]
         for name, fn in sections:
             if only and name not in only:
@@ -1507,7 +1517,7 @@ def main(argv: list[str]) -> int:
             results["duration_seconds"] = round(time.monotonic() - started, 1)
             results["errors"] = bench.errors
             results["notes"] = default_notes(bench) + bench.notes
-            for name in ("acceptance", "latency", "drain", "scale"):
+            for name in ("acceptance", "latency", "drain", "scale", "starttls"):
                 results.setdefault(name, {})
             results.setdefault("machine", {})
             try:
@@ -1544,6 +1554,13 @@ def default_notes(bench: Bench) -> list[str]:
         "N / smtp-source wall time. CPU = the server's utime+stime from /proc over the run, "
         "until the server is idle again (Postfix: every process of the instance, reaped "
         "children included; mxbackup: twistd, all threads, and its spool process).",
+        "STARTTLS: bench/tlsload.py (real STARTTLS, one message per connection, RSA-2048 "
+        "certificate; 'new' = a full handshake each time, 'resumed' = each worker offers its "
+        "previous session), c = 10 and 50, same N and runs as acceptance, after the other "
+        "parts (it turns TLS on: Postfix smtpd_tls_security_level=may with its session cache "
+        "and tickets; mxbackup server.tls). The generator's own share of the machine's CPU is "
+        "in the JSON (client_cpu_share): on 2 cores it is 20-45 %, so it competes with the "
+        "server there.",
         f"Latency: our asyncio client (bench/latency.py), {p['latency_concurrency']} connections,"
         f" {p['latency_messages']} messages of 5 KB in all, one transaction after the other per"
         " connection; timed from sending the final CRLF.CRLF to reading the 250.",

@@ -91,7 +91,10 @@ def unique_ids(count: int, start: float) -> list[str]:
     return ids
 
 
-def generate(spool: str, count: int, route: str, rcpt: str, sender: str) -> dict[str, Any]:
+def generate(
+    spool: str, count: int, route: str, rcpt: str, sender: str, due_in: float = 900.0
+) -> dict[str, Any]:
+    """Next attempts spread over [due_in, 2 * due_in) seconds from now: none due at start-up."""
     t0 = time.monotonic()
     for sub in SUBDIRS:
         os.makedirs(os.path.join(spool, sub), mode=0o700, exist_ok=True)
@@ -100,8 +103,8 @@ def generate(spool: str, count: int, route: str, rcpt: str, sender: str) -> dict
     total = 0
     for i, qid in enumerate(unique_ids(count, received)):
         data = make_message(qid, sender, rcpt, received)
-        # next attempts spread over the next 15 minutes, none due at start-up
-        env = make_envelope(qid, sender, rcpt, route, received, now + 900.0 + (i % 900), len(data))
+        when = now + due_in + (i % int(due_in))
+        env = make_envelope(qid, sender, rcpt, route, received, when, len(data))
         with open(os.path.join(spool, "new", qid), "wb") as f:
             f.write(data)
         with open(os.path.join(spool, "env", qid), "wb") as f:

@@ -9,6 +9,7 @@ its refusal is the command's), or ``ids``, ``all``, ``route``, ``sender``, ``rec
 from __future__ import annotations
 
 import base64
+import bisect
 import dataclasses
 from typing import Any
 
@@ -63,12 +64,24 @@ class Commands:
         self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
 
     # -- looking -------------------------------------------------------------------------------
-    def list(self, **selector: Any) -> list[dict[str, Any]]:
+    def list(
+        self, limit: int | None = None, after: str | None = None, **selector: Any
+    ) -> list[dict[str, Any]]:
+        """The chosen messages in queue-id (arrival) order; a page of at most ``limit`` with
+        ids after ``after`` (the previous page's last id) when those are given."""
         view = View(self.scheduler)
         chosen = Selector.from_request(selector)
         queue = self.scheduler.queue
         ids = chosen.select(queue, view.now) if not chosen.empty else sorted(queue)
+        if after is not None:
+            ids = ids[bisect.bisect_right(ids, str(after)) :]
+        if limit is not None:
+            ids = ids[: max(0, int(limit))]
         return [describe(queue[qid], view.now, view) for qid in ids]
+
+    def count(self) -> int:
+        """Messages in the queue: O(1) (``stats`` also finds the oldest, looking at all)."""
+        return len(self.scheduler.queue)
 
     def show(self, id: str, body: bool = False) -> dict[str, Any]:
         envelope = self._envelope(id)

@@ -33,7 +33,7 @@ __all__ = ["Commands", "ControlEndpoint", "ControlFactory", "describe", "prepare
 GROUP = "mxbackup"  # the Debian package's system group: its members may use the socket
 
 _ALLOWED = {
-    "list", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
+    "list", "count", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
     "pause", "resume", "status", "summary", "monitor",
 }  # fmt: skip
 _ARGUMENT = (str, int, float, bool, type(None))

@@ -46,6 +46,11 @@ def add_commands(commands: Any) -> None:
     actions = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[where, select], help="list queued messages")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--limit", type=int, default=LIST_LIMIT, metavar="N",
+        help=f"show the N oldest chosen messages (default {LIST_LIMIT}) and how many more",
+    )  # fmt: skip
+    listing.add_argument("--all", action="store_true", help="every message, page by page")
     listing.set_defaults(run=_queue_list)
     show = actions.add_parser("show", parents=[where], help="envelope and headers of a message")
     show.add_argument("id")
@@ -163,7 +168,7 @@ def _queue_list(args: argparse.Namespace) -> int:
         return 2
     messages: list[dict[str, Any]] = []
     for selector in requests:
-        status, found = talk(args, "list", **selector)
+        status, found = _fetch(args, selector)
         if status:
             return status
         messages.extend(found)
@@ -173,11 +178,37 @@ def _queue_list(args: argparse.Namespace) -> int:
     if not messages:
         print("Mail queue is empty")
         return 0
-    _print_messages(messages)
+    _print_messages(messages, getattr(args, "more", 0))
     return 0
 
 
-def _print_messages(messages: list[dict[str, Any]]) -> None:
+LIST_LIMIT = 1000
+LIST_PAGE = 1000  # messages per request: each page is a short request, the server stays responsive
+
+
+def _fetch(args: argparse.Namespace, selector: dict[str, Any]) -> tuple[int, list[Any]]:
+    """The chosen messages page by page: up to ``--limit`` (with the number left out, shown
+    by ``_footer``), or every one with ``--all``."""
+    wanted = None if getattr(args, "all", True) else max(0, getattr(args, "limit", LIST_LIMIT))
+    found: list[Any] = []
+    after = None
+    while wanted is None or len(found) < wanted:
+        size = LIST_PAGE if wanted is None else min(LIST_PAGE, wanted - len(found))
+        kw = dict(selector, limit=size, **({"after": after} if after else {}))
+        status, page = talk(args, "list", **kw)
+        if status:
+            return status, []
+        found += page
+        if len(page) < size:
+            break
+        after = page[-1]["id"]
+    if wanted is not None and len(found) >= wanted and not selector:
+        status, queued = talk(args, "count")
+        args.more = 0 if status else max(0, queued - len(found))
+    return 0, found
+
+
+def _print_messages(messages: list[dict[str, Any]], more: int = 0) -> None:
     print(f"{'ID':<20} {'AGE':>8} {'SIZE':>9}  SENDER")
     now = time.time()
     for m in messages:
@@ -193,11 +224,13 @@ def _print_messages(messages: list[dict[str, Any]]) -> None:
             reason = r.get("target_reason")
             if reason and reason not in r["last_reply"]:
                 print(f"{'':<33}target {r['target']} is down: {reason[:300]}")
-    _footer(messages)
+    _footer(messages, more)
 
 
-def _footer(messages: list[dict[str, Any]]) -> None:
+def _footer(messages: list[dict[str, Any]], more: int = 0) -> None:
     print(f"-- {len(messages)} message(s)")
+    if more:
+        print(f"-- {more} more message(s) not shown: --limit N or --all to list them")
     for route, count in route_counts(messages).items():
         print(f"-- {route}: {count} message(s) queued")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ def new_queue_id(now: float) -> str:
     return f"{int(now * 1_000_000):013X}{_RANDOM.getrandbits(24):06X}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Recipient:
     address: str
     route: str | None  # the route's domain pattern; None = deliver by MX lookup
@@ -42,7 +43,7 @@ class Recipient:
     inflight: bool = False  # an attempt was started and its outcome is not yet written
 
 
-@dataclass
+@dataclass(slots=True)
 class Envelope:
     id: str
     sender: str  # "" for the null sender <>
@@ -82,11 +83,26 @@ class Envelope:
         if version != VERSION:
             raise EnvelopeError(f"unknown envelope version {version!r}")
         try:
-            recipients = [Recipient(**r) for r in data.pop("recipients")]
-            return cls(recipients=recipients, **data)
+            recipients = [
+                Recipient(**_interned(r, _RECIPIENT_SHARED)) for r in data.pop("recipients")
+            ]
+            return cls(recipients=recipients, **_interned(data, _ENVELOPE_SHARED))
         except (TypeError, KeyError) as e:
             raise EnvelopeError(f"bad envelope: {e}") from None
 
 
 _RECIPIENT_FIELDS = tuple(f.name for f in fields(Recipient))
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name not in ("recipients", "params"))
+
+# Values that repeat across a big queue (the same route, reply, client, sender...): interned as
+# they are read, so a million queued messages share one copy of each instead of a million.
+_RECIPIENT_SHARED = ("address", "route", "state", "last_reply")
+_ENVELOPE_SHARED = ("sender", "client_ip", "helo")
+
+
+def _interned(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    for name in names:
+        value = data.get(name)
+        if type(value) is str:
+            data[name] = sys.intern(value)
+    return data

@@ -86,9 +86,9 @@ def test_queue_list_shows_why_the_target_is_down(monkeypatch, capsys):
     found = [{**message, "recipients": [rcpt]}]
     monkeypatch.setattr(queuecli, "talk", lambda args, cmd, **kw: (0, found))
     monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
-    assert queuecli._queue_list(argparse.Namespace(json=False)) == 0
+    assert queuecli._queue_list(argparse.Namespace(json=False, all=True)) == 0
     out = capsys.readouterr().out
     assert "connect: refused" in out
     assert f"target example.com is down: {why}" in out
-    assert queuecli._queue_list(argparse.Namespace(json=True)) == 0
+    assert queuecli._queue_list(argparse.Namespace(json=True, all=True)) == 0
     assert why in capsys.readouterr().out

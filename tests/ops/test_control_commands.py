@@ -122,3 +122,15 @@ def test_show_body_is_the_stored_message(w):
     env = w.queue(body=b"Subject: x\r\n\r\n\xffbinary\r\n")
     info = w.commands.show(env.id, body=True)
     assert base64.b64decode(info["message"]) == b"Subject: x\r\n\r\n\xffbinary\r\n"
+
+
+def test_list_pages_in_arrival_order_and_count(w):
+    ids = [w.queue(sender=f"s{i}@sender.test").id for i in range(5)]
+    ordered = sorted(ids)
+    first = w.commands.list(limit=2)
+    assert [m["id"] for m in first] == ordered[:2]
+    rest = w.commands.list(limit=10, after=first[-1]["id"])
+    assert [m["id"] for m in rest] == ordered[2:]
+    assert w.commands.count() == 5
+    picked = w.commands.list(limit=1, sender="s3@sender.test")
+    assert [m["sender"] for m in picked] == ["s3@sender.test"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,43 @@ def test_two_certificates_of_one_key_type_are_refused(pairs) -> None:
 def test_a_key_that_does_not_match_is_refused(pairs) -> None:
     with pytest.raises(SSL.Error):
         ServerTLS(PROFILES["intermediate"], [(pairs["rsa"][0], pairs["ec"][1])])
+
+
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_a_client_can_resume_its_session(pairs: dict[str, tuple[str, str]], version: str) -> None:
+    import ssl
+
+    server = ServerTLS(PROFILES["intermediate"], [pairs["rsa"]])
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    client.minimum_version = client.maximum_version = getattr(ssl.TLSVersion, version)
+
+    def connect(session: Any = None) -> Any:
+        s = server.serverConnectionForTLS(None)
+        s.set_accept_state()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        c = client.wrap_bio(incoming, outgoing, session=session)
+
+        def pump() -> None:
+            if data := outgoing.read():
+                s.bio_write(data)
+            with contextlib.suppress(SSL.WantReadError):
+                s.do_handshake()
+            with contextlib.suppress(SSL.WantReadError):
+                incoming.write(s.bio_read(65536))
+
+        for _ in range(10):
+            try:
+                c.do_handshake()
+            except ssl.SSLWantReadError:
+                pump()
+                continue
+            pump()  # the client's last flight in, the server's tickets out
+            with contextlib.suppress(ssl.SSLWantReadError):
+                c.read(1)  # takes in the tickets
+            return c
+        raise AssertionError("no handshake")
+
+    first = connect()
+    assert not first.session_reused and first.session is not None
+    assert connect(first.session).session_reused

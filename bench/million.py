@@ -1,0 +1,338 @@
+"""A million queued messages (issue 17, goal 4): memory, start-up, tick, queue list, acceptance.
+
+Run with the project's venv from the repository's root (``PYTHONPATH=.``); no root needed:
+
+    python bench/million.py memory --count 100000 [--trace]
+    python bench/million.py serve --count 100000 [--workdir /var/tmp] [--accept 2000] [--drain 60]
+
+``memory`` (in-process, no server): writes N queued messages into a spool (``scale.generate``:
+the server's own on-disk format), then times ``Spool.recover()`` and ``Scheduler.load()`` and
+reports the resident memory they add (VmRSS delta, bytes per message) and the peak; with
+``--trace``, tracemalloc's split between the envelopes and the scheduler's structures (slow:
+use 20,000-100,000).
+
+``serve`` (the real server): generates the spool, starts ``twistd mxbackup`` on it with the
+primary down (a closed port) and measures: start-up to the ``mxbackup ready`` line; VmRSS and
+VmHWM of twistd + its spool process; CPU per second while idle (the tick's cost with N queued:
+nothing is due, the next attempts are 1-2 h ahead); ``mxbackup queue list`` (default page) and
+``queue list --all`` wall time, and meanwhile the worst reactor stall seen by a client sending
+NOOP every 5 ms; ``stats`` over the control socket; with ``--accept M``, ``smtp-source -s 10 -m
+M -l 5120`` msg/s while full, then the same on an empty spool (the goal: within 20 %); with
+``--drain S``, ``smtp-sink`` on the primary's port and messages delivered per second over S
+seconds (compare with ``--count 2000``).  Prints one JSON object.  Figures taken on a shared
+machine are noise: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import run  # bench/run.py: process helpers
+import scale  # bench/scale.py: the spool generator
+
+PY = sys.executable
+TWISTD = str(Path(PY).parent / "twistd")
+DOMAIN, RCPT, SENDER = "example.com", "user@example.com", "bench@sender.test"
+
+
+def rss_kb(key: str = "VmRSS", pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def write_config(d: Path, spool: Path, port: int, primary: int, tick: float = 1.0) -> Path:
+    cfg = d / "mx.yaml"
+    cfg.write_text(
+        f"""\
+server:
+  hostname: mx2.example.net
+  listen:
+    - "tcp:{port}:interface=127.0.0.1"
+  spool: {spool}
+  max_connections: 500
+  max_connections_per_ip: 200
+  min_free_space: 0
+routes:
+  - domain: {DOMAIN}
+    target_host: 127.0.0.1
+    port: {primary}
+    addresses:
+      - {RCPT}
+delivery:
+  probe_interval: 1
+  tick: {tick}
+"""
+    )
+    return cfg
+
+
+def generate(spool: Path, count: int) -> dict[str, Any]:
+    if (spool / "env").is_dir() and len(os.listdir(spool / "env")) == count:
+        return {"count": count, "reused": True}
+    return scale.generate(str(spool), count, DOMAIN, RCPT, SENDER, due_in=3600.0)
+
+
+# -- memory (in-process) ------------------------------------------------------------------------
+def memory(a: argparse.Namespace) -> dict[str, Any]:
+    from twisted.internet.task import Clock
+
+    from mxbackup import config as config_module
+    from mxbackup.outbound.scheduler import Scheduler
+    from mxbackup.queue.spool import Spool
+
+    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
+    try:
+        spool = Path(a.spool) if a.spool else work / "spool"
+        gen = generate(spool, a.count)
+        cfg = write_config(work, spool, run.free_port(), run.free_port())
+        config = config_module.load(str(cfg))
+        gc.collect()
+        if a.trace:
+            import tracemalloc
+
+            tracemalloc.start()
+        base = rss_kb()
+        t = time.perf_counter()
+        live = Spool(str(spool), runner=scale._never).recover()
+        recover_s = time.perf_counter() - t
+        traced_env = tracemalloc.get_traced_memory()[0] if a.trace else 0
+        after_recover = rss_kb()
+        clock = Clock()
+        clock.advance(time.time())
+        sched = Scheduler(config, Spool(str(spool), runner=scale._never), clock, None, None)  # type: ignore[arg-type]
+        t = time.perf_counter()
+        sched.load(live)
+        load_s = time.perf_counter() - t
+        del live
+        gc.collect()
+        after_load = rss_kb()
+        t = time.perf_counter()
+        gc.collect()
+        gc_s = time.perf_counter() - t
+        out: dict[str, Any] = {
+            "count": a.count,
+            "generate": gen,
+            "recover_seconds": round(recover_s, 3),
+            "load_seconds": round(load_s, 3),
+            "full_gc_seconds": round(gc_s, 3),
+            "rss_base_mb": round(base / 1024, 1),
+            "rss_after_recover_mb": round(after_recover / 1024, 1),
+            "rss_after_load_mb": round(after_load / 1024, 1),
+            "rss_hwm_mb": round(rss_kb("VmHWM") / 1024, 1),
+            "rss_bytes_per_message": round((after_load - base) * 1024 / a.count),
+            "queued": len(sched.queue),
+        }
+        if a.trace:
+            now, peak = tracemalloc.get_traced_memory()
+            out["traced_envelopes_bytes_per_message"] = round(traced_env / a.count)
+            out["traced_total_bytes_per_message"] = round(now / a.count)
+            out["traced_scheduler_bytes_per_message"] = round((now - traced_env) / a.count)
+            out["traced_peak_bytes_per_message"] = round(peak / a.count)
+            top = tracemalloc.take_snapshot().statistics("lineno")[:12]
+            out["traced_top"] = [f"{s.traceback[0]}: {s.size / a.count:.0f} B/msg" for s in top]
+        return out
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- serve (the real server) -------------------------------------------------------------------
+class Server:
+    def __init__(self, procs: run.Processes, work: Path, spool: Path) -> None:
+        self.procs, self.work, self.spool = procs, work, spool
+        self.port, self.primary = run.free_port(), run.free_port()
+        self.cfg = write_config(work, spool, self.port, self.primary)
+        self.log = work / f"twistd-{spool.name}.log"
+        self.proc: subprocess.Popen[Any] | None = None
+        self.env = dict(os.environ, PYTHONPATH=str(run.ROOT))
+
+    def start(self) -> float:
+        t0 = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = self.procs.popen(
+                [TWISTD, "--nodaemon", "--pidfile=", "mxbackup", "--config", str(self.cfg)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=str(self.work), env=self.env,
+            )  # fmt: skip
+        while b"mxbackup ready" not in self.log.read_bytes():
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text()[-800:])
+            if time.monotonic() - t0 > 900:
+                raise RuntimeError("not ready after 900 s")
+            time.sleep(0.01)
+        return time.monotonic() - t0
+
+    def pids(self) -> list[int]:
+        return run.group_members(self.proc.pid) if self.proc else []
+
+    def mem(self) -> dict[str, float]:
+        return {
+            k: round(sum(run.status_kb(p, k) or 0 for p in self.pids()) / 1024, 1)
+            for k in ("VmRSS", "VmHWM")
+        }
+
+    def cpu(self) -> float:
+        return sum(run.cpu_of(p) for p in self.pids())
+
+    def cli(self, *args: str) -> float:
+        t = time.monotonic()
+        subprocess.run(
+            [PY, "-m", "mxbackup.cli", *args, "--config", str(self.cfg)],
+            env=self.env, stdout=subprocess.DEVNULL, check=True, timeout=900,
+        )  # fmt: skip
+        return time.monotonic() - t
+
+    def accept(self, n: int) -> float:
+        t = time.monotonic()
+        subprocess.run(
+            ["smtp-source", "-s", "10", "-m", str(n), "-l", "5120", "-f", SENDER, "-t", RCPT,
+             f"127.0.0.1:{self.port}"], check=True, timeout=900,
+        )  # fmt: skip
+        return n / (time.monotonic() - t)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.procs.kill(self.proc, grace=30)
+            self.proc = None
+
+
+class StallProbe(threading.Thread):
+    """One SMTP connection sending NOOP every 5 ms: the worst round trip = the reactor's
+    longest stall while it runs."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.worst, self.stop = port, 0.0, threading.Event()
+
+    def run(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port)) as s:
+            f = s.makefile("rb")
+            f.readline()
+            while not self.stop.is_set():
+                t = time.monotonic()
+                s.sendall(b"NOOP\r\n")
+                f.readline()
+                self.worst = max(self.worst, time.monotonic() - t)
+                time.sleep(0.005)
+
+    def during(self, fn: Any, *args: Any) -> tuple[float, float]:
+        self.start()
+        time.sleep(0.1)
+        try:
+            took = fn(*args)
+        finally:
+            self.stop.set()
+            self.join(5)
+        return took, self.worst
+
+
+def serve(a: argparse.Namespace) -> dict[str, Any]:
+    from mxbackup.ops.cli import request
+
+    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
+    procs = run.Processes()
+    out: dict[str, Any] = {"count": a.count}
+    try:
+        spool = Path(a.spool) if a.spool else work / "spool"
+        out["generate"] = generate(spool, a.count)
+        srv = Server(procs, work, spool)
+        out["ready_seconds"] = round(srv.start(), 2)
+        time.sleep(2)
+        out["mem_mb"] = srv.mem()
+        c0, t0 = srv.cpu(), time.monotonic()
+        time.sleep(a.idle)
+        out["idle_cpu_ms_per_s"] = round((srv.cpu() - c0) * 1000 / (time.monotonic() - t0), 2)
+        sock = str(srv.spool / "control.sock")
+        t = time.monotonic()
+        request(sock, "stats", timeout=600)
+        out["stats_seconds"] = round(time.monotonic() - t, 3)
+        took, stall = StallProbe(srv.port).during(srv.cli, "queue", "list")
+        out["queue_list_seconds"], out["queue_list_worst_stall_ms"] = round(took, 2), stall * 1e3
+        if a.all:
+            took, stall = StallProbe(srv.port).during(srv.cli, "queue", "list", "--all")
+            out["queue_list_all_seconds"] = round(took, 2)
+            out["queue_list_all_worst_stall_ms"] = round(stall * 1e3, 1)
+        out["mem_after_list_mb"] = srv.mem()
+        if a.accept:
+            out["accept_full_msg_s"] = round(srv.accept(a.accept), 1)
+        if a.drain:
+            out["drain"] = drain(procs, srv, a.drain)
+        srv.stop()
+        if a.accept:
+            empty = Server(procs, work, work / "empty")
+            empty.start()
+            out["accept_empty_msg_s"] = round(empty.accept(a.accept), 1)
+            empty.stop()
+            out["accept_ratio"] = round(out["accept_full_msg_s"] / out["accept_empty_msg_s"], 2)
+        return out
+    finally:
+        procs.cleanup()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
+    before = len(os.listdir(srv.spool / "new"))
+    sink = procs.popen(["smtp-sink", "-c", f"127.0.0.1:{srv.primary}", "1000"])
+    try:
+        t0 = time.monotonic()
+        first = None
+        while time.monotonic() - t0 < seconds:
+            left = len(os.listdir(srv.spool / "new"))
+            if first is None and left < before:
+                first = (time.monotonic(), left)
+            if not left:
+                break
+            time.sleep(0.5)
+        t1, left = time.monotonic(), len(os.listdir(srv.spool / "new"))
+    finally:
+        procs.kill(sink)
+    rate = None
+    if first is not None and t1 > first[0]:
+        rate = round((first[1] - left) / (t1 - first[0]), 1)
+    return {
+        "delivered": before - left,
+        "seconds": round(t1 - t0, 1),
+        "first_delivery_s": round(first[0] - t0, 2) if first else None,
+        "msg_per_s_after_first": rate,
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("memory", "serve"):
+        s = sub.add_parser(name)
+        s.add_argument("--count", type=int, default=100_000)
+        s.add_argument("--workdir", default="/var/tmp")
+        s.add_argument("--keep", action="store_true")
+        s.add_argument("--spool", help="generate into (or reuse) this spool, kept")
+    sub.choices["memory"].add_argument("--trace", action="store_true")
+    s = sub.choices["serve"]
+    s.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
+    s.add_argument("--all", action="store_true", help="also time queue list --all")
+    s.add_argument("--accept", type=int, default=0, help="messages for the acceptance runs")
+    s.add_argument("--drain", type=float, default=0.0, help="seconds of draining to measure")
+    a = p.parse_args(argv)
+    with contextlib.suppress(BrokenPipeError):
+        json.dump(memory(a) if a.cmd == "memory" else serve(a), sys.stdout, indent=1)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
