@@ -107,13 +107,15 @@ wait_for() {  # wait_for SECONDS COMMAND...: until it succeeds
     local end=$((SECONDS + $1)); shift
     until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.5; done
 }
-listening() { inside ss -Hltn "sport = :$1" | grep -q LISTEN; }
+# "grep ... >/dev/null", not "grep -q", after a pipe: with pipefail, grep -q stopping at the
+# first match makes the writer die of SIGPIPE once its output is long, and the check fails.
+listening() { inside ss -Hltn "sport = :$1" | grep LISTEN >/dev/null; }
 listening25() { listening 25; }
 received() { inside journalctl -u "$1" -o cat | grep -c '^RECEIVED tls=True'; }
 delivered() { [ "$(received "$1")" -ge 1 ]; }
 reloaded() {
     inside journalctl -u mxbackup -o cat \
-        | grep -q 'configuration reloaded from /etc/mxbackup/mx.yaml: 2 routes'
+        | grep 'configuration reloaded from /etc/mxbackup/mx.yaml: 2 routes' >/dev/null
 }
 restarted() { [ "$(show NRestarts)" = 1 ] && [ "$(show ActiveState)" = active ]; }
 
@@ -183,7 +185,7 @@ inside sed -i 's/^routes:/routes:\n- domain: example.org\n  target_host: primary
 inside systemctl reload mxbackup
 if wait_for 10 reloaded && [ "$(show MainPID)" = "$pid" ]; then
     ok "systemctl reload: 2 routes now, same process ($pid)"
-else fail "reload"; fi
+else fail "reload"; inside journalctl -u mxbackup -o cat | tail -8; fi
 
 # --- crash-restart, with mail queued ------------------------------------------------------------
 inside systemctl stop primary
@@ -218,7 +220,9 @@ inside mkdir -p /run/systemd/system/mxbackup.service.d
 inside sh -c 'printf "[Service]\nPrivateUsers=yes\n" >/run/systemd/system/mxbackup.service.d/check.conf'
 inside systemctl daemon-reload
 inside systemctl start mxbackup
-refused25() { inside journalctl -u mxbackup -o cat | grep -q "listen on 127.0.0.1:25: \[Errno 13\]"; }
+refused25() {
+    inside journalctl -u mxbackup -o cat | grep "listen on 127.0.0.1:25: \[Errno 13\]" >/dev/null
+}
 if wait_for 20 refused25; then
     ok "PrivateUsers=yes: port 25 refused (EACCES), the service exits non-zero (left out)"
 else

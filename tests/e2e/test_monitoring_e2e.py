@@ -34,7 +34,7 @@ def server(tmp_path_factory):
     t = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
     t.tmp, t.key = tmp, key
     ports = {name: int(port) for name, port in _STARTING.findall(t.log_path.read_bytes())}
-    t.manhole_port = ports[b"ConchFactory"]
+    t.manhole_port = ports[b"HardenedConchFactory"]
     t.metrics_port = ports[b"_QuietSite"]
     for i in range(3):  # three queued messages, two recipients refused
         with t.smtp("127.0.0.9") as c:
