@@ -16,6 +16,7 @@ the form routes and address lists are matched on.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import idna as idna2008
@@ -106,3 +107,15 @@ def _check_label(label: str, wildcard: bool) -> None:
             f"label {label!r} must be letters, digits and hyphens, "
             "not starting or ending with a hyphen"
         )
+
+
+def client_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as the checks see it: an IPv6 zone ("%eth0") dropped, an
+    IPv4-mapped IPv6 address (::ffff:192.0.2.1) as the IPv4 one; None if not an address."""
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip

@@ -72,3 +72,14 @@ def test_idna_is_2008_not_2003():
     assert lookup_form("BÜCHER.Example") == "xn--bcher-kva.example"
     assert lookup_form("Example.COM") == "example.com"
     assert lookup_form("bu\u0308cher.example") is None
+
+
+def test_client_address_drops_the_zone_and_unmaps_ipv4():
+    import ipaddress
+
+    from mxbackup.names import client_address
+
+    assert client_address("::ffff:192.0.2.1") == ipaddress.ip_address("192.0.2.1")
+    assert client_address("fe80::1%eth0") == ipaddress.ip_address("fe80::1")
+    assert client_address("2001:db8::1") == ipaddress.ip_address("2001:db8::1")
+    assert client_address("not an address") is None

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from mxbackup.checks.dnslookup import Answer, DNSTrouble, lookup
 from mxbackup.config.checks import DNSBLZone
+from mxbackup.names import client_address
 
 log = Logger(namespace="mxbackup.checks")
 
@@ -37,12 +38,9 @@ class Listing:
 
 def query_name(client_ip: str, zone: str) -> str | None:
     """``4.3.2.1.zone`` for 1.2.3.4, reversed nibbles for IPv6; None for a non-address."""
-    try:
-        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
+    ip = client_address(client_ip)
+    if ip is None:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv4Address):
         labels = reversed(str(ip).split("."))
     else:

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxbackup.config.checks import GreylistingConfig
+from mxbackup.names import client_address
 
 log = Logger(namespace="mxbackup.checks")
 NAMESPACE = "grey"
@@ -26,12 +27,9 @@ PASSED = b"pass"
 
 
 def client_network(client_ip: str) -> str:
-    try:
-        ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-    except ValueError:
+    ip = client_address(client_ip)
+    if ip is None:
         return client_ip
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 64
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 

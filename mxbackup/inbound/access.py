@@ -7,11 +7,11 @@ delivery is allowed and whether it needs SMTP authentication.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from mxbackup import replies
 from mxbackup.config import IPRange, Kind
+from mxbackup.names import client_address
 from mxbackup.replies import Reply
 
 
@@ -22,12 +22,9 @@ class AccessMatrix:
         self._entries = sorted(entries, key=lambda e: -e[0].prefixlen)
 
     def range_for(self, client_ip: str) -> IPRange | None:
-        try:
-            ip = ipaddress.ip_address(client_ip.split("%", 1)[0])
-        except ValueError:
+        ip = client_address(client_ip)
+        if ip is None:
             return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         for net, ip_range in self._entries:
             if ip.version == net.version and ip in net:
                 return ip_range

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import bisect
 import dataclasses
+from itertools import islice
 from typing import Any
 
 from twisted.internet import defer
@@ -23,6 +24,9 @@ from mxbackup.outbound.selection import Selector
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
 
+# A listing's next pages (``after``) reuse its sorted ids while they are this recent (seconds):
+# sorting a million ids again for each page of 1000 would cost minutes in all.
+LIST_SNAPSHOT_TTL = 600.0
 MAX_ERRORS = 100  # refusals listed in one answer (the rest are counted)
 NO_SELECTOR = (
     "say which messages: IDs, ALL, --route, --sender, --recipient, --older-than, "
@@ -62,6 +66,8 @@ class Commands:
         self.spool = spool
         self._reload = reload
         self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
+        # The sorted ids of the last whole-queue listing, for its next pages (``after``).
+        self._listing: tuple[float, list[str]] = (-LIST_SNAPSHOT_TTL, [])
 
     # -- looking -------------------------------------------------------------------------------
     def list(
@@ -72,12 +78,19 @@ class Commands:
         view = View(self.scheduler)
         chosen = Selector.from_request(selector)
         queue = self.scheduler.queue
-        ids = chosen.select(queue, view.now) if not chosen.empty else sorted(queue)
+        if not chosen.empty:
+            ids = chosen.select(queue, view.now)
+        elif after is not None and 0 <= view.now - self._listing[0] < LIST_SNAPSHOT_TTL:
+            ids = self._listing[1]  # the next page of a listing: not another sort of them all
+        else:
+            ids = sorted(queue)
+            self._listing = (view.now, ids)
         if after is not None:
             ids = ids[bisect.bisect_right(ids, str(after)) :]
-        if limit is not None:
-            ids = ids[: max(0, int(limit))]
-        return [describe(queue[qid], view.now, view) for qid in ids]
+        envelopes = (queue.get(qid) for qid in ids)  # gone since the snapshot: skipped
+        found = filter(None, envelopes)
+        page = found if limit is None else islice(found, max(0, int(limit)))
+        return [describe(e, view.now, view) for e in page]
 
     def count(self) -> int:
         """Messages in the queue: O(1) (``stats`` also finds the oldest, looking at all)."""

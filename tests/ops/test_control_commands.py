@@ -134,3 +134,11 @@ def test_list_pages_in_arrival_order_and_count(w):
     assert w.commands.count() == 5
     picked = w.commands.list(limit=1, sender="s3@sender.test")
     assert [m["sender"] for m in picked] == ["s3@sender.test"]
+
+
+def test_next_pages_reuse_the_listing_and_skip_messages_gone_since(w):
+    ids = sorted(w.queue(sender=f"s{i}@sender.test").id for i in range(4))
+    first = w.commands.list(limit=2)
+    done(w.commands.delete(ids=[ids[2]]))
+    rest = w.commands.list(limit=10, after=first[-1]["id"])
+    assert [m["id"] for m in rest] == [ids[3]]
