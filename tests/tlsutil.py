@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -11,8 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_cert(directory: Path, hostname: str = "mx2.example.net") -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_cert(
+    directory: Path, hostname: str = "mx2.example.net", key: Any = None, stem: str = ""
+) -> tuple[Path, Path]:
+    """A self-signed certificate for ``hostname`` and its key (``key``, default a new P-256
+    one), written as ``<stem>cert.pem`` and ``<stem>key.pem``."""
+    key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -26,7 +31,7 @@ def make_cert(directory: Path, hostname: str = "mx2.example.net") -> tuple[Path,
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path, key_path = directory / f"{stem}cert.pem", directory / f"{stem}key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

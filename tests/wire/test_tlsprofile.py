@@ -4,45 +4,22 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from mxbackup.config.model import TLSConfig
 from mxbackup.wire import tlsprofile
 from mxbackup.wire.tlsprofile import PROFILES, ServerTLS
+from tlsutil import make_cert
 
 
 def write_pair(directory: Path, kind: str) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else _rsa()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx2.example.net")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{kind}.pem", directory / f"{kind}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = make_cert(directory, key=key, stem=f"{kind}-")
     return str(cert_path), str(key_path)
 
 
