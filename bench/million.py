@@ -6,9 +6,9 @@ Run with the project's venv from the repository's root (``PYTHONPATH=.``); no ro
     python bench/million.py serve --count 100000 [--workdir /var/tmp] [--accept 2000] [--drain 60]
 
 ``memory`` (in-process, no server): writes N queued messages into a spool (``scale.generate``:
-the server's own on-disk format), then times ``Spool.recover()`` and ``Scheduler.load()`` and
-reports the resident memory they add (VmRSS delta, bytes per message) and the peak; with
-``--trace``, tracemalloc's split between the envelopes and the scheduler's structures (slow:
+the server's own on-disk format), then times ``Scheduler.load(Spool.recovered())`` (as the
+server starts) and reports the resident memory it adds (VmRSS delta, bytes per message) and the
+peak; with ``--trace``, tracemalloc's total and top lines (slow:
 use 20,000-100,000).
 
 ``serve`` (the real server): generates the spool, starts ``twistd mxbackup`` on it with the
@@ -107,18 +107,13 @@ def memory(a: argparse.Namespace) -> dict[str, Any]:
 
             tracemalloc.start()
         base = rss_kb()
-        t = time.perf_counter()
-        live = Spool(str(spool), runner=scale._never).recover()
-        recover_s = time.perf_counter() - t
-        traced_env = tracemalloc.get_traced_memory()[0] if a.trace else 0
-        after_recover = rss_kb()
         clock = Clock()
         clock.advance(time.time())
         sched = Scheduler(config, Spool(str(spool), runner=scale._never), clock, None, None)  # type: ignore[arg-type]
         t = time.perf_counter()
-        sched.load(live)
+        # As the server does: each envelope packed as it is read (``Spool.recovered``).
+        sched.load(Spool(str(spool), runner=scale._never).recovered())
         load_s = time.perf_counter() - t
-        del live
         gc.collect()
         after_load = rss_kb()
         t = time.perf_counter()
@@ -127,21 +122,18 @@ def memory(a: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {
             "count": a.count,
             "generate": gen,
-            "recover_seconds": round(recover_s, 3),
-            "load_seconds": round(load_s, 3),
+            "recover_and_load_seconds": round(load_s, 3),
             "full_gc_seconds": round(gc_s, 3),
             "rss_base_mb": round(base / 1024, 1),
-            "rss_after_recover_mb": round(after_recover / 1024, 1),
             "rss_after_load_mb": round(after_load / 1024, 1),
             "rss_hwm_mb": round(rss_kb("VmHWM") / 1024, 1),
             "rss_bytes_per_message": round((after_load - base) * 1024 / a.count),
             "queued": len(sched.queue),
+            "unpacked": sched.queue.objects(),
         }
         if a.trace:
             now, peak = tracemalloc.get_traced_memory()
-            out["traced_envelopes_bytes_per_message"] = round(traced_env / a.count)
             out["traced_total_bytes_per_message"] = round(now / a.count)
-            out["traced_scheduler_bytes_per_message"] = round((now - traced_env) / a.count)
             out["traced_peak_bytes_per_message"] = round(peak / a.count)
             top = tracemalloc.take_snapshot().statistics("lineno")[:12]
             out["traced_top"] = [f"{s.traceback[0]}: {s.size / a.count:.0f} B/msg" for s in top]
@@ -241,7 +233,7 @@ class StallProbe(threading.Thread):
 
 
 def serve(a: argparse.Namespace) -> dict[str, Any]:
-    from mxbackup.ops.cli import request
+    from mxbackup.ops.talk import request
 
     work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
     procs = run.Processes()

@@ -263,11 +263,9 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     except ValueError as e:
         raise ConfigError([f"{config.source}: server.spool_sync: {e}"]) from None
     try:
-        live = spool.recover()
+        spool.open()
     except OSError as e:
-        raise ConfigError(
-            [f"{config.source}: server.spool: cannot use {spool.root}: {e}"]
-        ) from None
+        raise _unusable(config, spool, e) from None
     stats = Stats()
     resolver = make_resolver(config, reactor)
     nexthop = NextHop(resolver, config.server.hostname, clock=reactor.seconds)
@@ -280,7 +278,10 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         stats=stats,
         check=functools.partial(reach.reachable, reactor),
     )
-    scheduler.load(live)
+    try:
+        scheduler.load(spool.recovered())  # packed as they are read: a million fit
+    except OSError as e:
+        raise _unusable(config, spool, e) from None
     rcpt, state_service = make_rcpt_services(config, reactor, scheduler, nexthop, stats)
     passwords = make_password_check(reactor, config)
     factory = SMTPFactory(
@@ -357,3 +358,7 @@ def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
         metrics = make_metrics_service(config.metrics, top, reactor)
         top.watch(metrics, f"metrics.listen: cannot listen on {config.metrics.listen!r}")
         metrics.setServiceParent(top)
+
+
+def _unusable(config: Config, spool: Spool, error: OSError) -> ConfigError:
+    return ConfigError([f"{config.source}: server.spool: cannot use {spool.root}: {error}"])

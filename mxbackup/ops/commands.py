@@ -77,7 +77,7 @@ class Commands:
         ids after ``after`` (the previous page's last id) when those are given."""
         view = View(self.scheduler)
         chosen = Selector.from_request(selector)
-        queue = self.scheduler.queue
+        queue = self.scheduler.queue.view()  # read without unpacking the packed for good
         if not chosen.empty:
             ids = chosen.select(queue, view.now)
         elif after is not None and 0 <= view.now - self._listing[0] < LIST_SNAPSHOT_TTL:
@@ -173,13 +173,12 @@ class Commands:
         million is a million spool operations: in order, not all queued at once)."""
         if selector.route is not None:  # an unknown route is an error, not "0 messages"
             selector = dataclasses.replace(selector, route=self._keys(selector.route)[0])
-        chosen = selector.select(self.scheduler.queue, self.scheduler.clock.seconds())
+        chosen = selector.select(self.scheduler.queue.view(), self.scheduler.clock.seconds())
         count, errors, skipped = 0, [], 0
         for qid in chosen:
-            envelope = self.scheduler.queue.get(qid)
-            if envelope is None:
+            if qid not in self.scheduler.queue:
                 continue  # gone meanwhile (delivered, or a DSN of an earlier one)
-            if skip_held and envelope.held:
+            if skip_held and self.scheduler.backlog.is_held(qid):
                 skipped += 1
                 continue
             try:
@@ -230,7 +229,8 @@ class Commands:
         return keys
 
     def _envelope(self, id: str) -> Envelope:
-        envelope = self.scheduler.queue.get(id)
+        """The message's envelope, to read."""
+        envelope = self.scheduler.queue.peek(id)
         if envelope is None:
             raise KeyError(f"no message {id} in the queue")
         return envelope

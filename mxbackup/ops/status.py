@@ -101,8 +101,7 @@ class View:
             state, since = "down", health.down_since
         else:
             state, since = "up", None
-        messages = [sched.queue[qid] for qid in sched.backlog.messages_at(key)]
-        rcpts = [(e, r) for e in messages for r in e.pending() if target_key(r) == key]
+        messages = sched.backlog.messages_at(key)
         info: dict[str, Any] = {
             "target": key,
             "route": route.domain if route is not None else None,
@@ -113,11 +112,15 @@ class View:
             "next_probe": health.next_probe if health is not None and health.down else None,
             "paused": sched.pauses.paused(key),
             "messages": len(messages),
-            "recipients": len(rcpts),
+            "recipients": sched.backlog.recipients_at(key),
             "oldest": None,
         }
-        if rcpts:
-            envelope, rcpt = min(rcpts, key=lambda er: er[0].received_at)
+        # The oldest message by id (ids sort by arrival): one envelope read, not all of them
+        # (kept packed, a million would take seconds to read).
+        envelope = sched.backlog.oldest(messages)
+        at_key = [r for r in envelope.pending() if target_key(r) == key] if envelope else []
+        if envelope is not None and at_key:
+            rcpt = at_key[0]
             info["oldest"] = {
                 "id": envelope.id,
                 "received_at": envelope.received_at,
@@ -130,10 +133,11 @@ class View:
     def summary(self) -> dict[str, Any]:
         """Messages per target by age (qshape): ``buckets`` are upper bounds in minutes."""
         rows: dict[str, list[int]] = {}
+        arrival = self.scheduler.queue.arrival  # without unpacking what is packed
         for key in sorted(self.scheduler.backlog.keys()):
             row = [0] * (len(BUCKETS) + 1)
             for qid in self.scheduler.backlog.messages_at(key):
-                minutes = (self.now - self.scheduler.queue[qid].received_at) / 60
+                minutes = (self.now - arrival(qid)) / 60
                 row[next((i for i, b in enumerate(BUCKETS) if minutes < b), len(BUCKETS))] += 1
             rows[key] = row
         total = [sum(column) for column in zip(*rows.values(), strict=True)] if rows else []

@@ -48,7 +48,7 @@ class QueueAdmin:
     @defer.inlineCallbacks
     def _set_held(self, qid: str, held: bool) -> Any:
         envelope = self._get(qid)
-        envelope.held = held
+        self.backlog.set_held(envelope, held)
         yield self.spool.update(envelope)
         if not held:
             self.flush_message(qid)

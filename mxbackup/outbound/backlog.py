@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from mxbackup.outbound.duequeue import DueQueue
+from mxbackup.outbound.duequeue import DueByTarget
+from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import target_key
 from mxbackup.outbound.inflight import Entry, InFlight
 from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.recovery import Chunk, Targets, pending_targets
 
 
 def pending_by_target(envelope: Envelope) -> dict[str, list[Recipient]]:
@@ -25,32 +27,72 @@ def pending_by_target(envelope: Envelope) -> dict[str, list[Recipient]]:
     return groups
 
 
+def _pending_times(rcpts: list[Recipient]) -> Targets:
+    return pending_targets((target_key(r), r.state, r.next_attempt, r.inflight) for r in rcpts)
+
+
 class Backlog:
     def __init__(self) -> None:
-        self.envelopes: dict[str, Envelope] = {}  # the queue, by id
-        self.due = DueQueue()  # of entries (queue id, target)
+        self.envelopes = Envelopes()  # the queue, by id
+        self.due = DueByTarget()  # of entries (queue id, target)
         self.inflight = InFlight()
-        self._by_target: dict[str, set[str]] = defaultdict(set)
+        # target -> queue id -> its recipients pending there
+        self._by_target: dict[str, dict[str, int]] = defaultdict(dict)
+        self._held: set[str] = set()
 
     # -- what is queued ------------------------------------------------------------------------
     def add(self, envelope: Envelope, now: float) -> None:
         """A message entered the queue (accepted, or loaded at start-up): schedule it at each
         of its targets.  An attempt a crash interrupted (``inflight`` on disk) is due now."""
-        self.envelopes[envelope.id] = envelope
-        for key, rcpts in pending_by_target(envelope).items():
-            self._by_target[key].add(envelope.id)
-            when = min(now if r.inflight else r.next_attempt for r in rcpts)
-            self.due.schedule((envelope.id, key), when)
+        self.envelopes.put(envelope)
+        self._file(envelope.id, envelope.held, now, _pending_times(envelope.recipients))
+
+    def add_chunk(self, chunk: Chunk, now: float) -> None:
+        """Messages loaded at start-up (``Spool.recovered``): kept packed, filed in bulk."""
+        self.envelopes.put_packed(chunk.qids, chunk.packed)
+        self._held.update(chunk.held)
+        for key, (qids, counts, whens) in chunk.at.items():
+            self._by_target[key].update(zip(qids, counts, strict=True))
+            self.due.file_many(key, qids, whens)
+        for qid, key, count in chunk.interrupted:  # a crash interrupted a try: due at once
+            self._by_target[key][qid] = count
+            self.due.schedule((qid, key), now)
+
+    def _file(self, qid: str, held: bool, now: float, targets: Targets) -> None:
+        if held:
+            self._held.add(qid)
+        for key, count, when, interrupted in targets:
+            self._by_target[key][qid] = count
+            self.due.schedule((qid, key), now if interrupted else when)
 
     def forget(self, envelope: Envelope) -> None:
         """The message left the queue (done, or deleted)."""
-        self.envelopes.pop(envelope.id, None)
+        self.envelopes.discard(envelope.id)
+        self._held.discard(envelope.id)
         for rcpt in envelope.recipients:
             key = target_key(rcpt)
-            self._by_target[key].discard(envelope.id)
+            self._by_target[key].pop(envelope.id, None)
             self.due.cancel((envelope.id, key))
             if not self._by_target[key]:
                 del self._by_target[key]
+
+    def set_held(self, envelope: Envelope, held: bool) -> None:
+        envelope.held = held
+        if held:
+            self._held.add(envelope.id)
+        else:
+            self._held.discard(envelope.id)
+
+    def is_held(self, qid: str) -> bool:
+        return qid in self._held
+
+    def waits_at(self, qid: str, key: str) -> bool:
+        """The message has recipients pending at ``key`` (without unpacking it)."""
+        return qid in self._by_target.get(key, ())
+
+    def compact(self) -> int:
+        """Pack envelopes nobody is using (a tick's share); how many were packed."""
+        return self.envelopes.compact(lambda qid: not self.inflight.busy(qid))
 
     def pending(self, qid: str, key: str) -> tuple[Envelope | None, list[Recipient]]:
         """The message (if still queued) and its recipients still pending at ``key``."""
@@ -76,13 +118,21 @@ class Backlog:
         """The ids of the messages with recipients pending at ``key``."""
         return list(self._by_target.get(key, ()))
 
+    def recipients_at(self, key: str) -> int:
+        """Recipients pending at ``key``."""
+        return sum(self._by_target.get(key, {}).values())
+
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
 
+    def oldest(self, qids: Iterable[str] | None = None) -> Envelope | None:
+        """The envelope (to read) of the oldest message (of ``qids``): ids sort by arrival."""
+        oldest = min(self.envelopes if qids is None else qids, default=None)
+        return self.envelopes.peek(oldest) if oldest is not None else None
+
     def oldest_age(self, now: float) -> float:
-        if not self.envelopes:
-            return 0.0
-        return now - min(e.received_at for e in self.envelopes.values())
+        envelope = self.oldest()
+        return now - envelope.received_at if envelope is not None else 0.0
 
     # -- when ----------------------------------------------------------------------------------
     def due_now(self, now: float) -> Iterator[Entry]:
@@ -101,8 +151,9 @@ class Backlog:
         if rcpts:
             when = at if at is not None else min(r.next_attempt for r in rcpts)
             self.due.schedule((envelope.id, key), when)
+            self._by_target[key][envelope.id] = len(rcpts)
         else:
-            self._by_target[key].discard(envelope.id)
+            self._by_target[key].pop(envelope.id, None)
 
     def requeue(self, qid: str, key: str, when: float) -> None:
         """Something failed locally before its outcome was recorded: the entry is no longer
@@ -128,8 +179,7 @@ class Backlog:
         count = 0
         for key in keys:
             for qid in list(self._by_target.get(key, ())):
-                envelope = self.envelopes.get(qid)
-                if envelope is not None and envelope.held:
+                if qid in self._held:
                     continue  # held: not tried, so not flushed (nor counted as flushed)
                 if not self.inflight.flush(qid, key):
                     self.schedule(qid, key, now)
@@ -137,12 +187,13 @@ class Backlog:
         return count
 
     def resume(self, key: str, now: float) -> None:
-        """Delivery to ``key`` was paused: file each of its messages at its own next attempt
-        again (what fell due meanwhile is due now).  Those in flight are left alone."""
+        """Delivery to ``key`` was paused: what fell due meanwhile (taken off the due queue
+        by a tick, and left) is due now; the rest is still filed at its own time.  Those in
+        flight are left alone."""
         for qid in list(self._by_target.get(key, ())):
-            envelope, rcpts = self.pending(qid, key)
-            if envelope is not None and rcpts and (qid, key) not in self.inflight:
-                self.schedule(qid, key, min(now if r.inflight else r.next_attempt for r in rcpts))
+            entry = (qid, key)
+            if entry not in self.due and entry not in self.inflight:
+                self.schedule(qid, key, now)
 
     def flush_message(self, envelope: Envelope, now: float) -> None:
         """Make the message due now at each target where it is not in flight."""

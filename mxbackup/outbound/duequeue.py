@@ -4,7 +4,11 @@ Pure: no reactor, no I/O.  An entry (any hashable: the scheduler files ``(queue 
 is filed in the slot of its second; only the slots are kept in order (a heap of seconds), so
 filing and taking an entry cost the same with 100 or 100,000 entries filed (a heap of every
 entry costs log(n) and cache misses).  Filing an entry again supersedes its earlier time: the
-old filing stays in its slot and is skipped when that slot is taken.
+old filing stays in its slot and is skipped when that slot is taken (a filing is the entry
+alone, its time is looked up: a million filed cost no tuple each).
+
+``DueByTarget`` files (queue id, target) entries in a queue per target, the id alone: the
+scheduler's million waiting messages cost no entry tuple either.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Hashable, Iterator
 
 class DueQueue:
     def __init__(self) -> None:
-        self._slots: dict[int, list[tuple[float, Hashable]]] = {}  # second -> filings
+        self._slots: dict[int, list[Hashable]] = {}  # second -> entries filed there
         self._order: list[int] = []  # heap of the seconds in _slots
         self._due_at: dict[Hashable, float] = {}  # the entry's current time
 
@@ -42,7 +46,21 @@ class DueQueue:
         if filings is None:
             filings = self._slots[slot] = []
             heapq.heappush(self._order, slot)
-        filings.append((when, entry))
+        filings.append(entry)
+
+    def file_many(self, entries: list[Hashable], whens: list[float]) -> None:
+        """``schedule`` each of ``entries`` (not filed yet) at its time (a million at
+        start-up)."""
+        self._due_at.update(zip(entries, whens, strict=True))
+        slots, order = self._slots, self._order
+        for entry, when in zip(entries, whens, strict=True):
+            slot = math.floor(when)
+            filings = slots.get(slot)
+            if filings is None:
+                slots[slot] = [entry]
+                heapq.heappush(order, slot)
+            else:
+                filings.append(entry)
 
     def cancel(self, entry: Hashable) -> None:
         self._due_at.pop(entry, None)
@@ -53,13 +71,13 @@ class DueQueue:
         while self._order and self._order[0] <= now:
             slot = heapq.heappop(self._order)
             later = []
-            for filing in self._slots.pop(slot):
-                when, entry = filing
+            for entry in self._slots.pop(slot):
+                when = self._due_at.get(entry)
+                if when is None or math.floor(when) != slot:
+                    continue  # taken, cancelled, or filed again in another slot
                 if when > now:
-                    later.append(filing)  # later in this second
+                    later.append(entry)  # later in this second
                     continue
-                if self._due_at.get(entry) != when:
-                    continue  # superseded by a later filing (or cancelled)
                 del self._due_at[entry]
                 yield entry
             if later:
@@ -69,3 +87,51 @@ class DueQueue:
                     self._slots[slot] = later
                     heapq.heappush(self._order, slot)
                 return
+
+
+class DueByTarget:
+    """Due (queue id, target) entries, in a ``DueQueue`` per target."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, DueQueue] = {}
+
+    def __len__(self) -> int:
+        return sum(map(len, self._queues.values()))
+
+    def __contains__(self, entry: tuple[str, str]) -> bool:
+        queue = self._queues.get(entry[1])
+        return queue is not None and entry[0] in queue
+
+    def filed(self) -> int:
+        return sum(q.filed() for q in self._queues.values())
+
+    def when(self, entry: tuple[str, str]) -> float | None:
+        queue = self._queues.get(entry[1])
+        return queue.when(entry[0]) if queue is not None else None
+
+    def schedule(self, entry: tuple[str, str], when: float) -> None:
+        qid, key = entry
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = DueQueue()
+        queue.schedule(qid, when)
+
+    def file_many(self, key: str, qids: list[str], whens: list[float]) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = DueQueue()
+        queue.file_many(qids, whens)  # type: ignore[arg-type]
+
+    def cancel(self, entry: tuple[str, str]) -> None:
+        qid, key = entry
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.cancel(qid)
+            if not queue:
+                del self._queues[key]  # and its superseded filings with it
+
+    def pop_due(self, now: float) -> Iterator[tuple[str, str]]:
+        """``DueQueue.pop_due`` of each target in turn."""
+        for key, queue in list(self._queues.items()):
+            for qid in queue.pop_due(now):
+                yield qid, key  # type: ignore[misc]

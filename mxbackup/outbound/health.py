@@ -16,14 +16,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from mxbackup.outbound.reasons import Reasons
-from mxbackup.queue.envelope import Recipient
+from mxbackup.queue.envelope import Recipient, key_for
 
 
 def target_key(rcpt: Recipient) -> str:
     """The target a recipient is delivered to: its route, or its domain's MX hosts."""
-    if rcpt.route is not None:
-        return rcpt.route
-    return "mx:" + rcpt.address.rpartition("@")[2].lower()
+    return key_for(rcpt.route, rcpt.address)
 
 
 @dataclass

@@ -20,6 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import defer, task
@@ -29,6 +30,7 @@ from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.concurrency import RETRY_SOON, Concurrency
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
+from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.jobs import job_for
 from mxbackup.outbound.liveness import QuickChecks
@@ -39,6 +41,7 @@ from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
+from mxbackup.queue.recovery import Chunk
 from mxbackup.queue.spool import Spool
 from mxbackup.routes import table_for as route_table
 from mxbackup.stats import Stats
@@ -97,7 +100,7 @@ class Scheduler:
         self.dsn.reconfigure(config)
 
     @property
-    def queue(self) -> dict[str, Envelope]:
+    def queue(self) -> Envelopes:
         """Every queued message by id (the manhole's ``len(scheduler.queue)``)."""
         return self.backlog.envelopes
 
@@ -106,11 +109,16 @@ class Scheduler:
         return self.health.targets
 
     # -- the queue -----------------------------------------------------------------------------
-    def load(self, envelopes: list[Envelope]) -> None:
-        """The queue at start-up.  Every target with mail is probed at the first tick and
-        flushed if it answers; attempts a crash interrupted are retried at once."""
-        for envelope in envelopes:
-            self.add(envelope)
+    def load(self, envelopes: Iterable[Envelope | Chunk]) -> None:
+        """The queue at start-up (``Spool.recovered``: kept packed; or envelopes).  Every
+        target with mail is probed at the first tick and flushed if it answers; attempts a
+        crash interrupted are retried at once."""
+        now = self.clock.seconds()
+        for item in envelopes:
+            if isinstance(item, Envelope):
+                self.backlog.add(item, now)
+            else:
+                self.backlog.add_chunk(item, now)
         self.health.probe_at_start(self.backlog.keys())
 
     def add(self, envelope: Envelope) -> None:
@@ -199,18 +207,22 @@ class Scheduler:
             if self.backlog.has_mail(target.key):
                 logged(self._probe(target))
         self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
+        self.backlog.compact()  # what waits is kept packed
 
     def _take(self, qid: str, key: str) -> bool:
         """A due (message, target): queue it for a connection, or, when the target is down,
-        count a failed try without connecting.  True when it waits for a connection."""
-        envelope, rcpts = self.backlog.pending(qid, key)
-        if envelope is None or envelope.held or not rcpts or self.pauses.paused(key):
+        count a failed try without connecting.  True when it waits for a connection.  A
+        packed envelope stays packed until a connection takes it (``_jobs``)."""
+        backlog = self.backlog
+        if not backlog.waits_at(qid, key) or backlog.is_held(qid) or self.pauses.paused(key):
             return False  # paused: filed again by ``resume``
         target = self.health.get(key)
         if target.down:
-            logged(self.recorder.fail_untried(envelope, key, rcpts, target.last_error))
+            envelope, rcpts = backlog.pending(qid, key)
+            if envelope is not None and rcpts:
+                logged(self.recorder.fail_untried(envelope, key, rcpts, target.last_error))
             return False
-        self.backlog.inflight.wait(qid, key)
+        backlog.inflight.wait(qid, key)
         return True
 
     # -- connections ---------------------------------------------------------------------------

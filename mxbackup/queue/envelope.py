@@ -11,8 +11,10 @@ import json
 import random
 import secrets
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
+
+import orjson
 
 VERSION = 1
 # Seeded once from the system's randomness: ids need to be unpredictable across restarts and
@@ -29,6 +31,22 @@ class EnvelopeError(ValueError):
 def new_queue_id(now: float) -> str:
     """Unique, sortable by arrival, safe as a file name: 13 hex digits of µs + 6 random."""
     return f"{int(now * 1_000_000):013X}{_RANDOM.getrandbits(24):06X}"
+
+
+def key_for(route: str | None, address: str) -> str:
+    """The target a recipient with this route and address is delivered to: its route, or
+    its domain's MX hosts (``mx:<domain>``)."""
+    if route is not None:
+        return route
+    return "mx:" + address.rpartition("@")[2].lower()
+
+
+def id_time(queue_id: str) -> float:
+    """The time ``new_queue_id`` made ``queue_id`` from (0.0 for an id it did not make)."""
+    try:
+        return int(queue_id[:13], 16) / 1_000_000
+    except ValueError:
+        return 0.0
 
 
 @dataclass(slots=True)
@@ -59,7 +77,8 @@ class Envelope:
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]
 
-    def to_json(self) -> bytes:
+    def to_data(self) -> dict[str, Any]:
+        """The JSON object of the envelope (``version`` included), sharing its values."""
         # By hand, not dataclasses.asdict (a deep copy of everything): this runs for every
         # state change of every message.
         data: dict[str, Any] = {"version": VERSION}
@@ -69,30 +88,63 @@ class Envelope:
         data["recipients"] = [
             {name: getattr(r, name) for name in _RECIPIENT_FIELDS} for r in self.recipients
         ]
-        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        return data
+
+    def to_json(self) -> bytes:
+        """The stored form (ASCII JSON, keys sorted)."""
+        return json.dumps(self.to_data(), separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Envelope:
-        try:
-            data: dict[str, Any] = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise EnvelopeError(f"not JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise EnvelopeError("not a JSON object")
-        version = data.pop("version", None)
-        if version != VERSION:
-            raise EnvelopeError(f"unknown envelope version {version!r}")
+        return cls.from_data(parse_json(raw))
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Envelope:
+        """From ``parse_json``'s object (which it consumes)."""
         try:
             recipients = [
                 Recipient(**_interned(r, _RECIPIENT_SHARED)) for r in data.pop("recipients")
             ]
             return cls(recipients=recipients, **_interned(data, _ENVELOPE_SHARED))
-        except (TypeError, KeyError) as e:
+        except (TypeError, KeyError, AttributeError) as e:
             raise EnvelopeError(f"bad envelope: {e}") from None
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The envelope's JSON object without its version, which must be ours; its fields are
+    checked by name (``from_data`` builds it: a million are read at start-up, so the fast
+    path, ``orjson``, with the standard parser for what it refuses, e.g. lone surrogates)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise EnvelopeError(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise EnvelopeError("not a JSON object")
+    version = data.pop("version", None)
+    if version != VERSION:
+        raise EnvelopeError(f"unknown envelope version {version!r}")
+    rcpts = data.get("recipients")
+    if not _ENVELOPE_REQUIRED <= data.keys() <= _ENVELOPE_NAMES or not isinstance(rcpts, list):
+        raise EnvelopeError(f"bad envelope: fields {sorted(data)}")
+    for r in rcpts:
+        if not isinstance(r, dict) or not _RECIPIENT_REQUIRED <= r.keys() <= _RECIPIENT_NAMES:
+            raise EnvelopeError("bad envelope: a recipient's fields")
+    return data
+
+
+def _required(cls: type) -> list[str]:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
 
 
 _RECIPIENT_FIELDS = tuple(f.name for f in fields(Recipient))
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope) if f.name not in ("recipients", "params"))
+_RECIPIENT_NAMES = frozenset(_RECIPIENT_FIELDS)
+_ENVELOPE_NAMES = frozenset(f.name for f in fields(Envelope))
+_RECIPIENT_REQUIRED = frozenset(_required(Recipient))
+_ENVELOPE_REQUIRED = frozenset(_required(Envelope))
 
 # Values that repeat across a big queue (the same route, reply, client, sender...): interned as
 # they are read, so a million queued messages share one copy of each instead of a million.

@@ -35,17 +35,18 @@ removes as already done.
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mxbackup.queue.envelope import Envelope, EnvelopeError, new_queue_id
+from mxbackup.queue.envelope import Envelope, new_queue_id
+from mxbackup.queue.packed import unpack
+from mxbackup.queue.recovery import Chunk, read_all
 from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
 
 log = Logger()
@@ -280,65 +281,39 @@ class Spool:
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[Envelope]:
-        """Synchronously, before listening: finish or undo what a crash left, and return
-        the envelope of every live message (sorted by queue id, i.e. by arrival)."""
+        """``recovered``, as envelopes."""
+        return [unpack(packed) for chunk in self.recovered() for packed in chunk.packed]
+
+    def recovered(self) -> Iterator[Chunk]:
+        """Synchronously, before listening: finish or undo what a crash left, and yield
+        every live message (in queue-id order, i.e. by arrival), its envelope packed
+        (``recovery``: read by worker processes when there are many)."""
         self.open()
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
-        # One pass over env/ in queue-id order, each name checked against (and struck off)
-        # the set of new/: what is left of the set afterwards are messages without envelope.
-        # Striking off as we go lets the parsed envelopes reuse the names' memory.
+        # Each envelope's name checked against (and struck off) the set of new/: what is
+        # left of the set afterwards are messages without envelope.
         messages = set(os.listdir(self.path("new")))
-        live: list[Envelope] = []
-        env_dir = os.open(self.path("env"), os.O_RDONLY | os.O_DIRECTORY)
-        collecting = gc.isenabled()
-        gc.disable()  # a million new envelopes (no cycles) would set off full collections
-        try:
-            for qid in sorted(os.listdir(self.path("env"))):
-                if qid not in messages:
-                    log.warn("spool recover: removing envelope {id} without message", id=qid)
-                    unlink_quietly(self.path("env", qid))
-                    continue
+        names = []
+        for qid in sorted(os.listdir(self.path("env"))):
+            if qid in messages:
                 messages.discard(qid)
-                env = self._recover_one(env_dir, qid)
-                if env is not None:
-                    live.append(env)
-        finally:
-            os.close(env_dir)
-            if collecting:
-                gc.enable()
+                names.append(qid)
+            else:
+                log.warn("spool recover: removing envelope {id} without message", id=qid)
+                unlink_quietly(self.path("env", qid))
+        for chunk in read_all(self.path("env"), names):
+            for qid, error in chunk.unreadable:
+                self._set_aside(qid, error)
+            yield chunk
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
-        return live
 
-    def _recover_one(self, env_dir: int, qid: str) -> Envelope | None:
-        """The envelope ``env/<qid>``, or None once it and its message are in corrupt/."""
-        try:
-            env = Envelope.from_json(_read_at(env_dir, qid))
-            if env.id != qid:
-                raise EnvelopeError(f"envelope names {env.id!r}")
-            return env
-        except (OSError, EnvelopeError) as e:
-            log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=str(e))
-            os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
-            os.rename(self.path("new", qid), self.path("corrupt", qid))
-            return None
-
-
-def _read_at(dir_fd: int, name: str) -> bytes:
-    """The whole file ``name`` in the directory ``dir_fd`` (cheaper than open() per file: a
-    million of them are read at start-up)."""
-    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
-    try:
-        data = os.read(fd, 1 << 16)
-        if len(data) < 1 << 16:
-            return data
-        chunks = [data]
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    def _set_aside(self, qid: str, error: str) -> None:
+        """An envelope that cannot be read: it and its message go to corrupt/."""
+        log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=error)
+        os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
+        os.rename(self.path("new", qid), self.path("corrupt", qid))

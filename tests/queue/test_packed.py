@@ -1,0 +1,44 @@
+"""Packed envelopes: what the queue keeps in memory of the messages nobody is using."""
+
+from __future__ import annotations
+
+from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.packed import pack, pack_json, unpack
+
+
+def envelope(**more) -> Envelope:
+    return Envelope(
+        id="18B1A2C3D4E5F0A1B2C",
+        sender="someone@sender.test",
+        recipients=[
+            Recipient(
+                "user@example.com", "example.com", attempts=3, next_attempt=1.8e9 + 0.25,
+                last_reply="451 4.3.0 try later", params={"NOTIFY": "FAILURE"},
+            ),
+            Recipient("other@mx.test", None, state="delivered"),
+        ],
+        received_at=1.8e9,
+        size=5120,
+        client_ip="192.0.2.1",
+        helo="mail.sender.test",
+        params={"BODY": "8BITMIME", "ENVID": "x"},
+        **more,
+    )  # fmt: skip
+
+
+def test_round_trip_keeps_every_field():
+    original = envelope(held=True, delay_warned=True)
+    assert unpack(pack(original)) == original
+    assert unpack(pack_json(original.to_json())) == original
+
+
+def test_small_beside_the_stored_form():
+    original = envelope()
+    assert len(pack(original)) < len(original.to_json()) / 2.5
+
+
+def test_non_ascii_and_lone_surrogates():
+    original = envelope()
+    original.recipients[0].address = "jörg@exämple.com"
+    original.recipients[0].last_reply = "550 \udcff"  # what orjson will not write
+    assert unpack(pack(original)) == original

@@ -1,0 +1,60 @@
+"""Reading the queue at start-up: chunks of packed envelopes with what the scheduler files them
+by, in worker processes when there are many."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mxbackup.queue import recovery
+from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.packed import unpack
+
+
+def write(env_dir, qid: str, **more) -> Envelope:
+    env = Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[
+            Recipient("a@example.com", "example.com", next_attempt=500.0),
+            Recipient("b@example.com", "example.com", next_attempt=300.0),
+            Recipient("c@other.test", None, state="delivered"),
+            Recipient("d@other.test", None, next_attempt=700.0, inflight=True),
+        ],
+        received_at=1.0,
+        size=1,
+        **more,
+    )
+    (env_dir / qid).write_bytes(env.to_json())
+    return env
+
+
+def test_a_chunk_files_each_target_at_its_earliest_attempt(tmp_path):
+    e1 = write(tmp_path, "Q1")
+    e2 = write(tmp_path, "Q2", held=True)
+    (tmp_path / "Q3").write_bytes(b"{not json")
+    (tmp_path / "Q4").write_bytes(e1.to_json())  # names another message
+    chunk = recovery.read_chunk(str(tmp_path), ["Q1", "Q2", "Q3", "Q4"])
+    assert chunk.qids == ["Q1", "Q2"]
+    assert [unpack(p) for p in chunk.packed] == [e1, e2]
+    assert chunk.held == ["Q2"]
+    assert chunk.at == {"example.com": (["Q1", "Q2"], [2, 2], [300.0, 300.0])}
+    # a try a crash interrupted: due at once, filed on its own
+    assert chunk.interrupted == [("Q1", "mx:other.test", 1), ("Q2", "mx:other.test", 1)]
+    assert [qid for qid, _ in chunk.unreadable] == ["Q3", "Q4"]
+    assert "names 'Q1'" in chunk.unreadable[1][1]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no workers")
+def test_workers_give_the_same_chunks_in_order(tmp_path, monkeypatch):
+    names = [f"Q{i:04}" for i in range(60)]
+    for qid in names:
+        write(tmp_path, qid)
+    monkeypatch.setattr(recovery, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(recovery, "CHUNK", 7)
+    alone = list(recovery.read_all(str(tmp_path), names, workers=1))
+    shared = list(recovery.read_all(str(tmp_path), names, workers=2))
+    assert [c.qids for c in shared] == [c.qids for c in alone]
+    assert sum((c.qids for c in shared), []) == names
+    assert [c.at for c in shared] == [c.at for c in alone]
