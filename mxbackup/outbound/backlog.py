@@ -9,7 +9,7 @@ outcomes and the queue administration change them only through it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from mxbackup.outbound.duequeue import DueByTarget
 from mxbackup.outbound.envelopes import Envelopes
@@ -135,9 +135,10 @@ class Backlog:
         return now - envelope.received_at if envelope is not None else 0.0
 
     # -- when ----------------------------------------------------------------------------------
-    def due_now(self, now: float) -> Iterator[Entry]:
-        """The entries due at ``now``, except those in flight (already being tried)."""
-        for entry in self.due.pop_due(now):
+    def due_now(self, now: float, room: Callable[[str], float] | None = None) -> Iterator[Entry]:
+        """The entries due at ``now`` (at most ``room(target)`` of a target's), except those
+        in flight (already being tried)."""
+        for entry in self.due.pop_due(now, room):
             if entry not in self.inflight:
                 yield entry  # type: ignore[misc]
 
@@ -178,12 +179,16 @@ class Backlog:
         rescheduled.  One in flight is due as soon as its outcome is recorded."""
         count = 0
         for key in keys:
-            for qid in list(self._by_target.get(key, ())):
-                if qid in self._held:
-                    continue  # held: not tried, so not flushed (nor counted as flushed)
-                if not self.inflight.flush(qid, key):
-                    self.schedule(qid, key, now)
-                    count += 1
+            flush_inflight = self.inflight.flush
+            qids = [
+                qid
+                for qid in self._by_target.get(key, ())
+                # held: not tried, so not flushed (nor counted as flushed)
+                if qid not in self._held and not flush_inflight(qid, key)
+            ]
+            if qids:
+                self.due.file_all_at(key, qids, now)
+                count += len(qids)
         return count
 
     def resume(self, key: str, now: float) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 
 class DueQueue:
@@ -62,29 +62,51 @@ class DueQueue:
             else:
                 filings.append(entry)
 
+    def file_all_at(self, entries: list[Hashable], when: float) -> None:
+        """``schedule`` every one of ``entries`` at ``when`` (a flush of a million)."""
+        self._due_at.update(dict.fromkeys(entries, when))
+        slot = math.floor(when)
+        filings = self._slots.get(slot)
+        if filings is None:
+            self._slots[slot] = list(entries)
+            heapq.heappush(self._order, slot)
+        else:
+            filings.extend(entries)
+
     def cancel(self, entry: Hashable) -> None:
         self._due_at.pop(entry, None)
 
-    def pop_due(self, now: float) -> Iterator[Hashable]:
-        """Take every entry due at ``now``, in slot order, each once: it is no longer filed.
-        Lazy: what the caller files meanwhile (due now too) is taken in the same pass."""
+    def has_due(self, now: float) -> bool:
+        """Something may be due at ``now`` (a slot is; its filings may be superseded)."""
+        return bool(self._order) and self._order[0] <= now
+
+    def pop_due(self, now: float, limit: float = math.inf) -> Iterator[Hashable]:
+        """Take the entries due at ``now``, at most ``limit``, in slot order, each once: it
+        is no longer filed; what is not taken stays filed.  Lazy: what the caller files
+        meanwhile (due now too) is taken in the same pass."""
+        taken = 0
         while self._order and self._order[0] <= now:
             slot = heapq.heappop(self._order)
-            later = []
-            for entry in self._slots.pop(slot):
+            filings = self._slots.pop(slot)
+            kept: list[Hashable] = []
+            for i, entry in enumerate(filings):
+                if taken >= limit:
+                    kept.extend(filings[i:])  # not looked at: filed as they were
+                    break
                 when = self._due_at.get(entry)
                 if when is None or math.floor(when) != slot:
                     continue  # taken, cancelled, or filed again in another slot
                 if when > now:
-                    later.append(entry)  # later in this second
+                    kept.append(entry)  # later in this second
                     continue
                 del self._due_at[entry]
+                taken += 1
                 yield entry
-            if later:
+            if kept:
                 if slot in self._slots:  # filed again meanwhile
-                    self._slots[slot].extend(later)
+                    self._slots[slot].extend(kept)
                 else:
-                    self._slots[slot] = later
+                    self._slots[slot] = kept
                     heapq.heappush(self._order, slot)
                 return
 
@@ -110,17 +132,19 @@ class DueByTarget:
         return queue.when(entry[0]) if queue is not None else None
 
     def schedule(self, entry: tuple[str, str], when: float) -> None:
-        qid, key = entry
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = DueQueue()
-        queue.schedule(qid, when)
+        self._queue(entry[1]).schedule(entry[0], when)
 
     def file_many(self, key: str, qids: list[str], whens: list[float]) -> None:
+        self._queue(key).file_many(qids, whens)  # type: ignore[arg-type]
+
+    def file_all_at(self, key: str, qids: list[str], when: float) -> None:
+        self._queue(key).file_all_at(qids, when)  # type: ignore[arg-type]
+
+    def _queue(self, key: str) -> DueQueue:
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = DueQueue()
-        queue.file_many(qids, whens)  # type: ignore[arg-type]
+        return queue
 
     def cancel(self, entry: tuple[str, str]) -> None:
         qid, key = entry
@@ -130,8 +154,16 @@ class DueByTarget:
             if not queue:
                 del self._queues[key]  # and its superseded filings with it
 
-    def pop_due(self, now: float) -> Iterator[tuple[str, str]]:
-        """``DueQueue.pop_due`` of each target in turn."""
+    def has_due(self, key: str, now: float) -> bool:
+        queue = self._queues.get(key)
+        return queue is not None and queue.has_due(now)
+
+    def pop_due(
+        self, now: float, room: Callable[[str], float] | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """``DueQueue.pop_due`` of each target in turn, at most ``room(target)`` of each."""
         for key, queue in list(self._queues.items()):
-            for qid in queue.pop_due(now):
-                yield qid, key  # type: ignore[misc]
+            limit = room(key) if room is not None else math.inf
+            if limit > 0:
+                for qid in queue.pop_due(now, limit):
+                    yield qid, key  # type: ignore[misc]

@@ -196,7 +196,7 @@ class Scheduler:
     def _tick(self) -> None:
         now = self.clock.seconds()
         started: set[str] = set()
-        for qid, key in self.backlog.due_now(now):
+        for qid, key in self.backlog.due_now(now, self._room):
             if self._take(qid, key):
                 started.add(key)
         for key in started:
@@ -208,6 +208,14 @@ class Scheduler:
                 logged(self._probe(target))
         self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
         self.backlog.compact()  # what waits is kept packed
+
+    def _room(self, key: str) -> int:
+        """How many due entries of ``key`` a tick takes: twice what its connections carry
+        at once, less what already waits for one.  The rest stays due (a flush of a million
+        is taken a few thousand at a time: no long tick, nor a million entries in flight);
+        a connection that finds nothing waiting asks for the next tick at once."""
+        most = 2 * self.ceiling * self.delivery.max_messages_per_connection
+        return most - self.backlog.inflight.waiting(key)
 
     def _take(self, qid: str, key: str) -> bool:
         """A due (message, target): queue it for a connection, or, when the target is down,
@@ -267,6 +275,10 @@ class Scheduler:
         finally:
             target.active -= 1
             self._start_connections(target)  # more of them, if this one proved the target
+            if not self.backlog.inflight.waiting(key) and self.backlog.due.has_due(
+                key, self.clock.seconds()
+            ):
+                self._kick()  # what is due and was left by the tick (``_room``)
 
     def _jobs(self, key: str, qids: list[str]) -> list[Job]:
         """The connection's jobs, each try counted (``Recorder.begin``) before it is made."""

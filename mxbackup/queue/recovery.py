@@ -111,12 +111,20 @@ def read_chunk(env_path: str, names: list[str]) -> Chunk:
     return chunk
 
 
-def read_all(env_path: str, names: list[str], workers: int = 0) -> Iterator[Chunk]:
-    """``read_chunk`` of the names, ``CHUNK`` at a time, in order; by ``workers`` processes
-    (default: one per core) when there are many names and forking is safe."""
+def workers_for(count: int, workers: int = 0) -> int:
+    """Worker processes to read ``count`` envelopes with (0: in this process): ``workers``,
+    by default one per core, when there are many and forking is safe."""
     workers = workers or os.cpu_count() or 1
+    if workers < 2 or count < PARALLEL_FROM or threading.active_count() > 1:
+        return 0
+    return workers
+
+
+def read_all(env_path: str, names: list[str], workers: int) -> Iterator[Chunk]:
+    """``read_chunk`` of the names, ``CHUNK`` at a time, in order; by ``workers`` forked
+    processes (see ``workers_for``), or in this process (0 or 1)."""
     chunks = (names[start : start + CHUNK] for start in range(0, len(names), CHUNK))
-    if workers < 2 or len(names) < PARALLEL_FROM or threading.active_count() > 1:
+    if workers < 2:
         yield from (read_chunk(env_path, chunk) for chunk in chunks)
         return
     context: Any = multiprocessing.get_context("fork")

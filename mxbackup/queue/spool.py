@@ -46,7 +46,7 @@ from twisted.logger import Logger
 
 from mxbackup.queue.envelope import Envelope, new_queue_id
 from mxbackup.queue.packed import unpack
-from mxbackup.queue.recovery import Chunk, read_all
+from mxbackup.queue.recovery import PARALLEL_FROM, Chunk, read_all, workers_for
 from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
 
 log = Logger()
@@ -302,7 +302,11 @@ class Spool:
             else:
                 log.warn("spool recover: removing envelope {id} without message", id=qid)
                 unlink_quietly(self.path("env", qid))
-        for chunk in read_all(self.path("env"), names):
+        workers = workers_for(len(names))
+        if len(names) >= PARALLEL_FROM:
+            how = f"{workers} worker processes" if workers else "in this process"
+            log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
+        for chunk in read_all(self.path("env"), names, workers):
             for qid, error in chunk.unreadable:
                 self._set_aside(qid, error)
             yield chunk

@@ -58,3 +58,24 @@ def test_cancel_and_counts():
     q.cancel("absent")
     assert list(q.pop_due(10)) == ["y"]
     assert q.filed() == 0 and q.when("x") is None
+
+
+def test_a_limit_takes_that_many_and_leaves_the_rest_filed():
+    q = DueQueue()
+    for i, entry in enumerate("abcdef"):
+        q.schedule(entry, 100.0 + i / 10)
+    q.schedule("z", 300.0)
+    assert list(q.pop_due(200, limit=4)) == ["a", "b", "c", "d"]
+    assert len(q) == 3 and q.when("e") == 100.4
+    assert list(q.pop_due(200, limit=4)) == ["e", "f"]
+    assert list(q.pop_due(400)) == ["z"]
+
+
+def test_file_all_at_supersedes_like_schedule():
+    q = DueQueue()
+    q.schedule("a", 500.0)
+    q.file_all_at(["a", "b", "c"], 100.5)
+    q.file_many(["d"], [100.7])
+    assert q.has_due(101) and not q.has_due(99)
+    assert list(q.pop_due(101)) == ["a", "b", "c", "d"]
+    assert list(q.pop_due(600)) == [] and len(q) == 0

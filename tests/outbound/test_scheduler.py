@@ -432,3 +432,26 @@ def test_try_counts_kept_in_memory_are_written_at_stop_and_go_on_after_a_restart
     finally:
         globalLogPublisher.removeObserver(observer)
     assert [x for x in lines if x] == ["5"]
+
+
+def test_a_big_flush_is_taken_a_few_at_a_time_without_waiting_for_ticks(tmp_path):
+    """A flush of a million must not put a million entries in flight in one tick: a tick
+    takes twice what the connections carry at once; a connection that finds nothing waiting
+    asks for the next tick at once, so the drain does not pause between ticks."""
+    w = World(
+        tmp_path,
+        delivery={"max_connections_per_target": 1, "max_messages_per_connection": 2},
+    )
+    w.deliver.up = False
+    for i in range(30):
+        w.queue(rcpts=(f"u{i}@example.com",))
+    w.advance(2)
+    inflight = w.scheduler.backlog.inflight
+    most = []
+    real_wait = inflight.wait
+    inflight.wait = lambda qid, key: most.append(inflight.waiting(key)) or real_wait(qid, key)
+    w.deliver.up = True
+    w.scheduler.flush("example.com")
+    w.clock.advance(0)  # the flush's own tick, and those the connections ask for: no more
+    assert w.scheduler.stats.delivered == 30
+    assert max(most) < 4  # 2 x 1 connection x 2 messages

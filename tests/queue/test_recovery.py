@@ -53,6 +53,7 @@ def test_workers_give_the_same_chunks_in_order(tmp_path, monkeypatch):
         write(tmp_path, qid)
     monkeypatch.setattr(recovery, "PARALLEL_FROM", 10)
     monkeypatch.setattr(recovery, "CHUNK", 7)
+    assert recovery.workers_for(60, 2) == 2 and recovery.workers_for(9, 2) == 0
     alone = list(recovery.read_all(str(tmp_path), names, workers=1))
     shared = list(recovery.read_all(str(tmp_path), names, workers=2))
     assert [c.qids for c in shared] == [c.qids for c in alone]
