@@ -127,7 +127,7 @@ class Backlog:
 
     def oldest(self, qids: Iterable[str] | None = None) -> Envelope | None:
         """The envelope (to read) of the oldest message (of ``qids``): ids sort by arrival."""
-        oldest = min(self.envelopes if qids is None else qids, default=None)
+        oldest = self.envelopes.first() if qids is None else min(qids, default=None)
         return self.envelopes.peek(oldest) if oldest is not None else None
 
     def oldest_age(self, now: float) -> float:

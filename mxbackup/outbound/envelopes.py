@@ -47,6 +47,11 @@ class Envelopes(Mapping[str, Envelope]):
             envelope = self._objects[qid] = unpack(self._packed.pop(qid))
         return envelope
 
+    def first(self) -> str | None:
+        """The smallest id (the oldest message: ids sort by arrival), without a snapshot."""
+        firsts = [min(ids) for ids in (self._objects, self._packed) if ids]
+        return min(firsts) if firsts else None
+
     def objects(self) -> int:
         """How many are unpacked (the rest are packed)."""
         return len(self._objects)

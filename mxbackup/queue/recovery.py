@@ -129,7 +129,29 @@ def read_all(env_path: str, names: list[str], workers: int) -> Iterator[Chunk]:
         return
     context: Any = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(read_chunk, repeat(env_path), chunks)
+        batches = list(chunks)
+        results = pool.map(read_chunk, repeat(env_path), batches)
+        for batch, chunk in zip(batches, results, strict=True):
+            yield _with_names(chunk, batch)
+
+
+def _with_names(chunk: Chunk, names: list[str]) -> Chunk:
+    """``chunk`` (from a worker) naming its messages with the strings of ``names``: the ids
+    that came back through the pipe are copies, freed at once, instead of a second million
+    strings kept while these are freed (memory the process keeps but cannot use)."""
+    own = {name: name for name in names}
+    at = {
+        key: ([own[q] for q in qids], counts, whens)
+        for key, (qids, counts, whens) in chunk.at.items()
+    }
+    return Chunk(
+        [own[q] for q in chunk.qids],
+        chunk.packed,
+        [own[q] for q in chunk.held],
+        at,
+        [(own[q], key, count) for q, key, count in chunk.interrupted],
+        chunk.unreadable,
+    )
 
 
 def read_at(dir_fd: int, name: str) -> bytes:

@@ -58,4 +58,6 @@ def test_workers_give_the_same_chunks_in_order(tmp_path, monkeypatch):
     shared = list(recovery.read_all(str(tmp_path), names, workers=2))
     assert [c.qids for c in shared] == [c.qids for c in alone]
     assert sum((c.qids for c in shared), []) == names
+    ids = [q for c in shared for q in c.qids]
+    assert all(a is b for a, b in zip(ids, names, strict=True))  # the caller's strings
     assert [c.at for c in shared] == [c.at for c in alone]
