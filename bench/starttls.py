@@ -1,7 +1,10 @@
 """The STARTTLS scenario of bench/run.py: both servers with the same RSA-2048 certificate,
 ``tlsload.py`` (real STARTTLS, one message per connection) at c = 10 and 50, a new TLS session
 per connection and, separately, with session resumption; medians of the runs, min-max shown,
-server CPU per message, and the load generator's own share of the machine's CPU.
+server CPU per message, and the load generator's own share of the machine's CPU.  Then both
+again with an ECDSA P-256 certificate offered beside the RSA one (Postfix:
+``smtpd_tls_eccert_file``; mxbackup: ``server.tls.extra_certificate``), new sessions only (a
+resumed session signs nothing): the client, like most, prefers ECDSA.
 
 Postfix gets its usual TLS settings: ``smtpd_tls_security_level = may`` with the certificate,
 and its session cache on (``smtpd_tls_session_cache_database``, served by ``tlsmgr``; session
@@ -33,13 +36,27 @@ MXBACKUP_TLS = """\
     certificate: {cert}
     key: {key}
 """
+POSTFIX_ECDSA = """\
+smtpd_tls_eccert_file = {cert}
+smtpd_tls_eckey_file = {key}
+"""
+MXBACKUP_ECDSA = """\
+    extra_certificate: {cert}
+    extra_key: {key}
+"""
 
 
-def make_certificate(procs: Any, directory: Path) -> tuple[Path, Path]:
+def make_certificate(
+    procs: Any, directory: Path, kind: str = "rsa:2048", stem: str = ""
+) -> tuple[Path, Path]:
+    """A self-signed certificate and its key: ``kind`` as ``openssl req -newkey`` takes it
+    (``rsa:2048``, or ``ec`` for ECDSA P-256)."""
     directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "cert.pem", directory / "key.pem"
+    cert, key = directory / f"{stem}cert.pem", directory / f"{stem}key.pem"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ec" else [
+        "-newkey", kind]  # fmt: skip
     rc, out, err = procs.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+        ["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", str(key),
          "-out", str(cert), "-days", "30", "-subj", "/CN=mx2.example.net"], 120,
     )  # fmt: skip
     if rc != 0:
@@ -59,6 +76,17 @@ def configure(postfix: Any, mx: Any, cert: Path, key: Path) -> None:
     mx.config.write_text(text.replace(marker, MXBACKUP_TLS.format(cert=cert, key=key) + marker, 1))
 
 
+def add_ecdsa(postfix: Any, mx: Any, cert: Path, key: Path) -> None:
+    """After ``configure``: an ECDSA certificate offered beside the RSA one, in both."""
+    main_cf = postfix.etc / "main.cf"
+    main_cf.write_text(main_cf.read_text() + POSTFIX_ECDSA.format(cert=cert, key=key))
+    text = mx.config.read_text()
+    marker = "routes:\n"
+    mx.config.write_text(
+        text.replace(marker, MXBACKUP_ECDSA.format(cert=cert, key=key) + marker, 1)
+    )
+
+
 def scenario(bench: Any, say: Any) -> dict[str, Any]:
     count = bench.p["acceptance_messages"]["5KB"]
     runs = bench.p["runs"]
@@ -73,6 +101,25 @@ def scenario(bench: Any, say: Any) -> dict[str, Any]:
                         out[key][server.name] = _cell(bench, server, c, mode, count, runs, say)
         except Exception as e:  # noqa: BLE001
             bench.error(f"starttls {server.name}", e)
+    try:
+        cert, key = make_certificate(bench.procs, bench.work / "tls", "ec", "ecdsa-")
+        add_ecdsa(bench.postfix, bench.mx, cert, key)
+    except Exception as e:  # noqa: BLE001
+        bench.error("starttls ecdsa", e)
+        return _with_ratios(out)
+    for server in bench.servers(1):
+        try:
+            with bench.running(server):
+                for c in CONCURRENCIES:
+                    key = f"c{c}_ecdsa"
+                    out.setdefault(key, {"concurrency": c, "mode": "ecdsa"})
+                    out[key][server.name] = _cell(bench, server, c, "new", count, runs, say)
+        except Exception as e:  # noqa: BLE001
+            bench.error(f"starttls ecdsa {server.name}", e)
+    return _with_ratios(out)
+
+
+def _with_ratios(out: dict[str, Any]) -> dict[str, Any]:
     for entry in out.values():
         if isinstance(entry, dict) and "mode" in entry:
             entry["ratio"] = {
@@ -135,7 +182,11 @@ def table_rows(r: dict[str, Any], add: Any, spread: Any, ms: Any) -> None:
         if not (isinstance(e, dict) and "mode" in e):
             continue
         pf, mx = e.get("postfix", {}), e.get("mxbackup", {})
-        what = "new TLS session each" if e["mode"] == "new" else "sessions resumed"
+        what = {
+            "new": "new TLS session each",
+            "resumed": "sessions resumed",
+            "ecdsa": "new sessions, ECDSA beside RSA",
+        }[e["mode"]]
         add(
             f"STARTTLS 5 KB c={e['concurrency']}, {what}",
             f"msg/s, median [min–max] of {st.get('runs')}",
