@@ -1558,9 +1558,11 @@ def default_notes(bench: Bench) -> list[str]:
         "certificate; 'new' = a full handshake each time, 'resumed' = each worker offers its "
         "previous session), c = 10 and 50, same N and runs as acceptance, after the other "
         "parts (it turns TLS on: Postfix smtpd_tls_security_level=may with its session cache "
-        "and tickets; mxbackup server.tls). The generator's own share of the machine's CPU is "
-        "in the JSON (client_cpu_share): on 2 cores it is 20-45 %, so it competes with the "
-        "server there.",
+        "and tickets; mxbackup server.tls). 'ECDSA beside RSA': then both offer an ECDSA P-256 "
+        "certificate too (Postfix smtpd_tls_eccert_file, mxbackup server.tls.extra_certificate)"
+        " and the client picks it; new sessions. The generator's own share of the machine's "
+        "CPU is in the JSON (client_cpu_share): on 2 cores it is 20-45 %, so it competes with "
+        "the server there.",
         f"Latency: our asyncio client (bench/latency.py), {p['latency_concurrency']} connections,"
         f" {p['latency_messages']} messages of 5 KB in all, one transaction after the other per"
         " connection; timed from sending the final CRLF.CRLF to reading the 250.",
