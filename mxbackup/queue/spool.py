@@ -10,11 +10,16 @@ Layout under the spool root::
                 stored in wire form (CRLF line ends, dot-stuffing removed), our Received first
     env/<id>    the message's envelope (versioned JSON), replaced atomically on each change
     cur/        unused, present so the tree is a valid Maildir
-    corrupt/    envelopes that could not be read, with their message, for the operator
+    corrupt/    envelopes that could not be read, with their message, for the operator;
+                and torn commits (see below)
+    .synced     the checkpoint: its mtime is set as each round starts
 
 Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
 renamed into new/, the envelope into env/, and all of it is made durable: file data and
 directory entries.  Only then does the Deferred fire, and only then does the SMTP side say 250.
+The envelope written at commit records the message's CRC32 and stored size (``Envelope.crc``,
+``Envelope.size``) when the message was in memory (up to ``SPILL`` octets); a spilled message
+is fsync'd by name before its rename.
 
 Every change to the spool (commits, envelope updates, removals) goes through *rounds*: what
 arrives while a round is on the disk waits for the next one, and a round does the work of all
@@ -24,6 +29,12 @@ the injected runner puts it).  The step is either ``fsync`` (each file, then eac
 classic discipline) or ``syncfs`` (one ``syncfs(2)`` for the spool's file system, which writes
 back and commits everything dirty on it: the same guarantee for all the round's files at the
 cost of one journal commit; the default on Linux).
+
+With syncfs, a round of commits and removals makes its data and its names durable with one
+syncfs, after the renames; a round that replaces an envelope keeps a syncfs before the renames
+too (the acknowledged envelope must never be replaced by one whose data may be lost).  A crash
+may then leave a commit torn, never one that got its 250: ``recover`` checks the envelopes
+written since the checkpoint, ``.synced`` (``checkpoint``), and moves torn commits to corrupt/.
 
 A message is live iff both ``new/<id>`` and ``env/<id>`` exist.  A crash at any instant leaves
 either both (committed: the client may or may not have had its 250, it is kept), or one or
@@ -38,13 +49,15 @@ import errno
 import gc
 import os
 import time
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mxbackup.queue import checkpoint
 from mxbackup.queue.envelope import Envelope, EnvelopeError, new_queue_id
 from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
 
@@ -191,9 +204,12 @@ class Spool:
             return f.read(limit)
 
     def open(self) -> None:
-        """Create the directory tree (synchronously, at start-up)."""
+        """Create the directory tree and the checkpoint (synchronously, at start-up).  A
+        missing checkpoint is created durable before any round runs: what the spool holds
+        now is trusted as a whole."""
         for sub in SUBDIRS:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
+        checkpoint.ensure(self.root)
         fsync_dir(self.root)
 
     def free_space(self, at_least: int = 0) -> int:
@@ -220,9 +236,12 @@ class Spool:
         self._free -= incoming.size
         try:
             message = incoming.seal()
+            stored = envelope
+            if message is not None:  # what recovery checks a recent commit against
+                stored = replace(envelope, size=len(message), crc=zlib.crc32(message))
             op = RoundOp(
                 "commit", incoming.id, self.path("tmp", incoming.id + ".env"),
-                envelope.to_json(), message, incoming.prefix if message is None else b"",
+                stored.to_json(), message, incoming.prefix if message is None else b"",
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a write error, or an envelope that will not encode
             incoming.abort()
@@ -282,6 +301,7 @@ class Spool:
     def recover(self) -> list[Envelope]:
         """Synchronously, before listening: finish or undo what a crash left, and return
         the envelope of every live message (sorted by queue id, i.e. by arrival)."""
+        recent = checkpoint.recent_since(self.root)  # before open() creates a missing one
         self.open()
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
@@ -290,6 +310,7 @@ class Spool:
         # Striking off as we go lets the parsed envelopes reuse the names' memory.
         messages = set(os.listdir(self.path("new")))
         live: list[Envelope] = []
+        checked: list[str] = []  # recent commits, found whole
         env_dir = os.open(self.path("env"), os.O_RDONLY | os.O_DIRECTORY)
         collecting = gc.isenabled()
         gc.disable()  # a million new envelopes (no cycles) would set off full collections
@@ -300,7 +321,7 @@ class Spool:
                     unlink_quietly(self.path("env", qid))
                     continue
                 messages.discard(qid)
-                env = self._recover_one(env_dir, qid)
+                env = self._recover_one(env_dir, qid, recent, checked)
                 if env is not None:
                     live.append(env)
         finally:
@@ -310,19 +331,37 @@ class Spool:
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))
+        checkpoint.keep_durable(self.root, checked)
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
         return live
 
-    def _recover_one(self, env_dir: int, qid: str) -> Envelope | None:
-        """The envelope ``env/<qid>``, or None once it and its message are in corrupt/."""
+    def _recover_one(
+        self, env_dir: int, qid: str, recent: float | None, checked: list[str]
+    ) -> Envelope | None:
+        """The envelope ``env/<qid>``, or None once it and its message are in corrupt/.  One
+        that records a CRC and was written at ``recent`` or later is a commit whose round may
+        not have completed: its message is checked (``checkpoint``) and, if whole, its id
+        added to ``checked``."""
         try:
             env = Envelope.from_json(_read_at(env_dir, qid))
             if env.id != qid:
                 raise EnvelopeError(f"envelope names {env.id!r}")
+            if env.crc is not None and checkpoint.written_since(env_dir, qid, recent):
+                checkpoint.check_commit(self.message_path(qid), env)
+                checked.append(qid)
+            env.crc = None  # only recovery needs it: not kept in memory (nor by updates)
             return env
         except (OSError, EnvelopeError) as e:
-            log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=str(e))
+            if checkpoint.written_since(env_dir, qid, recent):
+                log.error(
+                    "spool recover: {id} moved to corrupt/: a torn commit, never acknowledged "
+                    "(written by a round that had not completed when the system stopped): {e}",
+                    id=qid,
+                    e=str(e),
+                )
+            else:
+                log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=str(e))
             os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
             os.rename(self.path("new", qid), self.path("corrupt", qid))
             return None
