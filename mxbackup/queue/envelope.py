@@ -73,6 +73,7 @@ class Envelope:
     params: dict[str, str | None] = field(default_factory=dict)  # SIZE, BODY, RET, ENVID
     held: bool = False
     delay_warned: bool = False
+    crc: int | None = None  # CRC32 of the stored message, written at commit (spool.Spool.commit)
 
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state == "pending"]

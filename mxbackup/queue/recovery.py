@@ -18,9 +18,11 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import repeat
 from typing import Any, NamedTuple
 
+from mxbackup.queue.checkpoint import check_commit, written_since
 from mxbackup.queue.envelope import EnvelopeError, key_for, parse_json
 from mxbackup.queue.packed import pack_json
 
@@ -42,7 +44,8 @@ class Chunk(NamedTuple):
     at: dict[str, tuple[list[str], list[int], list[float]]]  # target -> (ids, recipients
     # pending there, their earliest next attempt), but for those
     interrupted: list[tuple[str, str, int]]  # (id, target, recipients): a crash interrupted a try
-    unreadable: list[tuple[str, str]]  # (id, why)
+    unreadable: list[tuple[str, str, bool]]  # (id, why, recent: a commit a crash may have torn)
+    checked: list[str]  # recent commits checked and found whole (``checkpoint``)
 
 
 def pending_targets(rcpts: Iterable[tuple[str, str, float, bool]]) -> Targets:
@@ -57,10 +60,14 @@ def pending_targets(rcpts: Iterable[tuple[str, str, float, bool]]) -> Targets:
     return tuple(found.values())
 
 
-def read_one(env_dir: int, qid: str) -> tuple[bytes, bool, Targets]:
-    """The envelope ``env/<qid>``: packed, held, its targets; EnvelopeError if unreadable."""
+def read_one(
+    env_dir: int, new_dir: str, qid: str, recent: float | None
+) -> tuple[bytes, bool, Targets, bool]:
+    """The envelope ``env/<qid>``: packed, held, its targets, and whether it was checked as a
+    recent commit (written at ``recent`` or later, see ``checkpoint``: its message must have
+    the size and CRC it records).  EnvelopeError if it is unreadable or torn."""
     try:
-        raw = read_at(env_dir, qid)
+        raw, mtime = read_at(env_dir, qid)
         data = parse_json(raw)
         if data["id"] != qid:
             raise EnvelopeError(f"envelope names {data['id']!r}")
@@ -73,25 +80,31 @@ def read_one(env_dir: int, qid: str) -> tuple[bytes, bool, Targets]:
             )
             for r in data["recipients"]
         )
+        checked = data.get("crc") is not None and recent is not None and mtime >= recent
+        if checked:
+            check_commit(os.path.join(new_dir, qid), data["size"], data["crc"])
     except (OSError, TypeError, ValueError, AttributeError) as e:
         raise EnvelopeError(str(e)) from None
-    return pack_json(raw), bool(data.get("held")), targets
+    return pack_json(raw), bool(data.get("held")), targets, checked
 
 
-def read_chunk(env_path: str, names: list[str]) -> Chunk:
-    chunk = Chunk([], [], [], {}, [], [])
+def read_chunk(env_path: str, names: list[str], recent: float | None = None) -> Chunk:
+    chunk = Chunk([], [], [], {}, [], [], [])
+    new_dir = os.path.join(os.path.dirname(env_path), "new")
     env_dir = os.open(env_path, os.O_RDONLY | os.O_DIRECTORY)
     collecting = gc.isenabled()
     gc.disable()  # many small objects, no cycles: no full collections meanwhile
     try:
         for qid in names:
             try:
-                packed, held, targets = read_one(env_dir, qid)
+                packed, held, targets, checked = read_one(env_dir, new_dir, qid, recent)
             except EnvelopeError as e:
-                chunk.unreadable.append((qid, str(e)))
+                chunk.unreadable.append((qid, str(e), written_since(env_dir, qid, recent)))
                 continue
             chunk.qids.append(qid)
             chunk.packed.append(packed)
+            if checked:
+                chunk.checked.append(qid)
             if held:
                 chunk.held.append(qid)
             for key, count, when, interrupted in targets:
@@ -113,26 +126,33 @@ def read_chunk(env_path: str, names: list[str]) -> Chunk:
 
 def workers_for(count: int, workers: int = 0) -> int:
     """Worker processes to read ``count`` envelopes with (0: in this process): ``workers``,
-    by default one per core, when there are many and forking is safe."""
-    workers = workers or os.cpu_count() or 1
+    by default one per core this process may use, when there are many and forking is safe."""
+    workers = workers or len(os.sched_getaffinity(0))
     if workers < 2 or count < PARALLEL_FROM or threading.active_count() > 1:
         return 0
     return workers
 
 
-def read_all(env_path: str, names: list[str], workers: int) -> Iterator[Chunk]:
+def read_all(
+    env_path: str, names: list[str], workers: int, recent: float | None = None
+) -> Iterator[Chunk]:
     """``read_chunk`` of the names, ``CHUNK`` at a time, in order; by ``workers`` forked
-    processes (see ``workers_for``), or in this process (0 or 1)."""
-    chunks = (names[start : start + CHUNK] for start in range(0, len(names), CHUNK))
-    if workers < 2:
-        yield from (read_chunk(env_path, chunk) for chunk in chunks)
-        return
-    context: Any = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        batches = list(chunks)
-        results = pool.map(read_chunk, repeat(env_path), batches)
-        for batch, chunk in zip(batches, results, strict=True):
-            yield _with_names(chunk, batch)
+    processes (see ``workers_for``), or in this process (0 or 1, or if the workers fail:
+    killed, or no process pool on this system)."""
+    batches = [names[start : start + CHUNK] for start in range(0, len(names), CHUNK)]
+    done = 0
+    if workers >= 2:
+        context: Any = multiprocessing.get_context("fork")
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                results = pool.map(read_chunk, repeat(env_path), batches, repeat(recent))
+                for batch, chunk in zip(batches, results, strict=True):
+                    yield _with_names(chunk, batch)
+                    done += 1
+        except (BrokenProcessPool, OSError, NotImplementedError):
+            pass  # the rest in this process
+    for batch in batches[done:]:
+        yield read_chunk(env_path, batch, recent)
 
 
 def _with_names(chunk: Chunk, names: list[str]) -> Chunk:
@@ -151,20 +171,22 @@ def _with_names(chunk: Chunk, names: list[str]) -> Chunk:
         at,
         [(own[q], key, count) for q, key, count in chunk.interrupted],
         chunk.unreadable,
+        [own[q] for q in chunk.checked],
     )
 
 
-def read_at(dir_fd: int, name: str) -> bytes:
-    """The whole file ``name`` in the directory ``dir_fd`` (cheaper than open() per file: a
-    million of them are read at start-up)."""
+def read_at(dir_fd: int, name: str) -> tuple[bytes, float]:
+    """The whole file ``name`` in the directory ``dir_fd`` and its mtime (cheaper than
+    open() per file: a million of them are read at start-up)."""
     fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
     try:
+        mtime = os.fstat(fd).st_mtime
         data = os.read(fd, 1 << 16)
         if len(data) < 1 << 16:
-            return data
+            return data, mtime
         chunks = [data]
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
-        return b"".join(chunks)
+        return b"".join(chunks), mtime
     finally:
         os.close(fd)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 _STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
+# In the spool root: its mtime is set as each round starts (see ``run_round``).
+CHECKPOINT = ".synced"
 FRAME = struct.Struct(">I")
 _PR_SET_PDEATHSIG = 1
 
@@ -86,6 +88,20 @@ def _fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_durable(root: str, paths: list[str]) -> None:
+    """Write back ``paths`` (files under ``root``): one syncfs of its file system where the
+    system has a trustworthy one, else an fsync of each."""
+    if SYNCFS is not None:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            SYNCFS(fd)
+        finally:
+            os.close(fd)
+        return
+    for path in paths:
+        _fsync_path(path)
 
 
 def _write_new(path: str, data: bytes, durable: bool) -> None:
@@ -159,9 +175,14 @@ def run_round(root: str, sync: str, ops: list[RoundOp]) -> list[OSError | None]:
     """The spool process (or, in tests, wherever the runner puts it): the work of many operations,
     made durable once; an OSError or None for each.
 
+    0. start: syncfs: open the spool root, the file syncfs will use, before any write, so
+       syncfs reports every write-back error of the round (errseq); set the checkpoint's mtime
+       (``CHECKPOINT``: every earlier round has completed);
     1. write: message files and envelopes into tmp/;
     2. make their data durable: fsync each, in parallel (concurrent fsyncs share journal
-       commits), or one syncfs;
+       commits), or one syncfs -- but a syncfs round that replaces no envelope (no
+       ``update``) skips this one: a crash before step 4 may then tear only commits that got
+       no 250, which recovery tells apart (``checkpoint``);
     3. rename them into new/ and env/; unlink removed messages and their envelopes;
     4. make the names durable: fsync new/ and env/, or one syncfs."""
     return _Round(root, sync).run(ops)
@@ -171,24 +192,70 @@ class _Round:
     def __init__(self, root: str, sync: str) -> None:
         self.root = root
         self.sync = sync
+        self._fd = -1  # syncfs: the spool root, opened when the round starts
+        self._sync_data = sync == "syncfs"  # step 2 as its own syncfs (else: one sync)
 
     def path(self, sub: str, name: str) -> str:
         return os.path.join(self.root, sub, name)
 
     def run(self, ops: list[RoundOp]) -> list[OSError | None]:
-        results: list[OSError | None] = [None] * len(ops)
-        writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
-        self._write_all(ops, writes, results)
-        renamed = [False] * len(ops)
-        for i, op in enumerate(ops):
-            if results[i] is None:
-                results[i], renamed[i] = self._rename(op)
-        if any(renamed):
-            self._sync_names(ops, renamed, results)
-        return results
+        try:
+            self._start(ops)
+        except OSError as e:  # nothing written yet (a spilled message: taken back)
+            for op in ops:
+                self._unwrite(op)
+            return [e] * len(ops)
+        try:
+            results: list[OSError | None] = [None] * len(ops)
+            writes = [i for i, op in enumerate(ops) if op.kind != "remove"]
+            self._write_all(ops, writes, results)
+            renamed = [False] * len(ops)
+            for i, op in enumerate(ops):
+                if results[i] is None:
+                    results[i], renamed[i] = self._rename(op)
+            if any(renamed):
+                self._sync_names(ops, renamed, results)
+            return results
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _start(self, ops: list[RoundOp]) -> None:
+        """Step 0: open the file syncfs will use before anything is written (syncfs reports
+        the write-back errors of the file system since that file was opened: Linux >= 5.8),
+        then set the checkpoint; decide whether the round needs a sync between its writes
+        and its renames."""
+        if self.sync != "syncfs":  # not needed here: keeps recovery's window short after syncfs
+            try:
+                os.utime(os.path.join(self.root, CHECKPOINT))
+            except OSError:
+                pass
+            return
+        self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        checkpointed = self._checkpoint()
+        self._sync_data = not checkpointed or any(op.kind == "update" for op in ops)
+
+    def _checkpoint(self) -> bool:
+        """Set ``CHECKPOINT``'s mtime to now: durable with this round's sync (or earlier),
+        it tells recovery that every round started before now has completed.  False if it
+        could not be set (the round then syncs its data before its renames, needing no
+        checkpoint); a missing one is created again, for the next rounds."""
+        path = os.path.join(self.root, CHECKPOINT)
+        try:
+            os.utime(path)
+            return True
+        except OSError as e:
+            print(f"mxbackup spool: {path}: {e}; creating it", file=sys.stderr, flush=True)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError:
+            pass
+        return False
 
     def _write_all(self, ops: list[RoundOp], writes: list[int], results: list) -> None:
-        """Steps 1 and 2: the files of ``writes`` in tmp/, their data durable."""
+        """Steps 1 and 2: the files of ``writes`` in tmp/, their data durable (syncfs: unless
+        one sync after the renames will do, see ``run_round``)."""
         durable = self.sync == "fsync"
         if durable and len(writes) > 1:
             errors = list(_STAGING.map(lambda i: self._write(ops[i], True), writes))
@@ -196,10 +263,10 @@ class _Round:
             errors = [self._write(ops[i], durable) for i in writes]
         for i, error in zip(writes, errors, strict=True):
             results[i] = error
-        if durable or all(e is not None for e in errors):
+        if not self._sync_data or all(e is not None for e in errors):
             return
-        # syncfs: the files' data must be on disk before any name points to it, or a crash
-        # could leave a truncated message under a live name.
+        # The files' data must be on disk before any name points to it: an envelope replaced
+        # by one whose data is lost would lose an acknowledged message.
         try:
             self._sync()
         except OSError as e:
@@ -209,8 +276,9 @@ class _Round:
                     self._unwrite(ops[i])
 
     def _sync_names(self, ops: list[RoundOp], renamed: list[bool], results: list) -> None:
-        """Step 4: the renamed names durable; if that fails, none of them is acknowledged
-        and new messages are taken back (the client gets a 4xx)."""
+        """Step 4: the renamed names durable (with their data, if step 2 was skipped); if that
+        fails, none of them is acknowledged and new messages are taken back (the client gets
+        a 4xx)."""
         try:
             self._sync()
         except OSError as e:
@@ -268,12 +336,8 @@ class _Round:
 
     def _sync(self) -> None:
         if self.sync == "syncfs":
-            assert SYNCFS is not None
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                SYNCFS(fd)
-            finally:
-                os.close(fd)
+            assert SYNCFS is not None and self._fd >= 0
+            SYNCFS(self._fd)
         else:
             fsync_dir(self.path("new", ""))
             fsync_dir(self.path("env", ""))

@@ -10,11 +10,16 @@ Layout under the spool root::
                 stored in wire form (CRLF line ends, dot-stuffing removed), our Received first
     env/<id>    the message's envelope (versioned JSON), replaced atomically on each change
     cur/        unused, present so the tree is a valid Maildir
-    corrupt/    envelopes that could not be read, with their message, for the operator
+    corrupt/    envelopes that could not be read, with their message, for the operator;
+                and torn commits (see below)
+    .synced     the checkpoint: its mtime is set as each round starts
 
 Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
 renamed into new/, the envelope into env/, and all of it is made durable: file data and
 directory entries.  Only then does the Deferred fire, and only then does the SMTP side say 250.
+The envelope written at commit records the message's CRC32 and stored size (``Envelope.crc``,
+``Envelope.size``) when the message was in memory (up to ``SPILL`` octets); a spilled message
+is fsync'd by name before its rename.
 
 Every change to the spool (commits, envelope updates, removals) goes through *rounds*: what
 arrives while a round is on the disk waits for the next one, and a round does the work of all
@@ -24,6 +29,12 @@ the injected runner puts it).  The step is either ``fsync`` (each file, then eac
 classic discipline) or ``syncfs`` (one ``syncfs(2)`` for the spool's file system, which writes
 back and commits everything dirty on it: the same guarantee for all the round's files at the
 cost of one journal commit; the default on Linux).
+
+With syncfs, a round of commits and removals makes its data and its names durable with one
+syncfs, after the renames; a round that replaces an envelope keeps a syncfs before the renames
+too (the acknowledged envelope must never be replaced by one whose data may be lost).  A crash
+may then leave a commit torn, never one that got its 250: ``recover`` checks the envelopes
+written since the checkpoint, ``.synced`` (``checkpoint``), and moves torn commits to corrupt/.
 
 A message is live iff both ``new/<id>`` and ``env/<id>`` exist.  A crash at any instant leaves
 either both (committed: the client may or may not have had its 250, it is kept), or one or
@@ -37,13 +48,15 @@ from __future__ import annotations
 import errno
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mxbackup.queue import checkpoint
 from mxbackup.queue.envelope import Envelope, new_queue_id
 from mxbackup.queue.packed import unpack
 from mxbackup.queue.recovery import PARALLEL_FROM, Chunk, read_all, workers_for
@@ -192,9 +205,12 @@ class Spool:
             return f.read(limit)
 
     def open(self) -> None:
-        """Create the directory tree (synchronously, at start-up)."""
+        """Create the directory tree and the checkpoint (synchronously, at start-up).  A
+        missing checkpoint is created durable before any round runs: what the spool holds
+        now is trusted as a whole."""
         for sub in SUBDIRS:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
+        checkpoint.ensure(self.root)
         fsync_dir(self.root)
 
     def free_space(self, at_least: int = 0) -> int:
@@ -221,9 +237,12 @@ class Spool:
         self._free -= incoming.size
         try:
             message = incoming.seal()
+            stored = envelope
+            if message is not None:  # what recovery checks a recent commit against
+                stored = replace(envelope, size=len(message), crc=zlib.crc32(message))
             op = RoundOp(
                 "commit", incoming.id, self.path("tmp", incoming.id + ".env"),
-                envelope.to_json(), message, incoming.prefix if message is None else b"",
+                stored.to_json(), message, incoming.prefix if message is None else b"",
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a write error, or an envelope that will not encode
             incoming.abort()
@@ -287,7 +306,10 @@ class Spool:
     def recovered(self) -> Iterator[Chunk]:
         """Synchronously, before listening: finish or undo what a crash left, and yield
         every live message (in queue-id order, i.e. by arrival), its envelope packed
-        (``recovery``: read by worker processes when there are many)."""
+        (``recovery``: read by worker processes when there are many).  Envelopes written
+        since the checkpoint may belong to a round a crash interrupted: their commits are
+        checked (``checkpoint``), and torn ones moved to corrupt/."""
+        recent = checkpoint.recent_since(self.root)  # before open() creates a missing one
         self.open()
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
@@ -306,18 +328,28 @@ class Spool:
         if len(names) >= PARALLEL_FROM:
             how = f"{workers} worker processes" if workers else "in this process"
             log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
-        for chunk in read_all(self.path("env"), names, workers):
-            for qid, error in chunk.unreadable:
-                self._set_aside(qid, error)
+        checked: list[str] = []  # recent commits, found whole
+        for chunk in read_all(self.path("env"), names, workers, recent):
+            for qid, error, torn in chunk.unreadable:
+                self._set_aside(qid, error, torn)
+            checked += chunk.checked
             yield chunk
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))
+        checkpoint.keep_durable(self.root, checked)
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
 
-    def _set_aside(self, qid: str, error: str) -> None:
-        """An envelope that cannot be read: it and its message go to corrupt/."""
+    def _set_aside(self, qid: str, error: str, torn: bool) -> None:
+        """An envelope that cannot be read, or a commit a crash tore (``torn``: written by a
+        round that had not completed, so never acknowledged): it and its message go to
+        corrupt/."""
+        if torn:
+            error = (
+                "a torn commit, never acknowledged (written by a round that had not "
+                f"completed when the system stopped): {error}"
+            )
         log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=error)
         os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
         os.rename(self.path("new", qid), self.path("corrupt", qid))

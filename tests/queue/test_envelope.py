@@ -40,6 +40,15 @@ def test_json_is_versioned_and_stable():
     assert envelope().to_json() == envelope().to_json()  # sorted keys: byte-identical
 
 
+def test_the_crc_is_optional_and_kept():
+    """Envelopes written before the field load (version 1, no CRC); a CRC round-trips."""
+    data = json.loads(envelope().to_json())
+    del data["crc"]
+    assert Envelope.from_json(json.dumps(data).encode()).crc is None
+    data["crc"] = 0xDEADBEEF
+    assert Envelope.from_json(json.dumps(data).encode()).crc == 0xDEADBEEF
+
+
 def test_pending_lists_only_pending_recipients():
     assert [r.address for r in envelope().pending()] == ["a@example.com"]
 

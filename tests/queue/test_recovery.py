@@ -42,7 +42,7 @@ def test_a_chunk_files_each_target_at_its_earliest_attempt(tmp_path):
     assert chunk.at == {"example.com": (["Q1", "Q2"], [2, 2], [300.0, 300.0])}
     # a try a crash interrupted: due at once, filed on its own
     assert chunk.interrupted == [("Q1", "mx:other.test", 1), ("Q2", "mx:other.test", 1)]
-    assert [qid for qid, _ in chunk.unreadable] == ["Q3", "Q4"]
+    assert [qid for qid, _, _ in chunk.unreadable] == ["Q3", "Q4"]
     assert "names 'Q1'" in chunk.unreadable[1][1]
 
 
@@ -55,9 +55,25 @@ def test_workers_give_the_same_chunks_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(recovery, "CHUNK", 7)
     assert recovery.workers_for(60, 2) == 2 and recovery.workers_for(9, 2) == 0
     alone = list(recovery.read_all(str(tmp_path), names, workers=1))
+    assert recovery.workers_for(60, 2) == 2
     shared = list(recovery.read_all(str(tmp_path), names, workers=2))
     assert [c.qids for c in shared] == [c.qids for c in alone]
     assert sum((c.qids for c in shared), []) == names
     ids = [q for c in shared for q in c.qids]
     assert all(a is b for a, b in zip(ids, names, strict=True))  # the caller's strings
     assert [c.at for c in shared] == [c.at for c in alone]
+
+
+def test_a_failing_pool_falls_back_to_this_process(tmp_path, monkeypatch):
+    names = [f"Q{i:04}" for i in range(20)]
+    for qid in names:
+        write(tmp_path, qid)
+
+    class NoPool:
+        def __init__(self, *args, **kwargs):
+            raise OSError("no /dev/shm")
+
+    monkeypatch.setattr(recovery, "ProcessPoolExecutor", NoPool)
+    monkeypatch.setattr(recovery, "CHUNK", 7)
+    chunks = list(recovery.read_all(str(tmp_path), names, workers=2))
+    assert sum((c.qids for c in chunks), []) == names

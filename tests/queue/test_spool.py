@@ -70,13 +70,13 @@ def test_commit_fsyncs_file_envelope_and_directories_before_firing(tmp_path, mon
 
 
 @pytest.mark.skipif("syncfs" not in SYNC_MODES, reason="no syncfs(2) here")
-def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch):
-    """syncfs mode: a syncfs(2) of the spool's file system while the files are only in tmp/
-    (their data is on disk before any name points to it), then one after both renames,
-    before the Deferred fires."""
+def test_syncfs_commit_is_one_sync_after_the_renames_and_an_update_two(tmp_path, monkeypatch):
+    """syncfs mode: a round of commits makes data and names durable with one syncfs(2) of the
+    spool's file system, after both renames and before the Deferred fires; a round that
+    replaces an envelope syncs its data while it is only in tmp/, then the names."""
     spool = Spool(str(tmp_path / "spool"), sync_thread, sync="syncfs")
     spool.recover()
-    seen: list[tuple[list[str], list[str]]] = []
+    seen: list[tuple[list[str], list[str], list[str]]] = []
     real = rounds.SYNCFS
     root = tmp_path / "spool"
 
@@ -88,7 +88,13 @@ def test_syncfs_round_syncs_data_then_names_before_firing(tmp_path, monkeypatch)
     monkeypatch.setattr(rounds, "SYNCFS", syncfs)
     qid, d = commit(spool)
     assert d.called and d.result is None
-    assert seen == [([qid, qid + ".env"], [], []), ([], [qid], [qid])]
+    assert seen == [([], [qid], [qid])]
+    seen.clear()
+    d = spool.update(one_recipient_envelope(qid))
+    assert d.called and d.result is None
+    ((tmp, new, env), after) = seen
+    assert len(tmp) == 1 and tmp[0].startswith(qid + ".env.") and new == env == [qid]
+    assert after == ([], [qid], [qid])
 
 
 def test_a_failed_sync_is_a_failed_commit(tmp_path, monkeypatch):
