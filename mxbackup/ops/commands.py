@@ -79,7 +79,7 @@ class Commands:
         chosen = Selector.from_request(selector)
         queue = self.scheduler.queue.view()  # read without unpacking the packed for good
         if not chosen.empty:
-            ids = chosen.select(queue, view.now)
+            ids = chosen.select(queue, view.now, self.scheduler.backlog)
         elif after is not None and 0 <= view.now - self._listing[0] < LIST_SNAPSHOT_TTL:
             ids = self._listing[1]  # the next page of a listing: not another sort of them all
         else:
@@ -173,7 +173,8 @@ class Commands:
         million is a million spool operations: in order, not all queued at once)."""
         if selector.route is not None:  # an unknown route is an error, not "0 messages"
             selector = dataclasses.replace(selector, route=self._keys(selector.route)[0])
-        chosen = selector.select(self.scheduler.queue.view(), self.scheduler.clock.seconds())
+        now, backlog = self.scheduler.clock.seconds(), self.scheduler.backlog
+        chosen = selector.select(self.scheduler.queue.view(), now, backlog)
         count, errors, skipped = 0, [], 0
         for qid in chosen:
             if qid not in self.scheduler.queue:

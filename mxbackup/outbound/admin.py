@@ -31,10 +31,10 @@ class QueueAdmin:
     def flush_message(self, qid: str) -> bool:
         """Due now (postqueue -i): at each of its targets where it is not in flight.  A held
         message is refused (release it to try it)."""
-        envelope = self._get(qid)
-        if envelope.held:
+        self._get(qid, keep=False)  # read only: a bulk flush keeps nothing unpacked
+        if self.backlog.is_held(qid):
             raise ValueError(f"message {qid} is held; 'mxbackup queue release {qid}' tries it")
-        self.backlog.flush_message(envelope, self.clock.seconds())
+        self.backlog.flush_message(qid, self.clock.seconds())
         return True
 
     def hold(self, qid: str) -> defer.Deferred:
@@ -81,8 +81,10 @@ class QueueAdmin:
         log.info("bounced id={id} by the administrator", id=qid)
         return True
 
-    def _get(self, qid: str) -> Envelope:
-        envelope = self.backlog.envelopes.get(qid)
+    def _get(self, qid: str, keep: bool = True) -> Envelope:
+        """The message's envelope, to change (``keep``: the one object), or to read."""
+        envelopes = self.backlog.envelopes
+        envelope = envelopes.get(qid) if keep else envelopes.peek(qid)
         if envelope is None:
             raise KeyError(f"no message {qid} in the queue")
         if self.backlog.inflight.busy(qid):

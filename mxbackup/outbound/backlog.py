@@ -118,6 +118,10 @@ class Backlog:
         """The ids of the messages with recipients pending at ``key``."""
         return list(self._by_target.get(key, ()))
 
+    def arrival(self, qid: str) -> float:
+        """When the message arrived (``Envelopes.arrival``: without unpacking it)."""
+        return self.envelopes.arrival(qid)
+
     def recipients_at(self, key: str) -> int:
         """Recipients pending at ``key``."""
         return sum(self._by_target.get(key, {}).values())
@@ -170,8 +174,7 @@ class Backlog:
         """What a push-back left of these messages at ``key`` is due at ``when`` (not in
         flight any more: their outcome was recorded)."""
         for qid in qids:
-            envelope, rcpts = self.pending(qid, key)
-            if envelope is not None and rcpts and (qid, key) not in self.inflight:
+            if self.waits_at(qid, key) and (qid, key) not in self.inflight:
                 self.schedule(qid, key, when)
 
     def flush(self, keys: Iterable[str], now: float) -> int:
@@ -197,11 +200,11 @@ class Backlog:
         flight are left alone."""
         for qid in list(self._by_target.get(key, ())):
             entry = (qid, key)
-            if entry not in self.due and entry not in self.inflight:
+            if entry not in self.due and entry not in self.inflight and qid not in self._held:
                 self.schedule(qid, key, now)
 
-    def flush_message(self, envelope: Envelope, now: float) -> None:
-        """Make the message due now at each target where it is not in flight."""
-        for key in pending_by_target(envelope):
-            if (envelope.id, key) not in self.inflight:
-                self.schedule(envelope.id, key, now)
+    def flush_message(self, qid: str, now: float) -> None:
+        """Make the message due now at each target where it waits and is not in flight."""
+        for key, qids in self._by_target.items():
+            if qid in qids and (qid, key) not in self.inflight:
+                self.schedule(qid, key, now)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 
 
 class DueQueue:
     def __init__(self) -> None:
-        self._slots: dict[int, list[Hashable]] = {}  # second -> entries filed there
-        self._order: list[int] = []  # heap of the seconds in _slots
+        self._slots: dict[int, deque[Hashable]] = {}  # second -> entries filed there
+        # Heap of the seconds in _slots; a second taken while the heap's top was another one
+        # stays in it, stale, and is skipped when it comes up.
+        self._order: list[int] = []
         self._due_at: dict[Hashable, float] = {}  # the entry's current time
 
     def __len__(self) -> int:
@@ -41,37 +44,31 @@ class DueQueue:
     def schedule(self, entry: Hashable, when: float) -> None:
         """Due at ``when`` (earlier or later than before: the last filing counts)."""
         self._due_at[entry] = when
-        slot = math.floor(when)
-        filings = self._slots.get(slot)
-        if filings is None:
-            filings = self._slots[slot] = []
-            heapq.heappush(self._order, slot)
-        filings.append(entry)
+        self._slot(math.floor(when)).append(entry)
 
     def file_many(self, entries: list[Hashable], whens: list[float]) -> None:
         """``schedule`` each of ``entries`` (not filed yet) at its time (a million at
         start-up)."""
         self._due_at.update(zip(entries, whens, strict=True))
-        slots, order = self._slots, self._order
+        slots = self._slots
         for entry, when in zip(entries, whens, strict=True):
-            slot = math.floor(when)
-            filings = slots.get(slot)
+            filings = slots.get(math.floor(when))
             if filings is None:
-                slots[slot] = [entry]
-                heapq.heappush(order, slot)
-            else:
-                filings.append(entry)
+                filings = self._slot(math.floor(when))
+            filings.append(entry)
 
     def file_all_at(self, entries: list[Hashable], when: float) -> None:
         """``schedule`` every one of ``entries`` at ``when`` (a flush of a million)."""
-        self._due_at.update(dict.fromkeys(entries, when))
-        slot = math.floor(when)
+        for entry in entries:
+            self._due_at[entry] = when
+        self._slot(math.floor(when)).extend(entries)
+
+    def _slot(self, slot: int) -> deque[Hashable]:
         filings = self._slots.get(slot)
         if filings is None:
-            self._slots[slot] = list(entries)
+            filings = self._slots[slot] = deque()
             heapq.heappush(self._order, slot)
-        else:
-            filings.extend(entries)
+        return filings
 
     def cancel(self, entry: Hashable) -> None:
         self._due_at.pop(entry, None)
@@ -82,33 +79,36 @@ class DueQueue:
 
     def pop_due(self, now: float, limit: float = math.inf) -> Iterator[Hashable]:
         """Take the entries due at ``now``, at most ``limit``, in slot order, each once: it
-        is no longer filed; what is not taken stays filed.  Lazy: what the caller files
-        meanwhile (due now too) is taken in the same pass."""
+        is no longer filed; what is not taken stays filed, also when the caller stops early.
+        Lazy: what the caller files meanwhile (due now too) is taken in the same pass.  A
+        slot is consumed from its front: taking a few thousand at a time from a flush of a
+        million costs what is taken, not what is left."""
         taken = 0
-        while self._order and self._order[0] <= now:
-            slot = heapq.heappop(self._order)
-            filings = self._slots.pop(slot)
-            kept: list[Hashable] = []
-            for i, entry in enumerate(filings):
-                if taken >= limit:
-                    kept.extend(filings[i:])  # not looked at: filed as they were
-                    break
-                when = self._due_at.get(entry)
-                if when is None or math.floor(when) != slot:
-                    continue  # taken, cancelled, or filed again in another slot
-                if when > now:
-                    kept.append(entry)  # later in this second
-                    continue
-                del self._due_at[entry]
-                taken += 1
-                yield entry
-            if kept:
-                if slot in self._slots:  # filed again meanwhile
-                    self._slots[slot].extend(kept)
-                else:
-                    self._slots[slot] = kept
-                    heapq.heappush(self._order, slot)
-                return
+        while taken < limit and self._order and self._order[0] <= now:
+            slot = self._order[0]
+            filings = self._slots.get(slot)
+            later: list[Hashable] = []  # later in this second: the current one
+            try:
+                while filings and taken < limit:
+                    entry = filings.popleft()
+                    when = self._due_at.get(entry)
+                    if when is None or math.floor(when) != slot:
+                        continue  # taken, cancelled, or filed again in another slot
+                    if when > now:
+                        later.append(entry)
+                        continue
+                    del self._due_at[entry]
+                    taken += 1
+                    yield entry
+            finally:
+                if later:
+                    filings.extendleft(reversed(later))  # type: ignore[union-attr]
+            if later or filings:
+                return  # the current second, or the limit reached: the slot stays
+            self._slots.pop(slot, None)
+            if self._order and self._order[0] == slot:
+                heapq.heappop(self._order)
+            # else: the caller filed an earlier second meanwhile; this one is stale now
 
 
 class DueByTarget:

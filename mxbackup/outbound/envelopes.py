@@ -22,13 +22,14 @@ from mxbackup.queue.envelope import Envelope, id_time
 from mxbackup.queue.packed import pack, unpack
 
 KEEP = 2_000  # objects kept whatever their use: a small queue is never packed
-PACK_PER_CALL = 4_000  # ~25 ms of packing per scheduler tick at most
+PACK_PER_CALL = 4_000  # ~25 ms of packing per scheduler tick, or as many as were unpacked
 
 
 class Envelopes(Mapping[str, Envelope]):
     def __init__(self) -> None:
         self._objects: dict[str, Envelope] = {}
         self._packed: dict[str, bytes] = {}
+        self._unpacked = 0  # since the last ``compact``
 
     # -- the mapping: lookups keep what they unpack ------------------------------------------
     def __len__(self) -> int:
@@ -44,7 +45,9 @@ class Envelopes(Mapping[str, Envelope]):
     def __getitem__(self, qid: str) -> Envelope:
         envelope = self._objects.get(qid)
         if envelope is None:
-            envelope = self._objects[qid] = unpack(self._packed.pop(qid))
+            envelope = self._objects[qid] = unpack(self._packed[qid])
+            del self._packed[qid]
+            self._unpacked += 1
         return envelope
 
     def first(self) -> str | None:
@@ -89,10 +92,17 @@ class Envelopes(Mapping[str, Envelope]):
         self._objects.pop(qid, None)
         self._packed.pop(qid, None)
 
-    def compact(self, idle: Callable[[str], bool], limit: int = PACK_PER_CALL) -> int:
-        """Pack up to ``limit`` of the oldest objects beyond the first ``KEEP`` that are
-        ``idle`` and held by nothing else; the others go to the back of the line.  Returns
-        how many were packed."""
+    def compact(self, idle: Callable[[str], bool], limit: int | None = None) -> int:
+        """Pack up to ``limit`` (default: ``PACK_PER_CALL``, or as many as were unpacked
+        since the last call, so that a tick's tries at dead targets cannot unpack faster than
+        this packs) of the oldest objects beyond the first ``KEEP`` that are ``idle`` and
+        held by nothing else; the others go to the back of the line.  Returns how many were
+        packed."""
+        if not _REFCOUNTS_AS_EXPECTED:
+            return 0
+        if limit is None:
+            limit = max(PACK_PER_CALL, self._unpacked)
+        self._unpacked = 0
         extra = min(limit, len(self._objects) - KEEP)
         packed = 0
         for qid in list(islice(self._objects, max(0, extra))):
@@ -115,6 +125,32 @@ def _unreferenced(envelope: Envelope) -> bool:
     return all(
         sys.getrefcount(r) <= 3 and sys.getrefcount(r.params) <= 2 for r in envelope.recipients
     )
+
+
+def _calibrate() -> bool:
+    """Whether ``_unreferenced`` counts as this Python does: true of one envelope held by
+    nothing else, false of one also held elsewhere.  Where it does not (another
+    interpreter's reference counting), nothing is packed: memory, never correctness."""
+    from mxbackup.queue.envelope import Recipient
+
+    def made() -> Envelope:
+        return Envelope("0", "", [Recipient("a@b", None)], 0.0, 0)
+
+    store = {"0": made()}
+    envelope = store.pop("0")  # as ``compact`` holds it
+    alone = _unreferenced(envelope)
+    store = {"0": made()}
+    elsewhere = store["0"]
+    envelope = store.pop("0")
+    held = _unreferenced(envelope)
+    rcpt = elsewhere.recipients[0]
+    del elsewhere
+    in_use = _unreferenced(envelope)  # a recipient held elsewhere
+    del rcpt
+    return alone and not held and not in_use and _unreferenced(envelope)
+
+
+_REFCOUNTS_AS_EXPECTED = _calibrate()
 
 
 class _View(Mapping[str, Envelope]):

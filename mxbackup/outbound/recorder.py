@@ -200,9 +200,9 @@ class Recorder:
         route's ``retries`` hold across restarts.  A crash still forgets them (one more
         retry each, never mail)."""
         qids, self.unsaved = self.unsaved, set()
-        writes = [
+        writes = [  # read, not unpacked for good: an update serialises it at once
             self.spool.update(envelope)
-            for envelope in (self.backlog.envelopes.get(qid) for qid in sorted(qids))
+            for envelope in (self.backlog.envelopes.peek(qid) for qid in sorted(qids))
             if envelope is not None and not self.backlog.inflight.busy(envelope.id)
         ]
         return defer.DeferredList(writes, consumeErrors=True).addCallback(_count_failures)

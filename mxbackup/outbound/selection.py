@@ -7,8 +7,9 @@ Pure: no reactor, no I/O; the time is passed in.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from mxbackup.outbound.health import target_key
 from mxbackup.queue.envelope import Envelope
@@ -22,6 +23,16 @@ def parse_age(text: str) -> float:
     if match is None:
         raise ValueError(f"not an age: {text!r} (seconds, or a number with s, m, h, d or w)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class Index(Protocol):
+    """What the queue knows of its messages without reading their envelopes."""
+
+    def messages_at(self, key: str) -> Iterable[str]:
+        """The ids of the messages with recipients pending at target ``key``."""
+        ...
+
+    def arrival(self, qid: str) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -64,10 +75,13 @@ class Selector:
     def empty(self) -> bool:
         return not (self.ids or self.all or self.filters)
 
-    def select(self, queue: Mapping[str, Envelope], now: float) -> list[str]:
+    def select(
+        self, queue: Mapping[str, Envelope], now: float, index: Index | None = None
+    ) -> list[str]:
         """The ids chosen: the given ids (each must be queued: KeyError otherwise) that match
         the filters; without ids, with ``ALL`` or filters, every queued message that
-        matches them all, oldest first."""
+        matches them all, oldest first.  With an ``index``, ``ALL``, a route and an age are
+        answered from it, without reading the envelopes (a million are kept packed)."""
         for qid in self.ids:
             if qid not in queue:
                 raise KeyError(f"no message {qid} in the queue")
@@ -75,7 +89,18 @@ class Selector:
             return [qid for qid in dict.fromkeys(self.ids) if self.matches(queue[qid], now)]
         if not (self.all or self.filters):
             return []
+        if index is not None and self.sender is None and self.recipient is None:
+            return self._from_index(queue, now, index)
         return sorted(qid for qid, envelope in queue.items() if self.matches(envelope, now))
+
+    def _from_index(self, queue: Mapping[str, Envelope], now: float, index: Index) -> list[str]:
+        ids: Iterable[str] = queue
+        if self.route is not None:
+            ids = index.messages_at(self.route.lower().rstrip("."))
+        if self.older_than is not None:
+            older = self.older_than
+            ids = [qid for qid in ids if now - index.arrival(qid) >= older]
+        return sorted(ids)
 
     def matches(self, envelope: Envelope, now: float) -> bool:
         if self.older_than is not None and now - envelope.received_at < self.older_than:

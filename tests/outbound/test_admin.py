@@ -132,3 +132,17 @@ def test_a_held_message_is_not_reported_as_flushed(w):
     assert w.scheduler.flush("example.com") == 1  # the other one only
     assert w.scheduler.flush() == 1
     assert other.id != held.id
+
+
+def test_flushing_packed_messages_leaves_them_packed(w, monkeypatch):
+    from mxbackup.outbound import envelopes
+
+    monkeypatch.setattr(envelopes, "KEEP", 0)
+    w.deliver.up = False
+    ids = [w.queue(rcpts=(f"u{i}@example.com",)).id for i in range(5)]
+    w.advance(2)
+    assert w.scheduler.queue.objects() == 0
+    for qid in ids:
+        w.admin.flush_message(qid)
+    assert w.scheduler.queue.objects() == 0  # read, not unpacked for good
+    assert all(w.scheduler.backlog.due.when((qid, "example.com")) is not None for qid in ids)

@@ -70,7 +70,7 @@ def test_reschedule_and_forget():
     b.reschedule(env, "example.com", at=None)  # nothing pending there: not counted there
     assert b.depth_by_target() == {"mx:other.test": 1} and b.has_mail("mx:other.test")
     assert b.oldest_age(now=25.0) == 15.0
-    b.flush_message(env, now=5.0)
+    b.flush_message(env.id, now=5.0)
     assert b.due.when(("q1", "mx:other.test")) == 5.0
     b.forget(env)
     assert b.envelopes == {} and b.depth_by_target() == {} and b.keys() == []

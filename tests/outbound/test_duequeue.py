@@ -79,3 +79,36 @@ def test_file_all_at_supersedes_like_schedule():
     assert q.has_due(101) and not q.has_due(99)
     assert list(q.pop_due(101)) == ["a", "b", "c", "d"]
     assert list(q.pop_due(600)) == [] and len(q) == 0
+
+
+def test_what_a_caller_does_not_take_stays_filed_even_if_it_stops_early():
+    q = DueQueue()
+    for i, entry in enumerate("abcdef"):
+        q.schedule(entry, 100.0 + i / 10)
+    q.schedule("g", 200.9)
+    taking = q.pop_due(200.5)
+    assert [next(taking), next(taking)] == ["a", "b"]
+    taking.close()  # a tick that failed half-way
+    assert list(q.pop_due(200.5)) == ["c", "d", "e", "f"]  # g: later in its second
+    assert q.when("g") == 200.9 and list(q.pop_due(201)) == ["g"]
+
+
+def test_entries_filed_meanwhile_in_an_earlier_second_are_taken_in_the_same_pass():
+    q = DueQueue()
+    q.schedule("b", 105.0)
+    taken = []
+    for entry in q.pop_due(110):
+        taken.append(entry)
+        if entry == "b":
+            q.schedule("a", 101.0)  # e.g. a flush while the tick runs
+    assert taken == ["b", "a"] and len(q) == 0
+    q.schedule("c", 101.5)  # the earlier second again, after its stale heap entry
+    assert list(q.pop_due(110)) == ["c"] and q.filed() == 0
+
+
+def test_taking_a_little_from_a_huge_second_costs_what_is_taken():
+    q = DueQueue()
+    q.file_all_at(list(range(200_000)), 50.0)
+    for _ in range(100):
+        assert len(list(q.pop_due(60, limit=10))) == 10
+    assert len(q) == 200_000 - 1000 and q.filed() == 200_000 - 1000

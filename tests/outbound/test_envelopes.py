@@ -93,3 +93,18 @@ def test_discard():
     queue.discard("A")
     queue.discard("B")
     assert len(queue) == 0 and dict(queue) == {}
+
+
+def test_each_call_packs_at_least_what_was_unpacked_since_the_last(monkeypatch):
+    monkeypatch.setattr(envelopes_module, "PACK_PER_CALL", 2)
+    queue = Envelopes()
+    for qid in "ABCDEF":
+        add(queue, qid)
+    queue.compact(lambda qid: True, limit=6)
+    for qid in "ABCDE":  # e.g. tries at a dead target: unpacked, changed, let go
+        queue[qid].recipients[0].attempts += 1
+    assert queue.compact(lambda qid: True) == 5 and queue.objects() == 0
+
+
+def test_this_python_counts_references_as_packing_expects():
+    assert envelopes_module._REFCOUNTS_AS_EXPECTED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.selection import Selector, parse_age
 from mxbackup.queue.envelope import Envelope, Recipient
 
@@ -52,6 +53,17 @@ QUEUE = {
 )
 def test_select(args, chosen):
     assert Selector.from_request(args).select(QUEUE, now=3500) == chosen
+    # the same from the backlog's index, reading no envelope but for sender and recipient
+    backlog = Backlog()
+    for env in QUEUE.values():
+        backlog.add(env, now=0.0)
+    view = backlog.envelopes.view()
+    read = []
+    real_peek = backlog.envelopes.peek
+    backlog.envelopes.peek = lambda qid: read.append(qid) or real_peek(qid)  # type: ignore[method-assign]
+    assert Selector.from_request(args).select(view, 3500, backlog) == chosen
+    if not ({"sender", "recipient", "ids", "id"} & set(args)):
+        assert read == []
 
 
 def test_unknown_id_and_bad_arguments():
