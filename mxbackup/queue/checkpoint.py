@@ -80,8 +80,9 @@ def check_commit(message_path: str, size: int, crc: int | None) -> None:
         raise EnvelopeError("message does not match the CRC32 its envelope records")
 
 
-def keep_durable(root: str, qids: list[str]) -> None:
-    """Make the recent commits recovery kept (``new/<id>``, ``env/<id>``) durable."""
+def keep_durable(root: str, qids: list[str], sync: str) -> None:
+    """Make the recent commits recovery kept (``new/<id>``, ``env/<id>``) durable (``sync``:
+    the spool's mode)."""
     if qids:
         paths = [os.path.join(root, sub, qid) for qid in qids for sub in ("new", "env")]
-        make_durable(root, paths)
+        make_durable(root, paths, sync)

@@ -90,10 +90,10 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def make_durable(root: str, paths: list[str]) -> None:
-    """Write back ``paths`` (files under ``root``): one syncfs of its file system where the
-    system has a trustworthy one, else an fsync of each."""
-    if SYNCFS is not None:
+def make_durable(root: str, paths: list[str], sync: str) -> None:
+    """Write back ``paths`` (files under ``root``) as the ``sync`` mode does: one syncfs of
+    the file system, or an fsync of each."""
+    if sync == "syncfs" and SYNCFS is not None:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             SYNCFS(fd)

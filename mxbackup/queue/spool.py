@@ -337,7 +337,7 @@ class Spool:
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))
-        checkpoint.keep_durable(self.root, checked)
+        checkpoint.keep_durable(self.root, checked, self.sync)
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
 

@@ -184,7 +184,7 @@ def test_recovery_makes_the_recent_commits_it_keeps_durable(
     recent, old = queue(root, b"recent\r\n", b"old\r\n")
     age(root, old, checkpoint.RECENT_MARGIN + 1)
     synced: list[list[str]] = []
-    monkeypatch.setattr(checkpoint, "make_durable", lambda r, paths: synced.append(paths))
+    monkeypatch.setattr(checkpoint, "make_durable", lambda r, paths, sync: synced.append(paths))
     Spool(str(root), sync_thread).recover()
     assert synced == [[str(root / "new" / recent), str(root / "env" / recent)]]
     age(root, recent, checkpoint.RECENT_MARGIN + 1)
@@ -196,6 +196,7 @@ def test_recovery_makes_the_recent_commits_it_keeps_durable(
 def test_make_durable_is_one_syncfs_or_an_fsync_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """As the spool's mode does (fsync: the spool may share its file system with writers)."""
     root = tmp_path / "spool"
     (qid,) = queue(root, b"message\r\n")
     paths = [str(root / "new" / qid), str(root / "env" / qid)]
@@ -203,15 +204,14 @@ def test_make_durable_is_one_syncfs_or_an_fsync_each(
     monkeypatch.setattr(
         rounds, "SYNCFS", lambda fd: calls.append(os.readlink(f"/proc/self/fd/{fd}"))
     )
-    rounds.make_durable(str(root), paths)
-    assert calls == [str(root)]
-    monkeypatch.setattr(rounds, "SYNCFS", None)
     real = os.fsync
     monkeypatch.setattr(
         os, "fsync", lambda fd: (calls.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
     )
+    rounds.make_durable(str(root), paths, "syncfs")
+    assert calls == [str(root)]
     calls.clear()
-    rounds.make_durable(str(root), paths)
+    rounds.make_durable(str(root), paths, "fsync")
     assert calls == paths
 
 
