@@ -85,6 +85,8 @@ class Envelope:
         data: dict[str, Any] = {"version": VERSION}
         for name in _ENVELOPE_FIELDS:
             data[name] = getattr(self, name)
+        if self.crc is None:  # written only at commit: the rest stays readable by older code
+            del data["crc"]
         data["params"] = dict(self.params)
         data["recipients"] = [
             {name: getattr(r, name) for name in _RECIPIENT_FIELDS} for r in self.recipients

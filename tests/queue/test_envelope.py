@@ -40,10 +40,15 @@ def test_json_is_versioned_and_stable():
     assert envelope().to_json() == envelope().to_json()  # sorted keys: byte-identical
 
 
+def test_no_crc_no_key():
+    env = Envelope("Q", "", [Recipient("a@b.test", None)], 1.0, 1)
+    assert b'"crc"' not in env.to_json()
+
+
 def test_the_crc_is_optional_and_kept():
     """Envelopes written before the field load (version 1, no CRC); a CRC round-trips."""
     data = json.loads(envelope().to_json())
-    del data["crc"]
+    assert "crc" not in data
     assert Envelope.from_json(json.dumps(data).encode()).crc is None
     data["crc"] = 0xDEADBEEF
     assert Envelope.from_json(json.dumps(data).encode()).crc == 0xDEADBEEF
