@@ -50,6 +50,7 @@ from mxbackup.wire.contract import Attempt, Deliver, Job
 __all__ = ["APPLY_EVERY", "Scheduler", "target_key"]
 
 log = Logger(namespace="mxbackup.scheduler")
+DOWN_PER_TICK = 1_000  # due tries at a target that is down, taken per tick of the clock
 
 
 def _all_written(results: list[tuple[bool, Any]]) -> None:
@@ -87,6 +88,7 @@ class Scheduler:
         )
         self._loop: task.LoopingCall | None = None
         self._kicked = False
+        self._extra = False  # a tick asked for (``_kick``), not the clock's
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -139,7 +141,11 @@ class Scheduler:
 
     def _kicked_tick(self) -> None:
         self._kicked = False
-        self.tick()
+        self._extra = True
+        try:
+            self.tick()
+        finally:
+            self._extra = False
 
     def flush(self, key: str | None = None) -> int:
         """Make every pending recipient (of one target, or all) due now; returns how many
@@ -213,7 +219,13 @@ class Scheduler:
         """How many due entries of ``key`` a tick takes: twice what its connections carry
         at once, less what already waits for one.  The rest stays due (a flush of a million
         is taken a few thousand at a time: no long tick, nor a million entries in flight);
-        a connection that finds nothing waiting asks for the next tick at once."""
+        a connection that finds nothing waiting asks for the next tick at once.  Tries at a
+        target that is down (no connection, a log line each) are taken by the clock's own
+        ticks only, ``DOWN_PER_TICK`` at a time: a restart with a million overdue behind a
+        dead primary must not stall acceptance, whose every message asks for a tick."""
+        target = self.health.targets.get(key)
+        if target is not None and target.down:
+            return 0 if self._extra else DOWN_PER_TICK
         most = 2 * self.ceiling * self.delivery.max_messages_per_connection
         return most - self.backlog.inflight.waiting(key)
 

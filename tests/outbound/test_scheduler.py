@@ -455,3 +455,26 @@ def test_a_big_flush_is_taken_a_few_at_a_time_without_waiting_for_ticks(tmp_path
     w.clock.advance(0)  # the flush's own tick, and those the connections ask for: no more
     assert w.scheduler.stats.delivered == 30
     assert max(most) < 4  # 2 x 1 connection x 2 messages
+
+
+def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path, monkeypatch):
+    """A restart with a big overdue queue behind a dead primary: each accepted message asks
+    for a tick, and those ticks must not work through the overdue tries (a stall per
+    message); the clock's ticks take them DOWN_PER_TICK at a time."""
+    from mxbackup.outbound import scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "DOWN_PER_TICK", 3)
+    w = World(tmp_path)
+    w.deliver.up = False
+    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
+    w.advance(1)  # the first try: the target is down now
+    w.advance(15 * MINUTE)  # all ten are due again at once (overdue)
+    attempts = sum(e.recipients[0].attempts for e in envs)
+    for i in range(3):  # arrivals meanwhile: their ticks take nothing of the dead target's
+        w.scheduler.wakeup(w.queue(rcpts=(f"new{i}@example.com",)))
+        w.clock.advance(0)
+    assert sum(e.recipients[0].attempts for e in envs) == attempts
+    w.advance(1)
+    assert sum(e.recipients[0].attempts for e in envs) <= attempts + 3
+    w.advance(5)
+    assert all(e.recipients[0].attempts == 2 for e in envs)
