@@ -213,7 +213,8 @@ class Scheduler:
             if self.backlog.has_mail(target.key):
                 logged(self._probe(target))
         self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
-        self.backlog.compact()  # what waits is kept packed
+        if not self._extra:  # the clock's ticks only: a drain asks for one per connection
+            self.backlog.compact()  # what waits is kept packed
 
     def _room(self, key: str) -> int:
         """How many due entries of ``key`` a tick takes: twice what its connections carry
