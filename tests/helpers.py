@@ -293,3 +293,21 @@ def make_client_key(directory: Path, name: str) -> tuple[Path, str]:
     path.chmod(0o600)
     public = keys.Key(private).public().toString("OPENSSH").decode("ascii")
     return path, f"{public} {name}@test"
+
+
+def sample_envelope(qid: str = "q1", received_at: float = 0.0, **more: object) -> Any:
+    """An envelope with recipients at two targets: two pending at a route (next attempts 500
+    and 300), one delivered and one interrupted by a crash (in flight on disk) by MX."""
+    return Envelope(
+        id=qid,
+        sender="s@sender.test",
+        recipients=[
+            Recipient("a@example.com", "example.com", next_attempt=500.0),
+            Recipient("b@example.com", "example.com", next_attempt=300.0),
+            Recipient("c@other.test", None, state="delivered"),
+            Recipient("d@other.test", None, next_attempt=700.0, inflight=True),
+        ],
+        received_at=received_at,
+        size=1,
+        **more,  # type: ignore[arg-type]
+    )

@@ -101,7 +101,6 @@ class View:
             state, since = "down", health.down_since
         else:
             state, since = "up", None
-        messages = sched.backlog.messages_at(key)
         info: dict[str, Any] = {
             "target": key,
             "route": route.domain if route is not None else None,
@@ -111,13 +110,13 @@ class View:
             "last_error": health.last_error if health is not None else "",
             "next_probe": health.next_probe if health is not None and health.down else None,
             "paused": sched.pauses.paused(key),
-            "messages": len(messages),
+            "messages": sched.backlog.depth(key),
             "recipients": sched.backlog.recipients_at(key),
             "oldest": None,
         }
         # The oldest message by id (ids sort by arrival): one envelope read, not all of them
         # (kept packed, a million would take seconds to read).
-        envelope = sched.backlog.oldest(messages)
+        envelope = sched.backlog.oldest(key)
         at_key = [r for r in envelope.pending() if target_key(r) == key] if envelope else []
         if envelope is not None and at_key:
             rcpt = at_key[0]

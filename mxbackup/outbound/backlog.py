@@ -15,8 +15,8 @@ from mxbackup.outbound.duequeue import DueByTarget
 from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import target_key
 from mxbackup.outbound.inflight import Entry, InFlight
-from mxbackup.queue.envelope import Envelope, Recipient
-from mxbackup.queue.recovery import Chunk, Targets, pending_targets
+from mxbackup.queue.envelope import Envelope, Recipient, Targets, pending_targets
+from mxbackup.queue.recovery import Chunk
 
 
 def pending_by_target(envelope: Envelope) -> dict[str, list[Recipient]]:
@@ -129,9 +129,13 @@ class Backlog:
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
 
-    def oldest(self, qids: Iterable[str] | None = None) -> Envelope | None:
-        """The envelope (to read) of the oldest message (of ``qids``): ids sort by arrival."""
-        oldest = self.envelopes.first() if qids is None else min(qids, default=None)
+    def oldest(self, key: str | None = None) -> Envelope | None:
+        """The envelope (to read) of the oldest message (waiting at target ``key``): ids sort
+        by arrival."""
+        if key is None:
+            oldest = self.envelopes.first()
+        else:
+            oldest = min(self._by_target.get(key, ()), default=None)
         return self.envelopes.peek(oldest) if oldest is not None else None
 
     def oldest_age(self, now: float) -> float:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import os
 import zlib
 
+from mxbackup.queue import rounds
 from mxbackup.queue.envelope import EnvelopeError
-from mxbackup.queue.rounds import CHECKPOINT, make_durable
+from mxbackup.queue.rounds import CHECKPOINT
 
 RECENT_MARGIN = 2.0  # seconds before the checkpoint from which envelopes are checked
 
@@ -86,3 +87,17 @@ def keep_durable(root: str, qids: list[str], sync: str) -> None:
     if qids:
         paths = [os.path.join(root, sub, qid) for qid in qids for sub in ("new", "env")]
         make_durable(root, paths, sync)
+
+
+def make_durable(root: str, paths: list[str], sync: str) -> None:
+    """Write back ``paths`` (files under ``root``) as the ``sync`` mode does: one syncfs of
+    the file system, or an fsync of each."""
+    if sync == "syncfs" and rounds.SYNCFS is not None:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            rounds.SYNCFS(fd)
+        finally:
+            os.close(fd)
+        return
+    for path in paths:
+        rounds.fsync_path(path)

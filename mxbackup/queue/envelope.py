@@ -11,6 +11,7 @@ import json
 import random
 import secrets
 import sys
+from collections.abc import Iterable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
@@ -39,6 +40,23 @@ def key_for(route: str | None, address: str) -> str:
     if route is not None:
         return route
     return "mx:" + address.rpartition("@")[2].lower()
+
+
+# Per target of a message: (target, recipients pending there, their earliest next attempt,
+# whether a crash interrupted a try of any of them).
+Targets = tuple[tuple[str, int, float, bool], ...]
+
+
+def pending_targets(rcpts: Iterable[tuple[str, str, float, bool]]) -> Targets:
+    """``Targets`` of the pending recipients given as (target, state, next attempt,
+    interrupted)."""
+    found: dict[str, tuple[str, int, float, bool]] = {}
+    for key, state, when, interrupted in rcpts:
+        if state != "pending":
+            continue
+        _, count, earliest, any_interrupted = found.get(key, (key, 0, when, False))
+        found[key] = (key, count + 1, min(earliest, when), any_interrupted or interrupted)
+    return tuple(found.values())
 
 
 def id_time(queue_id: str) -> float:

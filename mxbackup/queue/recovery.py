@@ -16,22 +16,18 @@ import gc
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import repeat
 from typing import Any, NamedTuple
 
 from mxbackup.queue.checkpoint import check_commit, written_since
-from mxbackup.queue.envelope import EnvelopeError, key_for, parse_json
+from mxbackup.queue.envelope import EnvelopeError, Targets, key_for, parse_json, pending_targets
 from mxbackup.queue.packed import pack_json
 
 PARALLEL_FROM = 20_000
 CHUNK = 10_000
-
-# Per target of a message: (target, recipients pending there, their earliest next attempt,
-# whether a crash interrupted a try of any of them).
-Targets = tuple[tuple[str, int, float, bool], ...]
 
 
 class Chunk(NamedTuple):
@@ -46,18 +42,6 @@ class Chunk(NamedTuple):
     interrupted: list[tuple[str, str, int]]  # (id, target, recipients): a crash interrupted a try
     unreadable: list[tuple[str, str, bool]]  # (id, why, recent: a commit a crash may have torn)
     checked: list[str]  # recent commits checked and found whole (``checkpoint``)
-
-
-def pending_targets(rcpts: Iterable[tuple[str, str, float, bool]]) -> Targets:
-    """``Targets`` of the pending recipients given as (target, state, next attempt,
-    interrupted)."""
-    found: dict[str, tuple[str, int, float, bool]] = {}
-    for key, state, when, interrupted in rcpts:
-        if state != "pending":
-            continue
-        _, count, earliest, any_interrupted = found.get(key, (key, 0, when, False))
-        found[key] = (key, count + 1, min(earliest, when), any_interrupted or interrupted)
-    return tuple(found.values())
 
 
 def read_one(

@@ -82,26 +82,12 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_path(path: str) -> None:
+def fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def make_durable(root: str, paths: list[str], sync: str) -> None:
-    """Write back ``paths`` (files under ``root``) as the ``sync`` mode does: one syncfs of
-    the file system, or an fsync of each."""
-    if sync == "syncfs" and SYNCFS is not None:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            SYNCFS(fd)
-        finally:
-            os.close(fd)
-        return
-    for path in paths:
-        _fsync_path(path)
 
 
 def _write_new(path: str, data: bytes, durable: bool) -> None:
@@ -224,17 +210,14 @@ class _Round:
     def _start(self, ops: list[RoundOp]) -> None:
         """Step 0: open the file syncfs will use before anything is written (syncfs reports
         the write-back errors of the file system since that file was opened: Linux >= 5.8),
-        then set the checkpoint; decide whether the round needs a sync between its writes
-        and its renames."""
-        if self.sync != "syncfs":  # not needed here: keeps recovery's window short after syncfs
-            try:
-                os.utime(os.path.join(self.root, CHECKPOINT))
-            except OSError:
-                pass
-            return
-        self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        then set the checkpoint (fsync mode too: it keeps recovery's window short after a
+        change of mode); decide whether the round needs a sync between its writes and its
+        renames."""
+        if self.sync == "syncfs":
+            self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         checkpointed = self._checkpoint()
-        self._sync_data = not checkpointed or any(op.kind == "update" for op in ops)
+        if self.sync == "syncfs":
+            self._sync_data = not checkpointed or any(op.kind == "update" for op in ops)
 
     def _checkpoint(self) -> bool:
         """Set ``CHECKPOINT``'s mtime to now: durable with this round's sync (or earlier),
@@ -246,6 +229,8 @@ class _Round:
             os.utime(path)
             return True
         except OSError as e:
+            if self.sync != "syncfs":
+                return False  # fsync mode syncs data before names: it needs no checkpoint
             print(f"mxbackup spool: {path}: {e}; creating it", file=sys.stderr, flush=True)
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
@@ -299,7 +284,7 @@ class _Round:
                     # (and consumed) cannot pass unseen
                     if op.prefix:
                         _prepend(message, op.prefix)
-                    _fsync_path(message)
+                    fsync_path(message)
             _write_new(op.tmp, op.data, durable)
         except OSError as e:
             self._unwrite(op)

@@ -190,6 +190,8 @@ class Spool:
         self._committing = False
         self._free, self._free_at = 0, -FREE_SPACE_TTL
         self._serial = 0
+        self._opened = False
+        self._recent: float | None = None  # ``checkpoint.recent_since`` at the first open()
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, sub: str, name: str = "") -> str:
@@ -207,7 +209,11 @@ class Spool:
     def open(self) -> None:
         """Create the directory tree and the checkpoint (synchronously, at start-up).  A
         missing checkpoint is created durable before any round runs: what the spool holds
-        now is trusted as a whole."""
+        now is trusted as a whole (the first call reads the checkpoint before that, for
+        ``recovered``, whoever calls it first)."""
+        if not self._opened:  # what recovery checks is decided before a missing one is made
+            self._recent = checkpoint.recent_since(self.root)
+            self._opened = True
         for sub in SUBDIRS:
             os.makedirs(self.path(sub), mode=0o700, exist_ok=True)
         checkpoint.ensure(self.root)
@@ -309,8 +315,8 @@ class Spool:
         (``recovery``: read by worker processes when there are many).  Envelopes written
         since the checkpoint may belong to a round a crash interrupted: their commits are
         checked (``checkpoint``), and torn ones moved to corrupt/."""
-        recent = checkpoint.recent_since(self.root)  # before open() creates a missing one
         self.open()
+        recent = self._recent
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
         # Each envelope's name checked against (and struck off) the set of new/: what is

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
+from helpers import sample_envelope
 from mxbackup.outbound.backlog import Backlog, pending_by_target
-from mxbackup.queue.envelope import Envelope, Recipient
 
 
 def envelope(qid="q1", received_at=0.0):
-    return Envelope(
-        id=qid,
-        sender="s@sender.test",
-        recipients=[
-            Recipient("a@example.com", "example.com", next_attempt=500.0),
-            Recipient("b@example.com", "example.com", next_attempt=300.0),
-            Recipient("c@other.test", None, state="delivered"),
-            Recipient("d@other.test", None, next_attempt=700.0, inflight=True),
-        ],
-        received_at=received_at,
-        size=1,
-    )
+    return sample_envelope(qid, received_at)
 
 
 def test_add_schedules_each_target_at_its_earliest_attempt_or_now_after_a_crash():

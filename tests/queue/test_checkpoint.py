@@ -132,6 +132,19 @@ def test_a_spool_without_checkpoint_is_trusted_as_before(tmp_path: Path) -> None
     assert (root / CHECKPOINT).exists()
 
 
+def test_the_checkpoint_is_read_before_the_first_open_creates_it(tmp_path: Path) -> None:
+    """The server opens the spool (its own check of the directory) before it recovers: the
+    checkpoint that open creates must not make the old spool's last commits 'recent'."""
+    root = tmp_path / "spool"
+    (qid,) = queue(root, b"from the old code\r\n")
+    (root / CHECKPOINT).unlink()
+    truncate_message(root, qid)
+    spool = Spool(str(root), sync_thread)
+    spool.open()
+    assert [e.id for e in spool.recover()] == [qid]
+    assert spool_files(root, "corrupt") == []
+
+
 def test_an_envelope_without_crc_is_not_checked(tmp_path: Path) -> None:
     """An envelope from before the field (or of a spilled message, or updated) has no CRC."""
     root = tmp_path / "spool"
@@ -208,10 +221,10 @@ def test_make_durable_is_one_syncfs_or_an_fsync_each(
     monkeypatch.setattr(
         os, "fsync", lambda fd: (calls.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))
     )
-    rounds.make_durable(str(root), paths, "syncfs")
+    checkpoint.make_durable(str(root), paths, "syncfs")
     assert calls == [str(root)]
     calls.clear()
-    rounds.make_durable(str(root), paths, "fsync")
+    checkpoint.make_durable(str(root), paths, "fsync")
     assert calls == paths
 
 

@@ -7,25 +7,14 @@ import os
 
 import pytest
 
+from helpers import sample_envelope
 from mxbackup.queue import recovery
-from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.packed import unpack
 
 
 def write(env_dir, qid: str, **more) -> Envelope:
-    env = Envelope(
-        id=qid,
-        sender="s@sender.test",
-        recipients=[
-            Recipient("a@example.com", "example.com", next_attempt=500.0),
-            Recipient("b@example.com", "example.com", next_attempt=300.0),
-            Recipient("c@other.test", None, state="delivered"),
-            Recipient("d@other.test", None, next_attempt=700.0, inflight=True),
-        ],
-        received_at=1.0,
-        size=1,
-        **more,
-    )
+    env = sample_envelope(qid, 1.0, **more)
     (env_dir / qid).write_bytes(env.to_json())
     return env
 
