@@ -6,6 +6,14 @@ Opens ``concurrency`` connections (TCP_NODELAY), waits until all have had their 
 then each sends its share of ``count`` messages one transaction after the other on the same
 connection (MAIL, RCPT, DATA, body, end of data).  Only the end-of-data -> 250 interval is
 timed.  Prints one JSON object (milliseconds) on stdout.  Standard library only.
+
+Without ``--rate`` the clients are closed-loop: each sends its next message as soon as the
+last one is answered, so a faster server is offered more and its clients queue behind each
+other on it.  With ``--rate R`` (messages per second, all connections together) the
+transactions start on a fixed schedule, spread evenly over the connections: both servers are
+offered the same load, and the latency is the server's own at that load.  A transaction whose
+start time has passed starts at once; ``behind_schedule`` counts those more than 10 ms late
+(the server could not keep up).
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ async def session(
     latencies: list[float],
     errors: list[str],
     timeout: float,
+    schedule: list[float] | None = None,
+    behind: list[int] | None = None,
 ) -> None:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -84,7 +94,14 @@ async def session(
         await asyncio.wait_for(expect(reader, (250,), "EHLO"), timeout)
         ready.append(1)
         await start.wait()
-        for _ in range(count):
+        loop = asyncio.get_running_loop()
+        for i in range(count):
+            if schedule is not None and behind is not None:
+                wait = schedule[0] + schedule[1] + i * schedule[2] - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                elif wait < -0.01:  # more than 10 ms late
+                    behind.append(1)
             writer.write(f"MAIL FROM:<{sender}>\r\n".encode())
             await asyncio.wait_for(expect(reader, (250,), "MAIL"), timeout)
             writer.write(f"RCPT TO:<{rcpt}>\r\n".encode())
@@ -128,8 +145,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     ready: list[int] = []
     latencies: list[float] = []
     errors: list[str] = []
+    behind: list[int] = []
     c = args.concurrency
     shares = [args.count // c + (1 if i < args.count % c else 0) for i in range(c)]
+    # paced: connection k's i-th transaction starts at t0 + (k + i*c) / rate
+    schedules: list[list[float] | None] = [
+        [0.0, k / args.rate, c / args.rate] if args.rate else None for k in range(c)
+    ]
     tasks = [
         asyncio.create_task(
             session(
@@ -144,20 +166,27 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 latencies,
                 errors,
                 args.timeout,
+                schedules[k],
+                behind,
             )
         )
-        for n in shares
+        for k, n in enumerate(shares)
     ]
     deadline = time.monotonic() + args.timeout
     while len(ready) < c and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     t0 = time.perf_counter()
+    for schedule in schedules:
+        if schedule is not None:
+            schedule[0] = asyncio.get_running_loop().time()
     start.set()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     s = sorted(latencies)
     return {
         "concurrency": c,
+        "offered_msgs_per_sec": args.rate or None,
+        "behind_schedule": len(behind),
         "messages": len(s),
         "requested": args.count,
         "size": len(body) + 2,
@@ -183,6 +212,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rcpt", default="user@example.com")
     p.add_argument("--sender", default="bench@sender.test")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="offered msg/s, all connections (0: closed loop)"
+    )
     args = p.parse_args(argv)
     out = asyncio.run(run(args))
     json.dump(out, sys.stdout)

@@ -74,6 +74,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "drain_pause": 31.0,
         "latency_messages": 2000,
         "latency_concurrency": 50,
+        "latency_rate": 250.0,  # offered msg/s for the paced run: half what Postfix takes
         "scale_messages": 100_000,
         "tick_counts": (1_000, 100_000),
         "settle_window": 0.5,
@@ -88,6 +89,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "drain_pause": 0.0,
         "latency_messages": 100,
         "latency_concurrency": 50,
+        "latency_rate": 200.0,
         "scale_messages": 1_000,
         "tick_counts": (1_000, 10_000),
         "settle_window": 0.2,
@@ -856,51 +858,62 @@ class Bench:
 
     # -- latency ---------------------------------------------------------------------------
     def latency(self) -> dict[str, Any]:
+        """Closed loop (each client sends on as soon as it is answered: a faster server is
+        offered more), then paced at ``latency_rate`` msg/s for both (the same load)."""
         out: dict[str, Any] = {
             "concurrency": self.p["latency_concurrency"],
             "messages": self.p["latency_messages"],
             "size_bytes": SIZES["5KB"],
+            "offered_msgs_per_sec": self.p["latency_rate"],
+            "paced": {},
         }
         for server in self.servers(1):
             try:
                 with self.running(server):
-                    cpu0 = server.cpu_seconds()
-                    rc, so, se = self.procs.run(
-                        [
-                            sys.executable,
-                            str(BENCH / "latency.py"),
-                            "--port",
-                            str(self.port),
-                            "--concurrency",
-                            str(self.p["latency_concurrency"]),
-                            "--count",
-                            str(self.p["latency_messages"]),
-                            "--size",
-                            str(SIZES["5KB"]),
-                            "--rcpt",
-                            RCPT,
-                            "--sender",
-                            SENDER,
-                        ],
-                        timeout=120 + self.p["latency_messages"] * 0.1,
-                    )
-                    res = json.loads(so) if so.strip() else {}
-                    cpu1, _ = self.settle(server, max_wait=60)
-                    if rc != 0 or not res:
-                        raise BenchError(
-                            f"latency client exit {rc}: {se.strip()[:300]} {res.get('errors', '')}"
-                        )
-                    if res.get("messages"):
-                        res["cpu_seconds_per_msg"] = round((cpu1 - cpu0) / res["messages"], 6)
-                    out[server.name] = res
-                    say(
-                        f"latency c={res['concurrency']} {server.name}: p50 {res['p50_ms']} ms,"
-                        f" p99 {res['p99_ms']} ms, {res['msgs_per_sec']} msg/s"
-                    )
+                    out[server.name] = self._latency_run(server, 0.0)
+                    out["paced"][server.name] = self._latency_run(server, self.p["latency_rate"])
             except Exception as e:  # noqa: BLE001
                 self.error(f"latency {server.name}", e)
         out["ratio"] = {k: ratio(out, k) for k in ("p50_ms", "p99_ms", "msgs_per_sec")}
+        out["paced"]["ratio"] = {k: ratio(out["paced"], k) for k in ("p50_ms", "p99_ms")}
         return out
+
+    def _latency_run(self, server: Any, rate: float) -> dict[str, Any]:
+        cpu0 = server.cpu_seconds()
+        rc, so, se = self.procs.run(
+            [
+                sys.executable,
+                str(BENCH / "latency.py"),
+                "--port",
+                str(self.port),
+                "--concurrency",
+                str(self.p["latency_concurrency"]),
+                "--count",
+                str(self.p["latency_messages"]),
+                "--size",
+                str(SIZES["5KB"]),
+                "--rcpt",
+                RCPT,
+                "--sender",
+                SENDER,
+                "--rate",
+                str(rate),
+            ],
+            timeout=120 + self.p["latency_messages"] * 0.1,
+        )
+        res = json.loads(so) if so.strip() else {}
+        cpu1, _ = self.settle(server, max_wait=60)
+        if rc != 0 or not res:
+            errors = res.get("errors", "")
+            raise BenchError(f"latency client exit {rc}: {se.strip()[:300]} {errors}")
+        if res.get("messages"):
+            res["cpu_seconds_per_msg"] = round((cpu1 - cpu0) / res["messages"], 6)
+        paced = f" offered {rate:g} msg/s ({res['behind_schedule']} late)" if rate else ""
+        say(
+            f"latency c={res['concurrency']}{paced} {server.name}: p50 {res['p50_ms']} ms,"
+            f" p99 {res['p99_ms']} ms, {res['msgs_per_sec']} msg/s"
+        )
+        return res
 
     # -- drain -----------------------------------------------------------------------------
     def drain(self) -> dict[str, Any]:
@@ -1285,6 +1298,16 @@ def build_table(r: dict[str, Any]) -> list[dict[str, Any]]:
         pf.get("msgs_per_sec"),
         mx.get("msgs_per_sec"),
     )
+    paced, rate = lat.get("paced", {}), lat.get("offered_msgs_per_sec")
+    pf, mx = paced.get("postfix", {}), paced.get("mxbackup", {})
+    for p in (50, 99):
+        add(
+            f"end of DATA → 250, p{p}, c={c}, both offered {rate or 0:g} msg/s",
+            "ms",
+            "lower",
+            pf.get(f"p{p}_ms"),
+            mx.get(f"p{p}_ms"),
+        )
     starttls.table_rows(r, add, _spread, _ms)
     dr = r.get("drain", {})
     pf, mx = dr.get("postfix", {}), dr.get("mxbackup", {})

@@ -79,6 +79,9 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
         lat = results["latency"][system]
         assert lat["error_count"] == 0
         assert 0 < lat["p50_ms"] <= lat["p99_ms"]
+        paced = results["latency"]["paced"][system]  # both offered the same load
+        assert paced["error_count"] == 0 and paced["offered_msgs_per_sec"] > 0
+        assert 0 < paced["p50_ms"] <= paced["p99_ms"]
         drain = results["drain"][system]
         assert drain["msgs_per_sec"] > 0
         assert drain["first_delivery_seconds"] >= 0
