@@ -3,9 +3,9 @@ outcome is recorded.
 
 Pure: no reactor, no I/O.  The one owner of in-flight state: the entries, the messages
 waiting per target for a connection, whether a flush passed over an entry meanwhile, and the
-recipients' ``inflight`` flag (written with the envelope before a try, so a restart retries at
-once what a crash interrupted).  Every path that takes, sends, gives up or records goes
-through here; nothing else marks or unmarks.
+recipients' ``inflight`` flag (noted in the spool's try log before a try, ``queue.tries``, so a
+restart counts and retries at once what a crash interrupted).  Every path that takes, sends,
+gives up or records goes through here; nothing else marks or unmarks.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class InFlight:
     def busy(self, qid: str) -> bool:
         """The message is in flight to some target."""
         return qid in self._messages
+
+    def busy_ids(self) -> list[str]:
+        """The messages in flight to some target."""
+        return list(self._messages)
 
     # -- taking and sending ------------------------------------------------------------------
     def wait(self, qid: str, key: str) -> None:
@@ -64,7 +68,7 @@ class InFlight:
 
     @staticmethod
     def sending(rcpts: Iterable[Recipient]) -> None:
-        """The try is about to start: marked in the envelope, written before it."""
+        """The try is about to start: marked in the envelope (noted in the try log)."""
         for rcpt in rcpts:
             rcpt.inflight = True
 

@@ -75,8 +75,8 @@ class Recorder:
         return self._rules.get(key) or _MX_RULE
 
     def begin(self, envelope: Envelope, key: str, rcpts: list[Recipient], now: float) -> None:
-        """The try counts before it is made (the caller writes the envelope before the first
-        MAIL): attempts + 1, and when to retry if it fails (0: never)."""
+        """The try counts before it is made (the caller notes it in the spool's try log
+        before connecting): attempts + 1, and when to retry if it fails (0: never)."""
         rule = self.rule(key)
         self.backlog.inflight.sending(rcpts)
         for rcpt in rcpts:
@@ -182,8 +182,8 @@ class Recorder:
             else:
                 rcpt.next_attempt = when
                 self.stats.deferred += 1
-        # Never sent by this run: the recipients' in-flight marks are left alone (one read
-        # from disk says a crash interrupted a delivery, and explains a later duplicate).
+        # Never sent by this run: the recipients' in-flight marks are left alone (a try
+        # under way elsewhere keeps its mark, written with any envelope update meanwhile).
         flushed = self.backlog.inflight.release(envelope.id, key, None)
         if failed or self._wants_delay_warning(envelope, now):
             return self.settle(envelope, key, failed, now, untried=True, flushed=flushed)

@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task
@@ -39,10 +39,10 @@ from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.pause import Pauses
 from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
-from mxbackup.queue.barrier import Barrier
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.recovery import Chunk
 from mxbackup.queue.spool import Spool
+from mxbackup.queue.tries import Tried, tried
 from mxbackup.routes import table_for as route_table
 from mxbackup.stats import Stats
 from mxbackup.wire.contract import Attempt, Deliver, Job
@@ -51,13 +51,6 @@ __all__ = ["APPLY_EVERY", "Scheduler", "target_key"]
 
 log = Logger(namespace="mxbackup.scheduler")
 DOWN_PER_TICK = 1_000  # due tries at a target that is down, taken per tick of the clock
-
-
-def _all_written(results: list[tuple[bool, Any]]) -> None:
-    errors = [str(failure.value) for ok, failure in results if not ok]
-    if errors:
-        log.error("envelopes not written before delivery: {errors}", errors="; ".join(errors))
-        raise OSError(f"could not write the envelopes before delivery: {errors[0]}")
 
 
 class Scheduler:
@@ -262,13 +255,10 @@ class Scheduler:
             jobs = self._jobs(key, qids)
             if not jobs:
                 return
-            # The new state is on disk before we act on it: the connection and EHLO go on
-            # meanwhile, the first MAIL waits for the writes (the barrier).
-            written = defer.DeferredList(
-                [self.spool.update(self.queue[job.qid]) for job in jobs], consumeErrors=True
-            )
-            barrier = Barrier(written.addCallback(_all_written))
-            delivery = yield self.dialer.dial(key, jobs, barrier.wait)
+            # The tries are noted before the connection (``queue.tries``); the envelopes
+            # are written with the outcomes.
+            self.spool.note_tries([(j.qid, tried(self.queue[j.qid])) for j in jobs], self._tries)
+            delivery = yield self.dialer.dial(key, jobs, no_wait)
             batches = Batches(self.recorder, key, jobs, delivery)
             attempt = yield delivery.done
             if attempt.local_error:
@@ -292,6 +282,13 @@ class Scheduler:
                 key, self.clock.seconds()
             ):
                 self._kick()  # what is due and was left by the tick (``_room``)
+
+    def _tries(self) -> Iterator[Tried]:
+        """Every try under way (what a rotation of the try log keeps)."""
+        for qid in self.backlog.inflight.busy_ids():
+            envelope = self.backlog.envelopes.peek(qid)
+            if envelope is not None:
+                yield qid, tried(envelope)
 
     def _jobs(self, key: str, qids: list[str]) -> list[Job]:
         """The connection's jobs, each try counted (``Recorder.begin``) before it is made."""

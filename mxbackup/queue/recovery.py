@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from mxbackup.queue.checkpoint import check_commit, written_since
 from mxbackup.queue.envelope import EnvelopeError, Targets, key_for, parse_json, pending_targets
 from mxbackup.queue.packed import pack_json
+from mxbackup.queue.tries import replay
 
 PARALLEL_FROM = 20_000
 CHUNK = 10_000
@@ -44,14 +45,20 @@ class Chunk(NamedTuple):
     checked: list[str]  # recent commits checked and found whole (``checkpoint``)
 
 
+Logged = dict[str, dict[int, int]]  # the try log (``tries.read``)
+
+
 def read_one(
-    env_dir: int, new_dir: str, qid: str, recent: float | None
+    env_dir: int, new_dir: str, qid: str, recent: float | None, counts: dict[int, int] | None
 ) -> tuple[bytes, bool, Targets, bool]:
     """The envelope ``env/<qid>``: packed, held, its targets, and whether it was checked as a
     recent commit (written at ``recent`` or later, see ``checkpoint``: its message must have
-    the size and CRC it records).  EnvelopeError if it is unreadable or torn."""
+    the size and CRC it records); with the try log's ``counts`` for it applied
+    (``tries.replay``).  EnvelopeError if it is unreadable or torn."""
     try:
         raw, mtime = read_at(env_dir, qid)
+        if counts:
+            raw = replay(raw, counts)
         data = parse_json(raw)
         if data["id"] != qid:
             raise EnvelopeError(f"envelope names {data['id']!r}")
@@ -72,7 +79,9 @@ def read_one(
     return pack_json(raw), bool(data.get("held")), targets, checked
 
 
-def read_chunk(env_path: str, names: list[str], recent: float | None = None) -> Chunk:
+def read_chunk(
+    env_path: str, names: list[str], recent: float | None = None, logged: Logged | None = None
+) -> Chunk:
     chunk = Chunk([], [], [], {}, [], [], [])
     new_dir = os.path.join(os.path.dirname(env_path), "new")
     env_dir = os.open(env_path, os.O_RDONLY | os.O_DIRECTORY)
@@ -81,7 +90,8 @@ def read_chunk(env_path: str, names: list[str], recent: float | None = None) -> 
     try:
         for qid in names:
             try:
-                packed, held, targets, checked = read_one(env_dir, new_dir, qid, recent)
+                counts = logged.get(qid) if logged else None
+                packed, held, targets, checked = read_one(env_dir, new_dir, qid, recent, counts)
             except EnvelopeError as e:
                 chunk.unreadable.append((qid, str(e), written_since(env_dir, qid, recent)))
                 continue
@@ -118,7 +128,11 @@ def workers_for(count: int, workers: int = 0) -> int:
 
 
 def read_all(
-    env_path: str, names: list[str], workers: int, recent: float | None = None
+    env_path: str,
+    names: list[str],
+    workers: int,
+    recent: float | None = None,
+    logged: Logged | None = None,
 ) -> Iterator[Chunk]:
     """``read_chunk`` of the names, ``CHUNK`` at a time, in order; by ``workers`` forked
     processes (see ``workers_for``), or in this process (0 or 1, or if the workers fail:
@@ -129,14 +143,22 @@ def read_all(
         context: Any = multiprocessing.get_context("fork")
         try:
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                results = pool.map(read_chunk, repeat(env_path), batches, repeat(recent))
+                mine = [_logged_for(batch, logged) for batch in batches]
+                results = pool.map(read_chunk, repeat(env_path), batches, repeat(recent), mine)
                 for batch, chunk in zip(batches, results, strict=True):
                     yield _with_names(chunk, batch)
                     done += 1
         except (BrokenProcessPool, OSError, NotImplementedError):
             pass  # the rest in this process
     for batch in batches[done:]:
-        yield read_chunk(env_path, batch, recent)
+        yield read_chunk(env_path, batch, recent, logged)
+
+
+def _logged_for(names: list[str], logged: Logged | None) -> Logged | None:
+    """What a worker needs of the try log: the entries of its names (sent through a pipe)."""
+    if not logged:
+        return None
+    return {name: logged[name] for name in names if name in logged}
 
 
 def _with_names(chunk: Chunk, names: list[str]) -> Chunk:

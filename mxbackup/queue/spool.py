@@ -13,6 +13,8 @@ Layout under the spool root::
     corrupt/    envelopes that could not be read, with their message, for the operator;
                 and torn commits (see below)
     .synced     the checkpoint: its mtime is set as each round starts
+    tries       the try log, ``tries.1`` its previous generation (``tries``): which tries a
+                delivery under way is making, appended before it connects, never synced
 
 Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
 renamed into new/, the envelope into env/, and all of it is made durable: file data and
@@ -49,14 +51,14 @@ import errno
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mxbackup.queue import checkpoint
+from mxbackup.queue import checkpoint, tries
 from mxbackup.queue.envelope import Envelope, new_queue_id
 from mxbackup.queue.packed import unpack
 from mxbackup.queue.recovery import PARALLEL_FROM, Chunk, read_all, workers_for
@@ -192,6 +194,8 @@ class Spool:
         self._serial = 0
         self._opened = False
         self._recent: float | None = None  # ``checkpoint.recent_since`` at the first open()
+        self.try_log = tries.TryLog(self.root)
+        self._tries_failing = False
 
     # -- paths ---------------------------------------------------------------------------
     def path(self, sub: str, name: str = "") -> str:
@@ -269,6 +273,24 @@ class Spool:
         loss."""
         return self._submit(RoundOp("remove", queue_id))
 
+    def note_tries(
+        self, tried: Iterable[tries.Tried], in_flight: Callable[[], Iterable[tries.Tried]]
+    ) -> None:
+        """Before a delivery connects: the tries it makes, in the try log (``tries``: not a
+        round, not synced).  A log that cannot be written does not stop the delivery (a
+        full disk is when delivering matters most): it is logged, once until it works."""
+        try:
+            self.try_log.note(tried, in_flight)
+        except OSError as e:
+            if not self._tries_failing:
+                log.error("the try log cannot be written (a crash now would forget the "
+                          "tries under way): {e}", e=e)  # fmt: skip
+            self._tries_failing = True
+            return
+        if self._tries_failing:
+            log.info("the try log is written again")
+            self._tries_failing = False
+
     # -- rounds ----------------------------------------------------------------------------
     def _submit(self, op: RoundOp, incoming: Incoming | None = None) -> defer.Deferred:
         """Queue ``op`` for the next round.  Its envelope was serialised by the caller, as it
@@ -314,7 +336,9 @@ class Spool:
         every live message (in queue-id order, i.e. by arrival), its envelope packed
         (``recovery``: read by worker processes when there are many).  Envelopes written
         since the checkpoint may belong to a round a crash interrupted: their commits are
-        checked (``checkpoint``), and torn ones moved to corrupt/."""
+        checked (``checkpoint``), and torn ones moved to corrupt/.  Tries the try log
+        names and the envelope does not show were under way at a crash: counted, and due at
+        once (``tries.replay``)."""
         self.open()
         recent = self._recent
         for name in os.listdir(self.path("tmp")):
@@ -335,7 +359,8 @@ class Spool:
             how = f"{workers} worker processes" if workers else "in this process"
             log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
         checked: list[str] = []  # recent commits, found whole
-        for chunk in read_all(self.path("env"), names, workers, recent):
+        logged = tries.read(self.root)  # tries a crash may have interrupted
+        for chunk in read_all(self.path("env"), names, workers, recent, logged):
             for qid, error, torn in chunk.unreadable:
                 self._set_aside(qid, error, torn)
             checked += chunk.checked

@@ -9,9 +9,9 @@ carrying all its recipients for this target; ``results[i]`` fires as soon as job
 transaction has ended, ``done`` with the ``Attempt`` after all of them.  Jobs are immutable and
 nothing the caller gave is changed; the client never calls back into it.
 
-The durability barrier: ``ready()`` is called once, when the first session is about to send
-its first MAIL (connecting, EHLO, STARTTLS and AUTH go on before); MAIL waits for it.  If it
-fails, no job is sent: each gets a ``tempfail`` with ``tried=False``.  A reply that arrives
+The barrier (``contract.Ready``): ``ready()`` is called once, when the first session is about
+to send its first MAIL (connecting, EHLO, STARTTLS and AUTH go on before); MAIL waits for it.
+If it fails, no job is sent: each gets a ``tempfail`` with ``tried=False``.  A reply that arrives
 meanwhile (an idle 421...) ends the session.  A probe (no jobs) never calls it.
 
 Built on the command core (``commands``), the session opening (``session``) and one

@@ -6,9 +6,11 @@ returns a ``Delivery``: one Deferred per job, firing with that job's ``JobResult
 session's ``Attempt`` after all of them.  It never mutates what it was given and never calls
 back into its caller; it knows no spool beyond the file each job names.
 
-Before its first MAIL the client waits on ``ready()`` (a Deferred the queue's durability
-barrier gives out: the jobs' new state is on disk); connecting and EHLO go on meanwhile.  If
-``ready()`` fails, no job is sent: each gets a ``tempfail`` with ``tried=False``.
+Before its first MAIL the client waits on ``ready()``, a condition the caller may set (a
+durability barrier: state it must have on disk first); connecting and EHLO go on meanwhile.
+If ``ready()`` fails, no job is sent: each gets a ``tempfail`` with ``tried=False``.  The
+scheduler passes ``dialer.no_wait``: its tries are noted in the try log before it dials
+(``queue.tries``), nothing is written before a delivery.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import threading
 import time
 
 from helpers import Twistd, base_config, spool_files, write_config
+from mxbackup.queue import tries
 from mxbackup.queue.envelope import Envelope
 
 CLIENTS = 8
@@ -175,11 +176,14 @@ def test_kill9_during_acceptance_and_delivery_loses_nothing(tmp_path):
 
 
 def inflight_message_ids(spool) -> set[str]:
-    """Message-Ids of messages whose envelope says an attempt was under way."""
+    """Message-Ids of messages an attempt was under way for: the envelope, with the try log
+    applied as recovery applies it (``tries.replay``), says so."""
     found = set()
+    logged = tries.read(str(spool))
     for qid in spool_files(spool, "env"):
         try:
-            env = Envelope.from_json((spool / "env" / qid).read_bytes())
+            raw = (spool / "env" / qid).read_bytes()
+            env = Envelope.from_json(tries.replay(raw, logged[qid]) if qid in logged else raw)
             data = (spool / "new" / qid).read_bytes()
         except (OSError, ValueError):
             continue

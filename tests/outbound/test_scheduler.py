@@ -9,6 +9,8 @@ from twisted.internet import defer
 
 from helpers import spool_files
 from mxbackup.outbound.scheduler import APPLY_EVERY
+from mxbackup.queue import tries
+from mxbackup.queue.envelope import Envelope
 from mxbackup.wire.contract import Attempt, Outcome
 
 
@@ -363,35 +365,40 @@ def test_a_flush_during_the_recording_of_an_outcome_is_not_lost(tmp_path):
 
 
 # -- the delivery contract, as the scheduler uses it ---------------------------------------------
-def test_nothing_is_sent_before_the_tries_are_on_disk(tmp_path):
-    """The connection starts at once; its first MAIL waits for ``ready()``: the envelope
-    writes that count the try."""
+def test_a_try_is_noted_in_the_try_log_and_nothing_is_written_before_it(tmp_path):
+    """Before the connection: one appended line (the try counted), no envelope rewrite and
+    no round to wait for; the envelope is written with the outcome."""
     runner = HeldRunner()
     w = World(tmp_path, runner=runner)
+    w.deliver.up = False  # a try that fails: the outcome is an envelope update
     env = w.queue()
+    runner.hold = True  # no round completes from here on
+    w.advance(1)
+    assert env.recipients[0].attempts == 1
+    assert len(runner.held) == 1  # the outcome's write, nothing before it
+    assert tries.read(str(w.root)) == {env.id: {0: 1}}
+    on_disk = Envelope.from_json((w.root / "env" / env.id).read_bytes())
+    assert on_disk.recipients[0].attempts == 0 and not on_disk.recipients[0].inflight
+
+
+def test_delivery_is_not_held_up_by_the_spool(tmp_path):
+    """A round on the disk does not delay the first MAIL (the removal waits, not the send)."""
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    w.queue()
     runner.hold = True
     w.advance(1)
-    assert len(w.deliver.connections_with_mail) == 1  # connecting meanwhile ...
-    assert w.deliver.sent == [] and env.recipients[0].attempts == 1  # ... nothing sent yet
-    assert env.recipients[0].inflight
+    assert len(w.deliver.sent) == 1 and len(w.scheduler.queue) == 1  # removal on its way
     runner.release()
-    assert len(w.deliver.sent) == 1 and w.scheduler.queue == {}
-    assert w.scheduler.stats.delivered == 1
+    assert w.scheduler.queue == {} and w.scheduler.stats.delivered == 1
 
 
-def test_a_try_that_could_not_be_written_is_not_made_nor_counted(tmp_path):
-    runner = HeldRunner()
-    w = World(tmp_path, runner=runner)
+def test_a_try_log_that_cannot_be_written_does_not_stop_delivery(tmp_path):
+    w = World(tmp_path)
+    (w.root / tries.FILE).mkdir()  # open() fails: EISDIR
     env = w.queue()
-    runner.fail = OSError(28, "No space left on device")
     w.advance(1)
-    assert w.deliver.sent == []
-    rcpt = env.recipients[0]
-    assert rcpt.state == "pending" and rcpt.attempts == 0 and not rcpt.inflight
-    assert "could not write the envelopes before delivery" in rcpt.last_reply
-    assert w.scheduler.stats.deferred == 1 and w.scheduler.stats.delivered == 0
-    w.advance(15 * MINUTE)
-    assert w.scheduler.queue == {}  # tried again at its next attempt, and delivered
+    assert w.scheduler.stats.delivered == 1 and env.recipients[0].attempts == 1
 
 
 def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):

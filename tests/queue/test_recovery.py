@@ -74,3 +74,37 @@ def test_a_failing_pool_falls_back_to_this_process(tmp_path, monkeypatch):
     monkeypatch.setattr(recovery, "CHUNK", 7)
     chunks = list(recovery.read_all(str(tmp_path), names, workers=2))
     assert sum((c.qids for c in chunks), []) == names
+
+
+def test_the_try_log_makes_a_try_a_crash_interrupted_due_at_once(tmp_path):
+    """``logged`` (``tries.read``): Q1's first recipient was in a try the envelope does not
+    show; Q2's log entry is older than its envelope (the outcome was written)."""
+    write(tmp_path, "Q1")
+    write(tmp_path, "Q2")
+    logged = {"Q1": {0: 1}, "Q2": {0: 0, 1: 0}, "Q9": {0: 4}}
+    chunk = recovery.read_chunk(str(tmp_path), ["Q1", "Q2"], logged=logged)
+    q1, q2 = (unpack(p) for p in chunk.packed)
+    assert (q1.recipients[0].attempts, q1.recipients[0].inflight) == (1, True)
+    assert q2 == sample_envelope("Q2", 1.0)
+    assert chunk.at == {"example.com": (["Q2"], [2], [300.0])}
+    assert ("Q1", "example.com", 2) in chunk.interrupted
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: no workers")
+def test_workers_apply_the_try_log_to_their_own_names(tmp_path, monkeypatch):
+    names = [f"Q{i:04}" for i in range(30)]
+    for qid in names:
+        write(tmp_path, qid)
+    monkeypatch.setattr(recovery, "CHUNK", 7)
+    logged = {"Q0003": {1: 5}, "Q0020": {0: 2}}
+    shared = list(recovery.read_all(str(tmp_path), names, workers=2, logged=logged))
+    raised = {
+        env.id: env.recipients
+        for c in shared
+        for env in map(unpack, c.packed)
+        if any(r.attempts for r in env.recipients)
+    }
+    assert {q: [r.attempts for r in rs] for q, rs in raised.items()} == {
+        "Q0003": [0, 5, 0, 0],
+        "Q0020": [2, 0, 0, 0],
+    }

@@ -1,0 +1,80 @@
+"""The try log: appended before a delivery, read at start-up, rotated with what is in flight."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import sample_envelope
+from mxbackup.queue import tries
+from mxbackup.queue.envelope import Envelope
+
+
+def nothing_in_flight() -> list[tries.Tried]:
+    return []
+
+
+def test_lines_appended_and_read_back_with_the_highest_count(tmp_path):
+    log = tries.TryLog(str(tmp_path))
+    log.note([("Q1", ((0, 1), (2, 1))), ("Q2", ())], nothing_in_flight)  # Q2: nothing to note
+    log.note([("Q1", ((0, 2),))], nothing_in_flight)
+    log.close()
+    assert (tmp_path / tries.FILE).read_bytes() == b"Q1 0:1 2:1\nQ1 0:2\n"
+    assert tries.read(str(tmp_path)) == {"Q1": {0: 2, 2: 1}}
+    assert os.stat(tmp_path / tries.FILE).st_mode & 0o777 == 0o600
+
+
+def test_no_log_reads_as_empty(tmp_path):
+    assert tries.read(str(tmp_path)) == {}
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [b"Q1 0:", b"Q1 0:1Q2 0:1", b"Q1", b"Q1 0:x", b"Q1 0:1:2", b"Q/1 0:1", b"Q1 -1:1", b"\xff 0:1"],
+)
+def test_lines_that_do_not_parse_are_skipped(torn):
+    assert tries.parse(torn + b"\nQ3 1:2\n") == {"Q3": {1: 2}}
+
+
+def test_rotation_keeps_the_previous_generation_and_what_is_in_flight(tmp_path):
+    log = tries.TryLog(str(tmp_path), rotate_at=10)
+    log.note([("Q1", ((0, 1),))], nothing_in_flight)
+    log.note([("Q2", ((0, 1),))], lambda: [("Q2", ((0, 1),)), ("Q3", ())])
+    assert (tmp_path / tries.OLD).read_bytes() == b"Q1 0:1\nQ2 0:1\n"
+    assert (tmp_path / tries.FILE).read_bytes() == b"Q2 0:1\n"
+    log.note([("Q4", ((1, 3),))], lambda: [("Q4", ((1, 3),))])  # rotates again: Q1 is gone
+    log.close()
+    assert tries.read(str(tmp_path)) == {"Q2": {0: 1}, "Q4": {1: 3}}
+
+
+def test_a_write_cut_short_starts_the_next_on_a_new_line(tmp_path, monkeypatch):
+    log = tries.TryLog(str(tmp_path))
+    real_write = os.write
+    monkeypatch.setattr(tries.os, "write", lambda fd, data: real_write(fd, data[:4]))
+    with pytest.raises(OSError, match="cut short"):
+        log.note([("Q1", ((0, 1),))], nothing_in_flight)
+    monkeypatch.setattr(tries.os, "write", real_write)
+    log.note([("Q2", ((0, 1),))], nothing_in_flight)
+    log.close()
+    assert (tmp_path / tries.FILE).read_bytes() == b"Q1 0\nQ2 0:1\n"
+    assert tries.read(str(tmp_path)) == {"Q2": {0: 1}}
+
+
+def test_replay_raises_the_counts_of_pending_recipients_only():
+    env = sample_envelope("Q1")
+    env.recipients[0].attempts = 3
+    raw = env.to_json()
+    assert tries.replay(raw, {0: 3, 1: 0}) is raw  # the outcomes were written: nothing to do
+    replayed = Envelope.from_json(tries.replay(raw, {0: 4, 2: 1, 9: 1}))
+    a, b, c, _ = replayed.recipients
+    assert (a.attempts, a.inflight) == (4, True)
+    assert (b.attempts, b.inflight) == (0, False)
+    assert (c.state, c.attempts) == ("delivered", 0)  # done: the log changes nothing
+
+
+def test_tried_names_the_recipients_in_flight():
+    env = sample_envelope("Q1")
+    env.recipients[1].attempts = 2
+    env.recipients[1].inflight = True
+    assert tries.tried(env) == ((1, 2), (3, 0))
