@@ -69,6 +69,10 @@ class Envelopes(Mapping[str, Envelope]):
         blob = self._packed.get(qid)
         return unpack(blob) if blob is not None else None
 
+    def loaded(self, qid: str) -> Envelope | None:
+        """The envelope if it is an object now (a packed one is in no try), else None."""
+        return self._objects.get(qid)
+
     def arrival(self, qid: str) -> float:
         """When the message arrived: its ``received_at``, or for a packed one the time its id
         was made (at the start of its transaction), without unpacking it."""

@@ -103,12 +103,17 @@ class Recorder:
             return defer.succeed(None)
         failed: Failed = []
         relayed: Failed = []  # delivered, with a success notice ours to send (``dsnpolicy``)
-        for rcpt in envelope.recipients:
+        untried: list[tuple[int, int]] = []  # tries taken back: noted again (``queue.tries``)
+        for i, rcpt in enumerate(envelope.recipients):
             outcome = result.outcomes.get(rcpt.address)
             if rcpt.state == "pending" and target_key(rcpt) == key and outcome is not None:
                 self._apply(envelope, rcpt, outcome, key, now, failed)
                 if dsnpolicy.success_due(rcpt, outcome):
                     relayed.append((rcpt, outcome))
+                if not outcome.tried:
+                    untried.append((i, rcpt.attempts))
+        if untried:
+            self.spool.note_tries([(envelope.id, tuple(untried))], None, now)
         flushed = self.backlog.inflight.release(envelope.id, key, envelope)
         return self._settle_or_retry(envelope, key, failed, now, flushed, relayed)
 

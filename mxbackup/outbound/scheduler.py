@@ -257,7 +257,8 @@ class Scheduler:
                 return
             # The tries are noted before the connection (``queue.tries``); the envelopes
             # are written with the outcomes.
-            self.spool.note_tries([(j.qid, tried(self.queue[j.qid])) for j in jobs], self._tries)
+            tries = [(j.qid, tried(self.queue[j.qid])) for j in jobs]
+            self.spool.note_tries(tries, self._tries, self.clock.seconds())
             delivery = yield self.dialer.dial(key, jobs, no_wait)
             batches = Batches(self.recorder, key, jobs, delivery)
             attempt = yield delivery.done
@@ -286,8 +287,8 @@ class Scheduler:
     def _tries(self) -> Iterator[Tried]:
         """Every try under way (what a rotation of the try log keeps)."""
         for qid in self.backlog.inflight.busy_ids():
-            envelope = self.backlog.envelopes.peek(qid)
-            if envelope is not None:
+            envelope = self.backlog.envelopes.loaded(qid)
+            if envelope is not None:  # packed: waiting, no try under way
                 yield qid, tried(envelope)
 
     def _jobs(self, key: str, qids: list[str]) -> list[Job]:

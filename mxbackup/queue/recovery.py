@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from mxbackup.queue.checkpoint import check_commit, written_since
 from mxbackup.queue.envelope import EnvelopeError, Targets, key_for, parse_json, pending_targets
 from mxbackup.queue.packed import pack_json
-from mxbackup.queue.tries import replay
+from mxbackup.queue.tries import Logged, replay
 
 PARALLEL_FROM = 20_000
 CHUNK = 10_000
@@ -45,11 +45,12 @@ class Chunk(NamedTuple):
     checked: list[str]  # recent commits checked and found whole (``checkpoint``)
 
 
-Logged = dict[str, dict[int, int]]  # the try log (``tries.read``)
-
-
 def read_one(
-    env_dir: int, new_dir: str, qid: str, recent: float | None, counts: dict[int, int] | None
+    env_dir: int,
+    new_dir: str,
+    qid: str,
+    recent: float | None,
+    counts: dict[int, int] | None,
 ) -> tuple[bytes, bool, Targets, bool]:
     """The envelope ``env/<qid>``: packed, held, its targets, and whether it was checked as a
     recent commit (written at ``recent`` or later, see ``checkpoint``: its message must have

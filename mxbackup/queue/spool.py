@@ -274,13 +274,16 @@ class Spool:
         return self._submit(RoundOp("remove", queue_id))
 
     def note_tries(
-        self, tried: Iterable[tries.Tried], in_flight: Callable[[], Iterable[tries.Tried]]
+        self,
+        tried: Iterable[tries.Tried],
+        in_flight: Callable[[], Iterable[tries.Tried]] | None,
+        now: float,
     ) -> None:
         """Before a delivery connects: the tries it makes, in the try log (``tries``: not a
         round, not synced).  A log that cannot be written does not stop the delivery (a
         full disk is when delivering matters most): it is logged, once until it works."""
         try:
-            self.try_log.note(tried, in_flight)
+            self.try_log.note(tried, in_flight, now)
         except OSError as e:
             if not self._tries_failing:
                 log.error("the try log cannot be written (a crash now would forget the "

@@ -298,6 +298,23 @@ def test_broken_session_marks_target_down_and_probe_flushes_the_rest(tmp_path):
     assert w.clock.seconds() < envs[0].received_at + 60
 
 
+def test_a_try_taken_back_is_not_counted_again_by_a_restart(tmp_path):
+    """The try log said the try was under way; it never reached the target (taken back,
+    noted again with the lower count): a restart must not count it (retries: 1 would bounce)."""
+    w = World(tmp_path, routes={"retries": 1})
+    w.deliver.hold = True
+    envs = [w.queue((f"u{i}@example.com",)) for i in range(2)]
+    w.clock.advance(1)
+    session = w.deliver.pending.pop()
+    session.finish(0, Outcome("delivered", 250, "2.0.0 ok"))
+    session.finish(1, Outcome("tempfail", 0, "data: connection lost", tried=False))
+    session.done.callback(Attempt(True, REMOTE, "data: connection lost", broken=True))
+    assert envs[1].recipients[0].attempts == 0
+    w2 = restarted(tmp_path, w, primary_up=False)
+    (loaded,) = w2.scheduler.queue.values()
+    assert loaded.recipients[0].attempts == 0 and not loaded.recipients[0].inflight
+
+
 def test_finished_transactions_are_recorded_while_the_connection_goes_on(tmp_path):
     """Every APPLY_EVERY finished transactions are recorded (envelopes removed) while the
     connection still carries the others: a crash then repeats at most that many."""

@@ -78,7 +78,7 @@ def test_a_failing_pool_falls_back_to_this_process(tmp_path, monkeypatch):
 
 def test_the_try_log_makes_a_try_a_crash_interrupted_due_at_once(tmp_path):
     """``logged`` (``tries.read``): Q1's first recipient was in a try the envelope does not
-    show; Q2's log entry is older than its envelope (the outcome was written)."""
+    show; Q2's entries are what its envelope shows (the outcome was written): nothing."""
     write(tmp_path, "Q1")
     write(tmp_path, "Q2")
     logged = {"Q1": {0: 1}, "Q2": {0: 0, 1: 0}, "Q9": {0: 4}}
