@@ -43,7 +43,8 @@ class Backlog:
     # -- what is queued ------------------------------------------------------------------------
     def add(self, envelope: Envelope, now: float) -> None:
         """A message entered the queue (accepted, or loaded at start-up): schedule it at each
-        of its targets.  An attempt a crash interrupted (``inflight`` on disk) is due now."""
+        of its targets.  An attempt a crash interrupted (``inflight``, from the try log) is
+        due now."""
         self.envelopes.put(envelope)
         self._file(envelope.id, envelope.held, now, _pending_times(envelope.recipients))
 

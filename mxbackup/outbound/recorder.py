@@ -1,8 +1,9 @@
 """Recording outcomes: what a try did to each recipient, made durable, then the next attempt.
 
 State is per recipient (``Envelope.recipients``): attempts, next attempt, last reply.  Before
-a try the new state (attempts + 1, when to retry) is written to the envelope (``begin``);
-after it, the outcome is (``record``); a restart resumes from there.  A crash between the two
+a try the new state (attempts + 1, when to retry) is set in memory (``begin``) and noted in the
+spool's try log (``queue.tries``); after it, the outcome is written to the envelope
+(``record``); a restart resumes from there, the log's tries counted.  A crash between the two
 can repeat a delivery (one duplicate), never lose one.  A failed recipient gets its DSN queued
 before the envelope is written (a crash then repeats the DSN, never loses it); a message with
 nothing pending is removed.

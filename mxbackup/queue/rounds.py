@@ -1,4 +1,5 @@
-"""The spool's rounds: the only code that writes, fsyncs and renames queue files.
+"""The spool's rounds: the only code that writes, fsyncs and renames queue files (the try
+log, ``tries``, a hint appended by the server and never synced, is the one exception).
 
 A round is the work of many changes to the spool (``RoundOp``: plain data) made durable once
 (group commit); ``spool.Spool`` gathers them and says what each one's outcome means.  Rounds
