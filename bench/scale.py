@@ -21,8 +21,10 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -131,7 +133,9 @@ def tick_bench(config_path: str, count: int, reps: int, idle_ticks: int) -> dict
     clock = Clock()
     base = 1_000_000.0
     clock.advance(base)
-    spool = Spool("/nonexistent-bench-spool", runner=_never, clock=clock.seconds)
+    # No round ever runs (``_never``); the try log, appended before each connection, goes
+    # to a directory of its own.
+    spool = Spool(tempfile.mkdtemp(prefix="mxbench-tick-"), runner=_never, clock=clock.seconds)
     scheduler = Scheduler(
         config,
         spool,
@@ -173,6 +177,8 @@ def tick_bench(config_path: str, count: int, reps: int, idle_ticks: int) -> dict
         due.append(time.perf_counter_ns() - t)
     idle_sorted = sorted(idle)
     inflight = len(scheduler.backlog.inflight)  # taken by the due ticks, never finished
+    spool.try_log.close()
+    shutil.rmtree(spool.root, ignore_errors=True)
     return {
         "taken_after_due_ticks": inflight,
         "queued": count,

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet import defer, threads
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from twisted.names import cache as dns_cache
 from twisted.names import client as dns_client
 from twisted.names import hosts as dns_hosts
@@ -46,6 +46,14 @@ log = Logger(namespace="mxbackup.service")
 class MXBackupService(service.MultiService):
     """Holds the parts an operator (and later the manhole and control socket) may inspect."""
 
+    def setServiceParent(self, parent: Any) -> None:
+        """Twistd makes the application our parent before it starts logging; a
+        ``log_observer`` becomes the application's ``ILogObserver``, which twistd uses when no
+        ``--logger`` was given."""
+        super().setServiceParent(parent)
+        if self.log_observer is not None:
+            parent.setComponent(ILogObserver, self.log_observer)
+
     def __init__(
         self,
         config: Config,
@@ -57,6 +65,7 @@ class MXBackupService(service.MultiService):
         reactor: Any = None,
     ) -> None:
         super().__init__()
+        self.log_observer: Any = None  # given to the parent application (``tap``)
         self.config = config
         self.started_config = config  # what the listeners, spool... were built from
         self.spool = spool

@@ -32,9 +32,14 @@ def _fail(error: ConfigError) -> None:
 def makeService(options: Options) -> Any:
     from twisted.internet import reactor
 
+    from mxbackup.ops.logs import default_for
     from mxbackup.service import make_service
 
     try:
-        return make_service(options.loaded, reactor)
+        service = make_service(options.loaded, reactor)
     except ConfigError as e:
         _fail(e)
+    parent = getattr(options, "parent", None)  # twistd's own options
+    if parent is not None:
+        service.log_observer = default_for(parent)  # the same lines as twistd's, cheaper
+    return service
