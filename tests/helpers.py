@@ -95,6 +95,19 @@ class Twistd:
             time.sleep(0.05)  # polling for start-up, not waiting for time to pass
         raise RuntimeError("twistd did not start listening")
 
+    def wait_ready(self, timeout: float = 20.0) -> bytes:
+        """The log once it says "mxbackup ready": every listener is bound (the SMTP port's
+        line, which ``start`` waits for, may come before the manhole's or the metrics')."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = self.log_path.read_bytes()
+            if b"mxbackup ready" in data:
+                return data
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"twistd exited {self.proc.returncode}: {data.decode()}")
+            time.sleep(0.05)  # polling for start-up, not waiting for time to pass
+        raise RuntimeError("twistd did not log 'mxbackup ready'")
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -33,7 +33,7 @@ def server(tmp_path_factory):
     data["metrics"] = {"listen": "tcp:0:interface=127.0.0.1"}
     t = Twistd(write_config(tmp, data), tmp / "twistd.log").start()
     t.tmp, t.key = tmp, key
-    ports = {name: int(port) for name, port in _STARTING.findall(t.log_path.read_bytes())}
+    ports = {name: int(port) for name, port in _STARTING.findall(t.wait_ready())}
     t.manhole_port = ports[b"HardenedConchFactory"]
     t.metrics_port = ports[b"_QuietSite"]
     for i in range(3):  # three queued messages, two recipients refused
