@@ -31,6 +31,15 @@ def authserv_id(field: bytes) -> str:
     return match.group(1).decode("ascii", "replace").lower() if match else ""
 
 
+def _header_end(data: bytes) -> int:
+    """Where the empty line that ends the header section ends in ``data`` (its length if
+    it is not there): a 100 KB message's body is not cut into lines."""
+    if data.startswith(b"\r\n"):
+        return 2
+    i = data.find(b"\r\n\r\n")
+    return i + 4 if i >= 0 else len(data)
+
+
 class ForgedResultsFilter:
     """``write`` what is fed, less the Authentication-Results fields naming ``hostname``."""
 
@@ -46,7 +55,9 @@ class ForgedResultsFilter:
             self.out(data)
             return
         passed: list[bytes] = []
-        lines = data.split(b"\r\n")
+        end = _header_end(data)  # only the header section is split into lines
+        body = data[end:]
+        lines = data[:end].split(b"\r\n")
         tail = lines.pop()  # b"" when data ends with CRLF (the reader gives whole lines)
         for i, line in enumerate(lines):
             if self._held and line[:1] in (b" ", b"\t"):
@@ -67,6 +78,8 @@ class ForgedResultsFilter:
             if tail:
                 self._release(passed)
                 passed.append(tail)
+        if body:
+            passed.append(body)
         if passed:
             self.out(b"".join(passed))
 

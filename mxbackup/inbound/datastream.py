@@ -25,7 +25,6 @@ from mxbackup.inbound.messagetext import MessageText
 from mxbackup.replies import Reply
 
 MAX_TEXT_LINE = 1000  # octets including CRLF (RFC 5321 4.5.3.1.6)
-_ALL_BUT_CR_LF = bytes(b for b in range(256) if b not in b"\r\n")
 
 
 class DataReader:
@@ -73,19 +72,23 @@ class DataReader:
         return len(buf) - (1 if buf.endswith(b"\r") else 0), False
 
     def _take(self, part: bytes, at_line_start: bool) -> None:
+        """``part`` is whole lines, each ending in CRLF (the caller cuts after a CRLF)."""
         if not part:
             return
-        # No bare CR or LF: every CR and every LF belongs to an adjacent CRLF pair, i.e. there
-        # are exactly twice as many CRs and LFs as CRLF pairs.  (translate() counts both in
-        # one pass, faster than a count() for each.)
-        ends = len(part.translate(None, _ALL_BUT_CR_LF))
-        if ends != 2 * part.count(b"\r\n"):
+        # One split on CRLF gives both checks their lines (a search for a single octet is
+        # three times faster than for CRLF: the split is the one two-octet search left).
+        # A bare CR or LF is any CR or LF left inside a line.
+        lines = part.split(b"\r\n")
+        flat = b"".join(lines)
+        if b"\r" in flat or b"\n" in flat:
             self.text.fail(replies.BARE_NEWLINE)
+        longest = max(map(len, lines))
         if at_line_start and part[:1] == b".":
             part = part[1:]
-        part = part.replace(b"\r\n.", b"\r\n")
-        # The limit counts the text, not the dot added for transparency (RFC 5321 4.5.3.1.6).
-        # (split + max: several times faster than a regular expression over each line)
-        if len(part) >= MAX_TEXT_LINE and max(map(len, part.split(b"\n"))) >= MAX_TEXT_LINE:
+        if b"." in part:  # (none in base64: most of a big message)
+            part = part.replace(b"\r\n.", b"\r\n")
+        # The limit counts the text, not the dot added for transparency (RFC 5321 4.5.3.1.6):
+        # only a line that may be too long is measured again, after unstuffing.
+        if longest >= MAX_TEXT_LINE - 1 and max(map(len, part.split(b"\n"))) >= MAX_TEXT_LINE:
             self.text.fail(replies.TEXT_LINE_TOO_LONG)
         self.text.feed(part)

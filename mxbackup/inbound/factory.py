@@ -73,7 +73,7 @@ class SMTPFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         server = self.policy.server
-        ip = getattr(addr, "host", str(addr))
+        ip = addr.host if hasattr(addr, "host") else str(addr)  # (str(): a costly repr)
         try:
             self.seen(ip)
         except Exception:  # noqa: BLE001 - never a reason to refuse a client

@@ -6,8 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 from mxbackup.inbound.basic import safe_helo
+
+
+@lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The RFC 5322 date of ``second`` (the header has seconds: one per second is made)."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def received_header(
@@ -31,7 +38,7 @@ def received_header(
         proto += "S"
     if authenticated:
         proto += "A"
-    when = format_datetime(datetime.fromtimestamp(now, UTC))
+    when = _date(int(now))
     for_ = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
     header = (
         f"Received: from {safe_helo(helo or '') or 'unknown'} ([{client_ip}])\r\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from twisted.internet import defer
@@ -28,6 +29,7 @@ Check = Callable[[Sequence[contract.Candidate], float, str], "defer.Deferred[boo
 NO_ADDRESS = "no address to connect to (or only our own)"
 
 
+@lru_cache(maxsize=4096)  # called for every inbound connection (``liveness.seen``)
 def normal_ip(ip: str) -> str:
     """One spelling per address (an IPv4-mapped IPv6 address is its IPv4 address)."""
     try:

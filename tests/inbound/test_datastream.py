@@ -91,3 +91,33 @@ def test_over_long_line_is_skipped_with_bounded_buffer():
     reader = DataReader(lambda b: None, 10**9, 50)
     # a trailing CR is kept for the LF that may follow in the next packet
     assert reader.feed(b"x" * 5000 + b"\r") == (5000, False)
+
+
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        (b"a" * 998, False),  # 998 + CRLF = 1000 octets: the limit
+        (b"a" * 999, True),
+        (b"." + b"a" * 998, False),  # the stuffed dot is not counted
+        (b"." + b"a" * 999, True),
+        (b".." + b"a" * 997, False),
+    ],
+    ids=lambda v: repr(v)[:12] if isinstance(v, bytes) else str(v),
+)
+def test_the_line_limit_counts_the_text_without_the_stuffed_dot(line, refused):
+    """``_take`` measures only lines that may be too long, after unstuffing: the bounds."""
+    body = (b"b" * 76 + b"\r\n") * 900  # a block of its own, beside the line
+    for packets in (
+        (b"Subject: x\r\n\r\n" + body + line + b"\r\n.\r\n",),
+        (body, line + b"\r\n", b".\r\n"),
+    ):
+        reader, _, done, _ = read(*packets)
+        assert done and (reader.error == replies.TEXT_LINE_TOO_LONG) is refused
+
+
+@pytest.mark.parametrize("bad", [b"\r", b"\n"], ids=repr)
+def test_a_bare_cr_or_lf_deep_inside_a_big_block_is_found(bad):
+    lines = [b"c" * 76] * 1500
+    lines[1234] = b"c" * 30 + bad + b"c" * 30
+    reader, _, done, _ = read(b"Subject: x\r\n\r\n" + b"\r\n".join(lines) + b"\r\n.\r\n")
+    assert done and reader.error == replies.BARE_NEWLINE

@@ -84,3 +84,29 @@ def test_queue_ids_sort_by_arrival_and_are_file_name_safe():
     assert all(re.fullmatch(r"[0-9A-F]{19}", qid) for qid in ids)
     # 24 random bits within one microsecond (a collision fails O_EXCL and is retried)
     assert len({new_queue_id(1700000000.0) for _ in range(100)}) == 100
+
+
+@pytest.mark.parametrize(
+    ("sender", "when"),
+    [
+        ("s@sender.test", 1_733_443_200.123456),
+        ("j\u00fcrgen@sender.test", 1_733_443_200.5),  # not ASCII: escaped, as always
+        ("s@sender.test", float("inf")),  # not finite: the standard encoder's Infinity
+        ("s@sender.test", 1e16),
+        ("s@sender.test", 0.0),
+    ],
+)
+def test_the_stored_form_is_the_standard_encoders_text(sender, when):
+    """``to_json`` takes a faster encoder where it gives the same text (ASCII, sorted keys,
+    no spaces) and the standard one otherwise: the stored form does not change."""
+    env = Envelope(
+        id="X",
+        sender=sender,
+        recipients=[Recipient("u@example.com", "example.com", next_attempt=when)],
+        received_at=1_733_443_200.25,
+        size=5,
+        params={"SIZE": "5", "BODY": None},
+        crc=2**31,
+    )
+    expected = json.dumps(env.to_data(), separators=(",", ":"), sort_keys=True).encode()
+    assert env.to_json() == expected
