@@ -116,8 +116,13 @@ def generate(
     return {"count": count, "bytes": total, "seconds": round(time.monotonic() - t0, 3)}
 
 
+_KEPT: list[Any] = []
+
+
 def _never(*_a: Any, **_k: Any) -> defer.Deferred:
-    return defer.Deferred()  # work that never completes: the tick is timed alone
+    d: defer.Deferred = defer.Deferred()  # work that never completes: the tick is timed alone
+    _KEPT.append(d)  # never collected either (a collected connection runs its clean-up)
+    return d
 
 
 class _NeverNextHop:

@@ -251,7 +251,6 @@ class Scheduler:
     @defer.inlineCallbacks
     def _connection(self, target: Target, qids: list[str]) -> Any:
         key = target.key
-        closed = False
         try:
             jobs = self._jobs(key, qids)
             if not jobs:
@@ -273,25 +272,17 @@ class Scheduler:
             yield batches.rest(untried=gentler)  # a push-back costs no retry
             if gentler:  # again in a second, within the smaller window
                 self.backlog.retry_soon(qids, key, self.clock.seconds() + RETRY_SOON)
-        except GeneratorExit:  # collected unfinished (the process is ending): start nothing
-            closed = True
-            raise
         except Exception:  # noqa: BLE001
             log.failure("delivery to {key} failed locally", key=key)
             for qid in qids:
                 self.backlog.requeue(qid, key, self.clock.seconds() + RECORD_RETRY)
         finally:
             target.active -= 1
-            if not closed:
-                self._after_connection(target)
-
-    def _after_connection(self, target: Target) -> None:
-        key = target.key
-        self._start_connections(target)  # more of them, if this one proved the target
-        if not self.backlog.inflight.waiting(key) and self.backlog.due.has_due(
-            key, self.clock.seconds()
-        ):
-            self._kick()  # what is due and was left by the tick (``_room``)
+            self._start_connections(target)  # more of them, if this one proved the target
+            if not self.backlog.inflight.waiting(key) and self.backlog.due.has_due(
+                key, self.clock.seconds()
+            ):
+                self._kick()  # what is due and was left by the tick (``_room``)
 
     def _tries(self) -> Iterator[Tried]:
         """Every try under way (what a rotation of the try log keeps)."""

@@ -117,7 +117,7 @@ class Envelope:
         standard encoder's time, on every state change: the same text for every value an
         envelope holds; floats below 1e-4 would be spelled out, not 1e-05, the same value)
         unless the standard encoder's text is needed: an address that is not ASCII
-        (escaped), a time that is not finite (``Infinity``; orjson writes null), an integer
+        (escaped) or a DEL, a time that is not finite (``Infinity``; orjson writes null), an integer
         beyond 64 bits (orjson refuses)."""
         data = self.to_data()
         finite = math.isfinite(self.received_at) and all(
@@ -128,7 +128,7 @@ class Envelope:
                 raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
             except TypeError:  # orjson.JSONEncodeError
                 raw = b""
-            if raw and raw.isascii():
+            if raw and raw.isascii() and b"\x7f" not in raw:  # (DEL: escaped by json)
                 return raw
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 

@@ -3,8 +3,6 @@ follows the delivery contract (``outbound_world``)."""
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from outbound_world import MINUTE, REMOTE, HeldRunner, World
 from twisted.internet import defer
@@ -418,22 +416,6 @@ def test_a_try_log_that_cannot_be_written_does_not_stop_delivery(tmp_path):
     env = w.queue()
     w.advance(1)
     assert w.scheduler.stats.delivered == 1 and env.recipients[0].attempts == 1
-
-
-def test_a_connection_collected_unfinished_starts_no_other(tmp_path):
-    """At the process's end a connection that never finished is closed by the collector
-    (GeneratorExit): it must not dial the next one nor note its tries then (the bench's
-    tick found it writing the try log of a removed spool)."""
-    w = World(tmp_path, delivery={"max_messages_per_connection": 1})
-    w.deliver.hold = True
-    w.queue(rcpts=("a@example.com",))
-    w.queue(rcpts=("b@example.com",))
-    w.advance(1)
-    assert len(w.deliver.pending) == 1  # slow start: one connection, the other waits
-    before = (len(w.deliver.calls), tries.read(str(w.root)))
-    w.deliver.pending.clear()  # nothing will ever end this session
-    gc.collect()
-    assert (len(w.deliver.calls), tries.read(str(w.root))) == before
 
 
 def test_a_session_that_fails_locally_leaves_nothing_in_flight(w):

@@ -94,6 +94,7 @@ def test_queue_ids_sort_by_arrival_and_are_file_name_safe():
         ("s@sender.test", float("inf")),  # not finite: the standard encoder's Infinity
         ("s@sender.test", 1e16),
         ("s@sender.test", 0.0),
+        ("s\x7f@sender.test", 0.0),  # DEL: escaped by the standard encoder, not by orjson
     ],
 )
 def test_the_stored_form_is_the_standard_encoders_text(sender, when):
