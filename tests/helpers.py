@@ -33,6 +33,7 @@ from mxbackup.queue.spool import Spool
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 _PORT_LINE = re.compile(rb"SMTPFactory starting on (\d+)")
+_READY_LINE = re.compile(rb"mxbackup ready")
 
 
 def base_config(tmp: Path, **server: Any) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class Twistd:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self._start_offset = 0
 
     def start(self, timeout: float = 20.0) -> Twistd:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -83,30 +85,29 @@ class Twistd:
             cwd=str(self.config_path.parent),
             env=env,
         )
+        self._start_offset = start_offset
+        m = self._wait_for(_PORT_LINE, timeout, "twistd did not start listening")
+        self.port = int(m.group(1))
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> bytes:
+        """This start's log once it says "mxbackup ready": every listener is bound (the SMTP
+        port's line, which ``start`` waits for, may come before the manhole's or metrics')."""
+        return self._wait_for(_READY_LINE, timeout, "twistd did not log 'mxbackup ready'").string
+
+    def _wait_for(self, line: re.Pattern[bytes], timeout: float, failed: str) -> re.Match[bytes]:
+        """Poll this start's log for ``line``; RuntimeError if twistd exits or time runs out."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            data = self.log_path.read_bytes()[start_offset:]
-            m = _PORT_LINE.search(data)
+            data = self.log_path.read_bytes()[self._start_offset :]
+            m = line.search(data)
             if m:
-                self.port = int(m.group(1))
-                return self
+                return m
             if self.proc.poll() is not None:
                 raise RuntimeError(f"twistd exited {self.proc.returncode}: {data.decode()}")
             time.sleep(0.05)  # polling for start-up, not waiting for time to pass
-        raise RuntimeError("twistd did not start listening")
-
-    def wait_ready(self, timeout: float = 20.0) -> bytes:
-        """The log once it says "mxbackup ready": every listener is bound (the SMTP port's
-        line, which ``start`` waits for, may come before the manhole's or the metrics')."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data = self.log_path.read_bytes()
-            if b"mxbackup ready" in data:
-                return data
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"twistd exited {self.proc.returncode}: {data.decode()}")
-            time.sleep(0.05)  # polling for start-up, not waiting for time to pass
-        raise RuntimeError("twistd did not log 'mxbackup ready'")
+        raise RuntimeError(failed)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
