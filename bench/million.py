@@ -256,6 +256,12 @@ def serve(a: argparse.Namespace) -> dict[str, Any]:
         out["stats_seconds"] = round(time.monotonic() - t, 3)
         took, stall = StallProbe(srv.port).during(srv.cli, "queue", "list")
         out["queue_list_seconds"], out["queue_list_worst_stall_ms"] = round(took, 2), stall * 1e3
+        # a selection by sender reads every envelope (unpacking the packed ones)
+        took, stall = StallProbe(srv.port).during(
+            srv.cli, "queue", "list", "--sender", "nobody@nowhere.test"
+        )
+        out["queue_list_sender_seconds"] = round(took, 2)
+        out["queue_list_sender_worst_stall_ms"] = round(stall * 1e3, 1)
         if a.all:
             took, stall = StallProbe(srv.port).during(srv.cli, "queue", "list", "--all")
             out["queue_list_all_seconds"] = round(took, 2)

@@ -9,8 +9,8 @@ its refusal is the command's), or ``ids``, ``all``, ``route``, ``sender``, ``rec
 from __future__ import annotations
 
 import base64
-import bisect
 import dataclasses
+from collections.abc import Generator
 from itertools import islice
 from typing import Any
 
@@ -20,13 +20,15 @@ from mxbackup.ops.status import View
 from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.health import target_key
 from mxbackup.outbound.scheduler import Scheduler
-from mxbackup.outbound.selection import Selector
+from mxbackup.outbound.selection import Selector, SortedRuns
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.spool import Spool
+from mxbackup.turns import in_turns
 
 # A listing's next pages (``after``) reuse its sorted ids while they are this recent (seconds):
 # sorting a million ids again for each page of 1000 would cost minutes in all.
 LIST_SNAPSHOT_TTL = 600.0
+PAGE_SLICE = 100  # messages described per turn of the reactor (~20 ms at a million queued)
 MAX_ERRORS = 100  # refusals listed in one answer (the rest are counted)
 NO_SELECTOR = (
     "say which messages: IDs, ALL, --route, --sender, --recipient, --older-than, "
@@ -67,30 +69,49 @@ class Commands:
         self._reload = reload
         self.extra: dict[str, Any] = {}  # commands other modules register (ops/verifycmd.py)
         # The sorted ids of the last whole-queue listing, for its next pages (``after``).
-        self._listing: tuple[float, list[str]] = (-LIST_SNAPSHOT_TTL, [])
+        self._listing: tuple[float, SortedRuns] = (-LIST_SNAPSHOT_TTL, SortedRuns())
 
     # -- looking -------------------------------------------------------------------------------
     def list(
         self, limit: int | None = None, after: str | None = None, **selector: Any
-    ) -> list[dict[str, Any]]:
-        """The chosen messages in queue-id (arrival) order; a page of at most ``limit`` with
-        ids after ``after`` (the previous page's last id) when those are given."""
-        view = View(self.scheduler)
+    ) -> defer.Deferred:
+        """Fires with the chosen messages in queue-id (arrival) order; a page of at most
+        ``limit`` with ids after ``after`` (the previous page's last id) when those are given.
+        A big queue's ids are chosen and sorted in slices, one per turn of the reactor
+        (``Selector.steps``), and a page merges only its own length of them: listing a
+        million does not stall acceptance."""
         chosen = Selector.from_request(selector)
+        clock = self.scheduler.clock
+        now = clock.seconds()
+        if chosen.empty and after is not None and 0 <= now - self._listing[0] < LIST_SNAPSHOT_TTL:
+            return in_turns(clock, self._page(self._listing[1], limit, after))  # its next page
         queue = self.scheduler.queue.view()  # read without unpacking the packed for good
-        if not chosen.empty:
-            ids = chosen.select(queue, view.now, self.scheduler.backlog)
-        elif after is not None and 0 <= view.now - self._listing[0] < LIST_SNAPSHOT_TTL:
-            ids = self._listing[1]  # the next page of a listing: not another sort of them all
-        else:
-            ids = sorted(queue)
-            self._listing = (view.now, ids)
-        if after is not None:
-            ids = ids[bisect.bisect_right(ids, str(after)) :]
-        envelopes = (queue.get(qid) for qid in ids)  # gone since the snapshot: skipped
+        whole = chosen.empty
+        if whole:
+            chosen = Selector(all=True)
+        d = in_turns(clock, chosen.steps(queue, now, self.scheduler.backlog))
+
+        def listed(ids: SortedRuns) -> defer.Deferred:
+            if whole:
+                self._listing = (now, ids)
+            return in_turns(clock, self._page(ids, limit, after))
+
+        return d.addCallback(listed)
+
+    def _page(
+        self, ids: SortedRuns, limit: int | None, after: str | None
+    ) -> Generator[None, None, list[dict[str, Any]]]:
+        """The page's messages described, ``PAGE_SLICE`` per step (``in_turns``)."""
+        view = View(self.scheduler)
+        queue = self.scheduler.queue.view()
+        envelopes = (queue.get(qid) for qid in ids.after(after))  # gone since: skipped
         found = filter(None, envelopes)
-        page = found if limit is None else islice(found, max(0, int(limit)))
-        return [describe(e, view.now, view) for e in page]
+        page: list[dict[str, Any]] = []
+        for envelope in found if limit is None else islice(found, max(0, int(limit))):
+            page.append(describe(envelope, view.now, view))
+            if len(page) % PAGE_SLICE == 0:
+                yield
+        return page
 
     def count(self) -> int:
         """Messages in the queue: O(1) (``stats`` also finds the oldest, looking at all)."""
@@ -111,8 +132,9 @@ class Commands:
     def status(self) -> dict[str, Any]:
         return View(self.scheduler).status()
 
-    def summary(self) -> dict[str, Any]:
-        return View(self.scheduler).summary()
+    def summary(self) -> defer.Deferred:
+        """Fires with the queue's shape (``View.summary``), counted in turns of the reactor."""
+        return in_turns(self.scheduler.clock, View(self.scheduler).summary_steps())
 
     def stats(self) -> dict[str, Any]:
         s = self.scheduler.stats
@@ -174,7 +196,8 @@ class Commands:
         if selector.route is not None:  # an unknown route is an error, not "0 messages"
             selector = dataclasses.replace(selector, route=self._keys(selector.route)[0])
         now, backlog = self.scheduler.clock.seconds(), self.scheduler.backlog
-        chosen = selector.select(self.scheduler.queue.view(), now, backlog)
+        steps = selector.steps(self.scheduler.queue.view(), now, backlog)
+        chosen = yield in_turns(self.scheduler.clock, steps)
         count, errors, skipped = 0, [], 0
         for qid in chosen:
             if qid not in self.scheduler.queue:

@@ -6,15 +6,19 @@ Times are absolute (seconds since the epoch, as the clock gives them) or ``None`
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Generator
 from typing import Any
 
 from mxbackup.outbound.health import target_key
 from mxbackup.outbound.policy import RetryRule
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.turns import at_once
 
 # qshape's buckets: minutes, each twice the one before; the last is "older than that".
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+SUMMARY_SLICE = 5_000  # messages counted per turn of the reactor (``summary_steps``)
 
 
 def retries_left(rule: RetryRule, rcpt: Recipient) -> int:
@@ -131,13 +135,23 @@ class View:
     # -- mxbackup queue summary ------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Messages per target by age (qshape): ``buckets`` are upper bounds in minutes."""
+        return at_once(self.summary_steps())
+
+    def summary_steps(self) -> Generator[None, None, dict[str, Any]]:
+        """``summary``, yielding after every ``SUMMARY_SLICE`` messages (``turns``)."""
         rows: dict[str, list[int]] = {}
         arrival = self.scheduler.queue.arrival  # without unpacking what is packed
-        for key in sorted(self.scheduler.backlog.keys()):
+        backlog, now, counted = self.scheduler.backlog, self.now, 0
+        for key in sorted(backlog.keys()):
             row = [0] * (len(BUCKETS) + 1)
-            for qid in self.scheduler.backlog.messages_at(key):
-                minutes = (self.now - arrival(qid)) / 60
-                row[next((i for i, b in enumerate(BUCKETS) if minutes < b), len(BUCKETS))] += 1
+            ids = list(backlog.messages_at(key))
+            for start in range(0, len(ids), SUMMARY_SLICE):
+                for qid in ids[start : start + SUMMARY_SLICE]:
+                    row[bisect_right(BUCKETS, (now - arrival(qid)) / 60)] += 1
+                counted += min(SUMMARY_SLICE, len(ids) - start)
+                if counted >= SUMMARY_SLICE:
+                    counted = 0
+                    yield
             rows[key] = row
         total = [sum(column) for column in zip(*rows.values(), strict=True)] if rows else []
         return {"buckets": list(BUCKETS), "targets": rows, "total": total}

@@ -37,7 +37,11 @@ class Envelopes(Mapping[str, Envelope]):
 
     def __iter__(self) -> Iterator[str]:
         """The ids (a snapshot: lookups meanwhile move envelopes between the two maps)."""
-        return iter([*self._objects, *self._packed])
+        return iter(self.ids())
+
+    def ids(self) -> list[str]:
+        """The ids, as a new list (one copy of a million: ~25 ms)."""
+        return [*self._objects, *self._packed]
 
     def __contains__(self, qid: object) -> bool:
         return qid in self._objects or qid in self._packed
@@ -166,6 +170,9 @@ class _View(Mapping[str, Envelope]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._envelopes)
+
+    def ids(self) -> list[str]:
+        return self._envelopes.ids()
 
     def __contains__(self, qid: object) -> bool:
         return qid in self._envelopes

@@ -6,14 +6,22 @@ Pure: no reactor, no I/O; the time is passed in.
 
 from __future__ import annotations
 
+import heapq
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from mxbackup.outbound.health import target_key
 from mxbackup.queue.envelope import Envelope
+from mxbackup.turns import at_once
 
+# Ids looked at per slice of a selection made in slices (``Selector.steps``): ~10 ms of the
+# reactor's time each, reading envelopes (sender, recipient) or only sorting ids.
+READ_SLICE = 1_000
+SORT_SLICE = 20_000
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -82,25 +90,52 @@ class Selector:
         the filters; without ids, with ``ALL`` or filters, every queued message that
         matches them all, oldest first.  With an ``index``, ``ALL``, a route and an age are
         answered from it, without reading the envelopes (a million are kept packed)."""
+        if self.ids:
+            return self._given(queue, now)
+        return list(at_once(self.steps(queue, now, index, size=max(1, len(queue)))))
+
+    def steps(
+        self,
+        queue: Mapping[str, Envelope],
+        now: float,
+        index: Index | None = None,
+        size: int | None = None,
+    ) -> Generator[None, None, SortedRuns]:
+        """``select`` in slices of ``size`` ids (default: ``READ_SLICE`` when envelopes are
+        read, else ``SORT_SLICE``), yielding between slices: the caller lets the reactor
+        serve its clients there.  Returns the chosen ids as sorted runs; given ids are
+        checked and returned at once, in arrival order.  A message gone between two slices
+        is left out."""
+        if self.ids:
+            return SortedRuns((sorted(self._given(queue, now)),))
+        if not (self.all or self.filters):
+            return SortedRuns()
+        by_index = index is not None and self.sender is None and self.recipient is None
+        if by_index and self.route is not None:
+            ids = list(index.messages_at(self.route.lower().rstrip(".")))  # type: ignore[union-attr]
+        else:  # a new list of the ids: one copy, not two, of a million (``Envelopes.ids``)
+            ids = queue.ids() if hasattr(queue, "ids") else list(queue)
+        size = size or (SORT_SLICE if by_index else READ_SLICE)
+        runs = []
+        for start in range(0, len(ids), size):
+            if start:
+                yield
+            part = ids[start : start + size]
+            if by_index and self.older_than is not None:
+                arrival, older = index.arrival, self.older_than  # type: ignore[union-attr]
+                part = [qid for qid in part if now - arrival(qid) >= older]
+            elif not by_index:
+                envelopes = ((qid, queue.get(qid)) for qid in part)
+                part = [qid for qid, e in envelopes if e is not None and self.matches(e, now)]
+            part.sort()
+            runs.append(part)
+        return SortedRuns(tuple(runs))
+
+    def _given(self, queue: Mapping[str, Envelope], now: float) -> list[str]:
         for qid in self.ids:
             if qid not in queue:
                 raise KeyError(f"no message {qid} in the queue")
-        if self.ids:
-            return [qid for qid in dict.fromkeys(self.ids) if self.matches(queue[qid], now)]
-        if not (self.all or self.filters):
-            return []
-        if index is not None and self.sender is None and self.recipient is None:
-            return self._from_index(queue, now, index)
-        return sorted(qid for qid, envelope in queue.items() if self.matches(envelope, now))
-
-    def _from_index(self, queue: Mapping[str, Envelope], now: float, index: Index) -> list[str]:
-        ids: Iterable[str] = queue
-        if self.route is not None:
-            ids = index.messages_at(self.route.lower().rstrip("."))
-        if self.older_than is not None:
-            older = self.older_than
-            ids = [qid for qid in ids if now - index.arrival(qid) >= older]
-        return sorted(ids)
+        return [qid for qid in dict.fromkeys(self.ids) if self.matches(queue[qid], now)]
 
     def matches(self, envelope: Envelope, now: float) -> bool:
         if self.older_than is not None and now - envelope.received_at < self.older_than:
@@ -117,6 +152,28 @@ class Selector:
             address = self.recipient.strip("<>").lower()
             rcpts = [r for r in rcpts if r.address.lower() == address]
         return bool(rcpts)
+
+
+@dataclass(frozen=True)
+class SortedRuns:
+    """Queue ids as runs, each sorted (a selection made in slices): read in order by merging
+    them, which a page of a listing does only as far as its own length."""
+
+    runs: tuple[list[str], ...] = ()
+
+    def __len__(self) -> int:
+        return sum(map(len, self.runs))
+
+    def __iter__(self) -> Iterator[str]:
+        return self.after(None)
+
+    def after(self, qid: str | None) -> Iterator[str]:
+        """The ids greater than ``qid`` (every id for None), in order."""
+        tails: list[Iterator[str]] = [
+            iter(run) if qid is None else islice(run, bisect_right(run, qid), None)
+            for run in self.runs
+        ]
+        return tails[0] if len(tails) == 1 else heapq.merge(*tails)
 
 
 def _text(args: Mapping[str, object], key: str) -> str | None:

@@ -10,7 +10,9 @@ from outbound.outbound_world import MINUTE, World
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from mxbackup.ops import status
 from mxbackup.ops.commands import Commands
+from mxbackup.outbound import selection
 
 
 def done(result):
@@ -100,7 +102,7 @@ def test_status_says_down_since_next_probe_and_the_oldest(w):
 def test_list_shows_retries_left_and_the_real_next_try(w):
     w.queue()
     w.advance(10)
-    (m,) = w.commands.list()
+    (m,) = done(w.commands.list())
     (r,) = m["recipients"]
     target = w.scheduler.health.targets["example.com"]
     assert r["retries_left"] == 100 and r["next_try"] == target.next_probe
@@ -111,7 +113,7 @@ def test_summary_buckets_by_age(w):
     w.queue()
     w.advance(30 * MINUTE)
     w.queue()
-    shape = w.commands.summary()
+    shape = done(w.commands.summary())
     assert shape["buckets"][0] == 5
     row = shape["targets"]["example.com"]
     assert row[0] == 1 and row[3] == 1  # < 5 minutes, and 20-40 minutes
@@ -127,18 +129,53 @@ def test_show_body_is_the_stored_message(w):
 def test_list_pages_in_arrival_order_and_count(w):
     ids = [w.queue(sender=f"s{i}@sender.test").id for i in range(5)]
     ordered = sorted(ids)
-    first = w.commands.list(limit=2)
+    first = done(w.commands.list(limit=2))
     assert [m["id"] for m in first] == ordered[:2]
-    rest = w.commands.list(limit=10, after=first[-1]["id"])
+    rest = done(w.commands.list(limit=10, after=first[-1]["id"]))
     assert [m["id"] for m in rest] == ordered[2:]
     assert w.commands.count() == 5
-    picked = w.commands.list(limit=1, sender="s3@sender.test")
+    picked = done(w.commands.list(limit=1, sender="s3@sender.test"))
     assert [m["sender"] for m in picked] == ["s3@sender.test"]
 
 
 def test_next_pages_reuse_the_listing_and_skip_messages_gone_since(w):
     ids = sorted(w.queue(sender=f"s{i}@sender.test").id for i in range(4))
-    first = w.commands.list(limit=2)
+    first = done(w.commands.list(limit=2))
     done(w.commands.delete(ids=[ids[2]]))
-    rest = w.commands.list(limit=10, after=first[-1]["id"])
+    rest = done(w.commands.list(limit=10, after=first[-1]["id"]))
     assert [m["id"] for m in rest] == [ids[3]]
+
+
+def test_a_big_listing_is_made_in_turns_of_the_reactor(w, monkeypatch):
+    """A listing or a bulk action over many messages chooses and sorts their ids a slice per
+    turn of the reactor (here 2 ids per slice): between two slices the reactor serves
+    clients, so a million queued do not stall acceptance."""
+    monkeypatch.setattr(selection, "SORT_SLICE", 2)
+    monkeypatch.setattr(selection, "READ_SLICE", 2)
+    ids = sorted(w.queue(sender=f"s{i}@sender.test").id for i in range(5))
+    listing = w.commands.list(limit=4)
+    bulk = w.commands.hold(sender="s4@sender.test")
+    assert not listing.called and not bulk.called  # 3 slices each: the first one done
+    turns = 0
+    while slices := [
+        c for c in w.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "step"
+    ]:
+        assert slices[0].getTime() == w.clock.seconds()  # the next slice: the next turn
+        w.clock.calls.remove(slices[0])
+        slices[0].func()
+        turns += 1
+    assert turns == 4  # two turns each
+    assert [m["id"] for m in done(listing)] == ids[:4]
+    assert done(bulk)["held"] == 1
+    # the next page reuses the listing's sorted ids: at once
+    assert [m["id"] for m in done(w.commands.list(limit=4, after=ids[3]))] == ids[4:]
+
+
+def test_summary_counts_in_turns_of_the_reactor(w, monkeypatch):
+    monkeypatch.setattr(status, "SUMMARY_SLICE", 2)
+    for _ in range(5):
+        w.queue()
+    shape = w.commands.summary()
+    assert not shape.called  # 2 counted, 3 to go
+    w.clock.advance(0)
+    assert done(shape)["targets"]["example.com"][0] == 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mxbackup.outbound.backlog import Backlog
-from mxbackup.outbound.selection import Selector, parse_age
+from mxbackup.outbound.selection import Selector, SortedRuns, parse_age
 from mxbackup.queue.envelope import Envelope, Recipient
 
 
@@ -74,3 +74,49 @@ def test_unknown_id_and_bad_arguments():
     with pytest.raises(ValueError, match="older_than"):
         Selector.from_request({"older_than": "1h"})
     assert Selector.from_request({}).empty
+
+
+@pytest.mark.parametrize(
+    "args", [{"all": True}, {"older_than": 1500}, {"sender": "<>"}, {"route": "example.com"}]
+)
+@pytest.mark.parametrize("indexed", [False, True])
+def test_steps_in_slices_choose_what_select_chooses(args, indexed):
+    queue = {f"Q{i:03d}": envelope(f"Q{i:03d}", "", [("u@example.com", "example.com")], i)
+             for i in (7, 3, 9, 1, 5, 2, 8)}  # fmt: skip
+    backlog = None
+    if indexed:
+        backlog = Backlog()
+        for env in queue.values():
+            backlog.add(env, now=0.0)
+    selector = Selector.from_request(args)
+    steps = selector.steps(queue, 4, backlog, size=2)
+    slices = 0
+    while True:
+        try:
+            next(steps)
+            slices += 1
+        except StopIteration as end:
+            runs = end.value
+            break
+    assert slices == 3  # 7 ids, 2 per slice: 4 slices, 3 pauses between them
+    assert len(runs.runs) == 4 and all(run == sorted(run) for run in runs.runs)
+    assert list(runs) == selector.select(queue, 4, backlog)
+    assert list(runs.after("Q003")) == [q for q in selector.select(queue, 4) if q > "Q003"]
+
+
+def test_a_message_gone_between_slices_is_left_out():
+    queue = dict(QUEUE)
+    steps = Selector(all=True, sender="s@x.test").steps(queue, 3500, size=1)
+    next(steps)  # the first slice ("A") is chosen, then "A" goes
+    del queue["A"], queue["C"]  # "C" is gone before its slice
+    with pytest.raises(StopIteration) as end:
+        while True:
+            next(steps)
+    assert list(end.value.value) == ["A"]
+
+
+def test_sorted_runs_merge_and_page():
+    runs = SortedRuns((["A", "D", "F"], ["B", "C"], [], ["E"]))
+    assert list(runs) == ["A", "B", "C", "D", "E", "F"] and len(runs) == 6
+    assert list(runs.after("C")) == ["D", "E", "F"]
+    assert list(runs.after("F")) == [] and list(SortedRuns()) == []

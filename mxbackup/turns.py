@@ -1,0 +1,43 @@
+"""Long work on the reactor, one slice per turn: between two slices the reactor serves its
+clients, so a command over a million queued messages never stalls acceptance for long.
+
+The work is a generator that yields between its slices and returns its result; nothing here
+imports the reactor (the clock is passed in)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+from twisted.internet import defer
+
+T = TypeVar("T")
+
+
+def in_turns(clock: Any, steps: Generator[None, None, T]) -> defer.Deferred:
+    """Run ``steps`` (a generator that yields between slices of its work and returns its
+    result) a slice per turn of ``clock`` (``callLater(0)``), the first slice at once.
+    Fires with what it returns, or fails with what it raises."""
+    done: defer.Deferred = defer.Deferred()
+
+    def step() -> None:
+        try:
+            next(steps)
+        except StopIteration as end:
+            done.callback(end.value)
+        except Exception:  # noqa: BLE001 - the command's failure, for its caller
+            done.errback()
+        else:
+            clock.callLater(0, step)
+
+    step()
+    return done
+
+
+def at_once(steps: Generator[None, None, T]) -> T:
+    """Run ``steps`` to the end now, and return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
