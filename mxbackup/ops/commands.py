@@ -81,6 +81,7 @@ class Commands:
         (``Selector.steps``), and a page merges only its own length of them: listing a
         million does not stall acceptance."""
         chosen = Selector.from_request(selector)
+        after = None if after is None else str(after)  # a raw JSON request may send a number
         clock = self.scheduler.clock
         now = clock.seconds()
         if chosen.empty and after is not None and 0 <= now - self._listing[0] < LIST_SNAPSHOT_TTL:

@@ -121,10 +121,12 @@ class Selector:
             if start:
                 yield
             part = ids[start : start + size]
-            if by_index and self.older_than is not None:
-                arrival, older = index.arrival, self.older_than  # type: ignore[union-attr]
-                part = [qid for qid in part if now - arrival(qid) >= older]
-            elif not by_index:
+            if by_index:
+                part = [qid for qid in part if qid in queue]  # not gone since the snapshot
+                if self.older_than is not None:
+                    arrival, older = index.arrival, self.older_than  # type: ignore[union-attr]
+                    part = [qid for qid in part if now - arrival(qid) >= older]
+            else:
                 envelopes = ((qid, queue.get(qid)) for qid in part)
                 part = [qid for qid, e in envelopes if e is not None and self.matches(e, now)]
             part.sort()

@@ -179,3 +179,10 @@ def test_summary_counts_in_turns_of_the_reactor(w, monkeypatch):
     assert not shape.called  # 2 counted, 3 to go
     w.clock.advance(0)
     assert done(shape)["targets"]["example.com"][0] == 5
+
+
+def test_list_after_a_number_from_a_raw_request(w):
+    """A raw JSON request may send ``after`` as a number: compared as the text it is."""
+    qid = w.queue().id
+    assert [m["id"] for m in done(w.commands.list(after=0, all=True))] == [qid]
+    assert done(w.commands.list(after=int("9" * 20), all=True)) == []

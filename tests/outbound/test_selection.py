@@ -115,6 +115,20 @@ def test_a_message_gone_between_slices_is_left_out():
     assert list(end.value.value) == ["A"]
 
 
+def test_indexed_steps_leave_out_a_message_gone_before_its_slice():
+    backlog = Backlog()
+    for env in QUEUE.values():
+        backlog.add(env, now=0.0)
+    view = backlog.envelopes.view()
+    steps = Selector(all=True).steps(view, 3500, backlog, size=1)
+    next(steps)
+    backlog.envelopes.discard("C")  # delivered before its slice is read
+    with pytest.raises(StopIteration) as end:
+        while True:
+            next(steps)
+    assert list(end.value.value) == ["A", "B"]
+
+
 def test_sorted_runs_merge_and_page():
     runs = SortedRuns((["A", "D", "F"], ["B", "C"], [], ["E"]))
     assert list(runs) == ["A", "B", "C", "D", "E", "F"] and len(runs) == 6
