@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import pickle
 import platform
@@ -343,13 +344,37 @@ class _Round:
 
 # -- the spool process's program --------------------------------------------------------------
 def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    data = b""
-    while len(data) < size:
-        chunk = stream.read(size - len(data))
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
         if not chunk:
             return None
-        data += chunk
-    return data
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+PIPE_SIZE = 1 << 20  # octets: a round of 50 commits of 5 KB, or ten of 100 KB, in one write
+
+
+def widen_pipe(fd: int, size: int = PIPE_SIZE) -> int:
+    """Make the pipe at ``fd`` hold ``size`` octets (or the most the system allows an
+    unprivileged process: ``/proc/sys/fs/pipe-max-size``); its new size, or 0 if it is no pipe
+    or cannot grow.  With the default 64 KB, a round's request of more than 64 KB reached
+    the spool process a pipe-full per turn of the server's busy reactor: at 50 clients the
+    spool process waited for its requests ~40 % of the time."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return 0
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            size = min(size, int(f.read()))
+    except (OSError, ValueError):
+        pass
+    try:
+        return fcntl.fcntl(fd, set_size, size)
+    except OSError:
+        return 0
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
@@ -386,5 +411,7 @@ def main(argv: list[str]) -> None:
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     _die_with_parent(int(argv[1]))
+    for fd in (0, 1):  # the requests, and the answers (both ends share each pipe's buffer)
+        widen_pipe(fd)
     serve(sys.stdin.buffer, sys.stdout.buffer)
     os._exit(0)  # no flush of sys.stdout at exit: its reader may be gone
