@@ -312,7 +312,11 @@ class Spool:
         pending, self._pending = self._pending, []
         d = defer.maybeDeferred(self._run, run_round, self.root, self.sync, [p.op for p in pending])
 
+        # The next round is sent before this one's waiters hear of it: the spool process is
+        # idle until then, and answering a round's clients (a 250 each, the scheduler told)
+        # took ~3 ms of the reactor's time at 50 clients, a quarter of each round's cycle.
         def done(results: list[OSError | None]) -> None:
+            self._next_round()
             for p, error in zip(pending, results, strict=True):
                 if error is None:
                     p.done.callback(None)
@@ -320,14 +324,15 @@ class Spool:
                     p.done.errback(error)
 
         def failed(failure: Any) -> None:  # the round's outcome is unknown: undo it all
-            for p in pending:
+            for p in pending:  # undone before the next round can reuse anything of it
                 if p.incoming is not None:
                     p.incoming.abort()
                 undo(self.root, p.op)
+            self._next_round()
+            for p in pending:
                 p.done.errback(failure)
 
         d.addCallbacks(done, failed)
-        d.addBoth(lambda _: self._next_round())
 
     # -- start-up ------------------------------------------------------------------------
     def recover(self) -> list[Envelope]:
