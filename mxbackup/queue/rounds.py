@@ -2,18 +2,11 @@
 log, ``tries``, a hint appended by the server and never synced, is the one exception).
 
 A round is the work of many changes to the spool (``RoundOp``: plain data) made durable once
-(group commit); ``spool.Spool`` gathers them and says what each one's outcome means.  Rounds
-run in the *spool process*, a child of the server started by ``spoolproc`` that runs this
-module's ``main`` as its program (``python -c "...mxbackup.queue.rounds import main..." PID``), so
-nothing here imports Twisted: the child stays small (its memory counts) and starts fast.  In
-tests, rounds also run in the caller's process.
-
-The child reads requests on its stdin and answers on its stdout, one at a time, in order.  A
-frame is a 4-byte big-endian length and a pickle: the request is the arguments of a
-``run_round``, the answer ``("ok", result)`` or ``("error", text)``.  Both ends are this
-program, over a pipe only they hold.  The child dies with its parent
-(``PR_SET_PDEATHSIG``), ignores SIGINT, SIGHUP and SIGTERM (signals to the whole process
-group), and otherwise ends when its stdin closes, after the round in hand.
+(group commit); ``spool.Spool`` says what each one's outcome means.  Rounds run in the *spool
+process*, a child of the server started by ``spoolproc`` whose program is ``spoolchild`` (it
+gathers into one round the requests that wait for it), so nothing here imports Twisted: the
+child stays small (its memory counts) and starts fast.  In tests, rounds also run in the
+caller's process.
 """
 
 from __future__ import annotations
@@ -21,17 +14,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
-import pickle
 import platform
-import signal
 import struct
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
 
 _STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 # In the spool root: its mtime is set as each round starts (see ``run_round``).
@@ -340,78 +329,3 @@ class _Round:
                 unlink_quietly(path)
             except OSError:
                 print(f"mxbackup spool: could not remove {path}", file=sys.stderr, flush=True)
-
-
-# -- the spool process's program --------------------------------------------------------------
-def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    chunks, left = [], size
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-PIPE_SIZE = 1 << 20  # octets: a round of 50 commits of 5 KB, or ten of 100 KB, in one write
-
-
-def widen_pipe(fd: int, size: int = PIPE_SIZE) -> int:
-    """Make the pipe at ``fd`` hold ``size`` octets (or the most the system allows an
-    unprivileged process: ``/proc/sys/fs/pipe-max-size``); its new size, or 0 if it is no pipe
-    or cannot grow.  With the default 64 KB, a round's request of more than 64 KB reached
-    the spool process a pipe-full per turn of the server's busy reactor: at 50 clients the
-    spool process waited for its requests ~40 % of the time."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is None:
-        return 0
-    try:
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            size = min(size, int(f.read()))
-    except (OSError, ValueError):
-        pass
-    try:
-        return fcntl.fcntl(fd, set_size, size)
-    except OSError:
-        return 0
-
-
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """Answer requests until stdin closes (or nobody reads the answers any more)."""
-    while True:
-        header = _read_exact(stdin, FRAME.size)
-        if header is None:
-            return
-        body = _read_exact(stdin, FRAME.unpack(header)[0])
-        if body is None:
-            return
-        try:
-            reply: tuple[str, Any] = ("ok", run_round(*pickle.loads(body)))
-        except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the round
-            reply = ("error", f"{type(e).__name__}: {e}")
-        payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            stdout.write(FRAME.pack(len(payload)) + payload)
-            stdout.flush()
-        except BrokenPipeError:
-            return  # the server is gone (it stopped while this round ran): nobody waits
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            print("mxbackup spool: prctl(PR_SET_PDEATHSIG) failed", file=sys.stderr, flush=True)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def main(argv: list[str]) -> None:
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(int(argv[1]))
-    for fd in (0, 1):  # the requests, and the answers (both ends share each pipe's buffer)
-        widen_pipe(fd)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
-    os._exit(0)  # no flush of sys.stdout at exit: its reader may be gone

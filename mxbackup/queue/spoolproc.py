@@ -33,9 +33,9 @@ from mxbackup.queue.rounds import FRAME, run_round
 
 log = Logger(namespace="mxbackup.spoolproc")
 
-# The child's program: imports only ``rounds`` (run with -m, the module would be imported a
-# second time when the first request names its classes).
-_CHILD = "import sys; from mxbackup.queue.rounds import main; main(sys.argv)"
+# The child's program: imports only ``spoolchild`` and ``rounds`` (run with -m, the module
+# would be imported a second time when the first request names its classes).
+_CHILD = "import sys; from mxbackup.queue.spoolchild import main; main(sys.argv)"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -57,6 +57,10 @@ class SpoolProcess(protocol.ProcessProtocol):
     round it was sent before it exits, while the reactor still reads its answers: a clean
     stop loses no outcome that was being recorded and logs no error.  Otherwise the child
     lives as long as the server's process and ends with it (the parent-death signal)."""
+
+    # Each request is sent as it comes; the child runs every request waiting in its pipe
+    # as one round (``spoolchild.serve``), so ``Spool`` need not hold changes back.
+    merges = True
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor

@@ -166,35 +166,3 @@ def test_fsync_rounds_do_not_use_syncfs(root: Path, syncs: Recorder) -> None:
         None,
     ]
     assert syncs.seen == []
-
-
-@pytest.mark.skipif(not hasattr(__import__("fcntl"), "F_GETPIPE_SZ"), reason="Linux pipes only")
-def test_the_spool_process_s_pipes_hold_a_whole_round() -> None:
-    """A round's request (50 commits of 5 KB) goes through the pipe in one write, not a
-    pipe-full (64 KB) per turn of the server's reactor."""
-    import fcntl
-
-    r, w = os.pipe()
-    try:
-        size = rounds.widen_pipe(r)
-        assert size == fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)  # one buffer, both ends
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            assert size == min(rounds.PIPE_SIZE, int(f.read()))
-    finally:
-        os.close(r)
-        os.close(w)
-    with open(os.devnull, "rb") as not_a_pipe:
-        assert rounds.widen_pipe(not_a_pipe.fileno()) == 0
-
-
-def test_a_request_split_over_many_reads_is_read_whole() -> None:
-    class Trickle:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def read(self, n: int) -> bytes:
-            chunk, self.data = self.data[: min(n, 3)], self.data[min(n, 3) :]
-            return chunk
-
-    assert rounds._read_exact(Trickle(b"0123456789"), 10) == b"0123456789"
-    assert rounds._read_exact(Trickle(b"0123"), 10) is None

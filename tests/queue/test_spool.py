@@ -131,6 +131,49 @@ def test_group_commit_batches_concurrent_transactions(tmp_path):
     assert len(spool_files(tmp_path / "spool", "new")) == 4
 
 
+def test_a_merging_runner_gets_each_change_at_once_and_answers_each(tmp_path):
+    """The spool process gathers rounds itself (``spoolchild``): it is sent every change as
+    it comes, and the waiters hear in order, the next request already on its way."""
+    sent: list[tuple[defer.Deferred, object, tuple]] = []
+
+    class Merging:
+        merges = True
+
+        def __call__(self, fn, *args):
+            d: defer.Deferred = defer.Deferred()
+            sent.append((d, fn, args))
+            return d
+
+    s = Spool(str(tmp_path / "spool"), Merging())
+    s.open()
+    results = [commit(s)[1] for _ in range(3)]
+    assert [len(args[-1]) for _, _, args in sent] == [1, 1, 1]  # none held back
+    for d, fn, args in sent:
+        d.callback(fn(*args))
+    assert all(r.called for r in results)
+    assert len(spool_files(tmp_path / "spool", "new")) == 3
+
+
+def test_the_next_round_starts_before_the_last_one_s_waiters_are_answered(tmp_path):
+    order: list[str] = []
+    waiting: list[tuple[defer.Deferred, object, tuple]] = []
+
+    def manual(fn, *args):
+        order.append(f"round of {len(args[-1])}")
+        d: defer.Deferred = defer.Deferred()
+        waiting.append((d, fn, args))
+        return d
+
+    s = Spool(str(tmp_path / "spool"), manual)
+    s.open()
+    first = commit(s)[1]
+    first.addCallback(lambda _: order.append("250"))
+    commit(s)
+    d, fn, args = waiting.pop(0)
+    d.callback(fn(*args))
+    assert order == ["round of 1", "round of 1", "250"]
+
+
 def test_recover_removes_what_a_crash_left_and_keeps_the_rest(spool, tmp_path):
     root = tmp_path / "spool"
     live, _ = commit(spool)

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from helpers import Twistd, base_config, one_recipient_envelope, spool_files, write_config
-from mxbackup.queue import rounds
+from mxbackup.queue import rounds, spoolchild
 from mxbackup.queue.rounds import RoundOp, run_round
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess, SpoolProcessError, SpoolStopping
@@ -50,7 +50,7 @@ def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) ->
         + frame((root, "fsync", [RoundOp("remove", "Q1")]))
     )
     stdout = io.BytesIO()
-    rounds.serve(stdin, stdout)  # returns at end of input
+    spoolchild.serve(stdin, stdout)  # returns at end of input
     first, refused, removed = replies(stdout.getvalue())
     assert first == ("ok", [None])
     assert refused[0] == "error" and "TypeError" in refused[1]
@@ -67,8 +67,21 @@ def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path, capfd: Any) 
             raise BrokenPipeError(32, "Broken pipe")
 
     request = frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
-    stdin = io.BytesIO(request * 2)
-    rounds.serve(stdin, Gone())  # returns, raises nothing
+
+    class TwoBatches(io.BytesIO):
+        def read(self, size: int = -1) -> bytes:  # one request per read
+            return super().read(min(size, len(request)))
+
+        def fileno(self) -> int:
+            raise OSError("in memory")
+
+    stdin = TwoBatches(request * 2)
+    stdin_ready = spoolchild._more_waiting
+    spoolchild._more_waiting = lambda stream: False  # type: ignore[assignment]
+    try:
+        spoolchild.serve(stdin, Gone())  # returns, raises nothing
+    finally:
+        spoolchild._more_waiting = stdin_ready  # type: ignore[assignment]
     assert stdin.tell() == len(request)  # it stopped at the first answer it could not give
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")  # quietly: no traceback, nothing for the log
@@ -79,7 +92,7 @@ def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
     parent, so the SMTP side can tell 452 (disk full) from 451."""
     commit = RoundOp("commit", "Q1", str(tmp_path / "no" / "tmp" / "Q1.env"), b"{}", b"x")
     stdout = io.BytesIO()
-    rounds.serve(io.BytesIO(frame((str(tmp_path / "no"), "fsync", [commit]))), stdout)
+    spoolchild.serve(io.BytesIO(frame((str(tmp_path / "no"), "fsync", [commit]))), stdout)
     ((status, (err,)),) = replies(stdout.getvalue())
     assert status == "ok" and isinstance(err, OSError) and err.errno == 2
 
@@ -271,7 +284,7 @@ def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
             c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
         assert server.proc is not None
         (child,) = children_of(server.proc.pid)
-        assert b"mxbackup.queue.rounds" in Path(f"/proc/{child}/cmdline").read_bytes()
+        assert b"mxbackup.queue.spoolchild" in Path(f"/proc/{child}/cmdline").read_bytes()
     finally:
         server.kill9()
     deadline = time.monotonic() + 10
