@@ -8,7 +8,7 @@ mkfs.ext4; loopback only):
 
 Each trial makes a fresh ext4 file system on a loop device (an image under ``--workdir``),
 starts ``twistd mxbackup`` with its spool there (primary down), and has four SMTP clients send
-messages of 1 KB to 300 KB (both sides of ``spool.SPILL``), each body derived from a token so
+messages of 1 KB to 300 KB (both sides of ``incoming.SPILL``), each body derived from a token so
 it can be checked byte for byte.  After 1-4 s it cuts the power: ``EXT4_IOC_SHUTDOWN`` with
 ``EXT4_GOING_FLAGS_NOLOGFLUSH`` (nothing more reaches the disk, the journal is not flushed),
 then SIGKILL.  The file system is unmounted and mounted again (the journal is replayed), and

@@ -3,7 +3,7 @@
 Our header fields go on top of the stored message, above our Received: they are decided only
 once the whole message is here, while the message has been streaming to the spool since the
 354.  So they are *prepended at commit* (``Incoming.add_prefix``): a message still in memory
-(up to ``spool.SPILL``) simply gets them in front when it is sealed; a spilled one is copied
+(up to ``incoming.SPILL``) simply gets them in front when it is sealed; a spilled one is copied
 behind them in the spool process, in the commit's round, before anything is durable or
 visible.  The 250 still means "message (with its seal) and envelope durable"; a crash before
 it loses nothing the client was told we have.

@@ -45,7 +45,7 @@ class RoundOp:
 def _prepend(path: str, prefix: bytes) -> None:
     """Put ``prefix`` above the spilled message at ``path``: a new file (prefix, then the
     message copied in the kernel) renamed over it, both in tmp/, before anything is durable
-    or visible.  Only messages larger than ``spool.SPILL`` whose checks add header fields
+    or visible.  Only messages larger than ``incoming.SPILL`` whose checks add header fields
     at the end of data (DKIM/ARC) pay this copy, in the spool process."""
     fresh = path + ".prefixed"
     try:

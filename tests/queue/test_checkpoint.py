@@ -19,8 +19,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from helpers import one_recipient_envelope, spool_files, sync_thread
 from mxbackup.queue import checkpoint, rounds
 from mxbackup.queue.envelope import Envelope
+from mxbackup.queue.incoming import SPILL
 from mxbackup.queue.rounds import CHECKPOINT
-from mxbackup.queue.spool import SPILL, Spool
+from mxbackup.queue.spool import Spool
 
 
 @pytest.fixture

@@ -229,7 +229,7 @@ def test_envelope_versions():
 
 
 def test_large_message_spills_to_tmp_and_commits_whole(spool, tmp_path):
-    from mxbackup.queue.spool import SPILL
+    from mxbackup.queue.incoming import SPILL
 
     inc = spool.incoming()
     chunk = b"x" * 65534 + b"\r\n"
