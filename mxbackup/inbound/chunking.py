@@ -3,7 +3,7 @@
 ``BDAT n [LAST]`` is followed by exactly ``n`` octets, which are never read as commands, even
 when the command is refused (no transaction, no recipient, bad state): the chunk is consumed,
 then answered.  A chunk's octets go through a session ``Stream`` straight into the spool file
-(``queue.spool.Incoming``, which spills to disk), so memory does not grow with ``n`` (a
+(``queue.incoming.Incoming``, which spills to disk), so memory does not grow with ``n`` (a
 ``BDAT 999999999999`` allocates nothing).  The idle timer restarts whenever chunk octets
 arrive (there are no lines to count from).
 

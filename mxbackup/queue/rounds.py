@@ -26,7 +26,6 @@ _STAGING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="spool-stage")
 # In the spool root: its mtime is set as each round starts (see ``run_round``).
 CHECKPOINT = ".synced"
 FRAME = struct.Struct(">I")
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)

@@ -256,7 +256,7 @@ class Spool:
                     p.done.errback(error)
 
         def failed(failure: Any) -> None:  # the round's outcome is unknown: undo it all
-            for p in pending:  # undone before the next round can reuse anything of it
+            for p in pending:  # undone before a next round of a runner that does not merge
                 if p.incoming is not None:
                     p.incoming.abort()
                 undo(self.root, p.op)

@@ -27,6 +27,7 @@ from mxbackup.queue.rounds import FRAME, run_round
 _PR_SET_PDEATHSIG = 1
 
 
+MAX_BATCH = 2_000  # requests gathered into one round at most (a drain's removals come fast)
 PIPE_SIZE = 1 << 20  # octets: a round of 50 commits of 5 KB, or ten of 100 KB, in one write
 
 
@@ -60,12 +61,14 @@ class _Requests:
         self._ended = False
 
     def batch(self) -> list[bytes]:
-        """The next frames; [] at the end of input."""
-        frames = self._frames()
+        """The next frames (at most ``MAX_BATCH``); [] at the end of input."""
+        frames = self._frames(MAX_BATCH)
         while not frames and self._fill():
-            frames = self._frames()
-        while not self._ended and _more_waiting(self._stream) and self._fill():
-            frames += self._frames()
+            frames = self._frames(MAX_BATCH)
+        while len(frames) < MAX_BATCH and not self._ended and _more_waiting(self._stream):
+            if not self._fill():
+                break
+            frames += self._frames(MAX_BATCH - len(frames))
         return frames
 
     def _fill(self) -> bool:
@@ -76,9 +79,9 @@ class _Requests:
         self._buffer += data
         return True
 
-    def _frames(self) -> list[bytes]:
+    def _frames(self, limit: int) -> list[bytes]:
         frames, buffer = [], self._buffer
-        while len(buffer) >= FRAME.size:
+        while len(frames) < limit and len(buffer) >= FRAME.size:
             (size,) = FRAME.unpack_from(buffer)
             if len(buffer) < FRAME.size + size:
                 break

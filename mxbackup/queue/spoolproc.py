@@ -1,5 +1,6 @@
 """The spool process, seen from the server: the spool's rounds (``rounds.run_round``) run
-in a child process, the program in ``rounds``.
+in a child process, the program in ``spoolchild`` (which gathers into one round the requests
+waiting for it: the server sends each change as it comes, several may be outstanding).
 
 Why a process and not a thread: a round makes a dozen system calls per message (open,
 write, close, rename, syncfs), and a worker thread must win the GIL back after each one from
@@ -7,7 +8,10 @@ the reactor thread, which is busy with SMTP.  Measured on the 2-core machine at 
 concurrent clients, a round that takes 0.6 ms alone took 4 ms in a thread (median of 1,100
 rounds); the 250 waits for it.  The child has a GIL of its own.
 
-The child is plain Python with no reactor and no Twisted (see ``rounds`` for its protocol).
+The child is plain Python with no reactor and no Twisted (see ``spoolchild`` for its
+protocol).  Answers come in the order of the requests; once the conversation is broken (an
+answer that cannot be read or was not asked for), nothing more the child says is believed:
+with several requests outstanding, a later answer could otherwise be taken for another's.
 
 Failure and shutdown: the child dies with the server (``PR_SET_PDEATHSIG``), so a crash of
 one is a crash of both, which the spool's commit protocol covers.  It ignores SIGINT, SIGHUP
@@ -70,6 +74,7 @@ class SpoolProcess(protocol.ProcessProtocol):
         self._ended: defer.Deferred | None = None
         self._stopping = False  # no new round (the server is stopping)
         self._closed_stdin = False  # we ended its input: its output ends next, quietly
+        self._killing = False  # the conversation broke: it is being killed
 
     def start(self) -> None:
         """Start the child now, so the first round does not wait for Python to start (it
@@ -87,6 +92,8 @@ class SpoolProcess(protocol.ProcessProtocol):
             return defer.fail(TypeError(f"the spool process only runs rounds, not {fn!r}"))
         if self._stopping:
             return defer.fail(SpoolStopping(0, "spool process: the server is stopping"))
+        if self._killing:  # its end is near: a new child takes rounds once it is gone
+            return defer.fail(SpoolProcessError(0, "spool process: being restarted"))
         try:
             self._ensure_running()
             payload = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
@@ -119,6 +126,8 @@ class SpoolProcess(protocol.ProcessProtocol):
 
     # -- ProcessProtocol -------------------------------------------------------------------
     def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if self._killing:
+            return  # not believed any more (see the module's docstring)
         self._buffer += data
         while len(self._buffer) >= FRAME.size:
             (size,) = FRAME.unpack_from(self._buffer)
@@ -152,6 +161,7 @@ class SpoolProcess(protocol.ProcessProtocol):
         """The conversation with the child is lost: kill it, so processEnded fails
         everything that waits (a 4xx for each client) and the next round starts anew."""
         log.error("spool process: {why}; killing it", why=why)
+        self._killing = True  # until processEnded: every waiting round fails there
         self._buffer.clear()
         try:
             self._transport.signalProcess("KILL")
@@ -161,6 +171,7 @@ class SpoolProcess(protocol.ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         ended, self._ended = self._ended, None
         self._transport = None
+        self._killing = False
         waiting, self._waiting = self._waiting, deque()
         if waiting or not reason.check(error.ProcessDone):
             log.error("spool process ended: {reason}", reason=reason.getErrorMessage())

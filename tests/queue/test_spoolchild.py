@@ -137,3 +137,27 @@ def test_the_spool_process_s_pipes_hold_a_whole_round() -> None:
         os.close(w)
     with open(os.devnull, "rb") as not_a_pipe:
         assert spoolchild.widen_pipe(not_a_pipe.fileno()) == 0
+
+
+def test_requests_already_in_the_pipe_join_one_round_and_no_more(spool: Spool, monkeypatch) -> None:
+    """Through a real pipe: what waits in it when a round starts is that round, at most
+    ``MAX_BATCH`` requests."""
+    sizes: list[int] = []
+    real = spoolchild.run_round
+    monkeypatch.setattr(spoolchild, "run_round", lambda *a: sizes.append(len(a[2])) or real(*a))
+    monkeypatch.setattr(spoolchild, "MAX_BATCH", 3)
+    r, w = os.pipe()
+    try:
+        request = frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
+        os.write(w, request * 5)
+        os.close(w)
+        w = -1
+        stdout = io.BytesIO()
+        with open(r, "rb", buffering=0, closefd=False) as stdin:
+            spoolchild.serve(stdin, stdout)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert len(replies(stdout.getvalue())) == 5
+    assert sizes == [3, 2]  # 5 waiting: 3 (the cap), then the other 2

@@ -136,17 +136,50 @@ def test_a_garbled_conversation_kills_the_child() -> None:
     proc._transport = child = FakeChild()
     proc.childDataReceived(1, frame(("ok", [])))  # nobody asked
     assert child.signals == ["KILL"]
+    refused: list[Failure] = []
+    proc(run_round, "/nonexistent", "fsync", []).addErrback(refused.append)
+    assert refused and "being restarted" in str(refused[0].value)  # not sent to it
+    assert child.written == []
+    proc.processEnded(Failure(error.ProcessTerminated(signal=9)))
 
+    proc._transport = child = FakeChild()  # the next child
     waiting = proc(run_round, "/nonexistent", "fsync", [])
     failures: list[Failure] = []
     waiting.addErrback(failures.append)
     garbage = b"not a pickle"
     proc.childDataReceived(1, rounds.FRAME.pack(len(garbage)) + garbage)
     assert failures and failures[0].check(SpoolProcessError)
-    assert child.signals == ["KILL", "KILL"]
+    assert child.signals == ["KILL"]
+    proc.processEnded(Failure(error.ProcessTerminated(signal=9)))
 
+    proc._transport = child = FakeChild()
     proc.childConnectionLost(1)
-    assert child.signals == ["KILL", "KILL", "KILL"]
+    assert child.signals == ["KILL"]
+
+
+def test_after_a_garbled_answer_no_later_answer_is_believed() -> None:
+    """Regression (review): with several requests outstanding, the answers a dying child had
+    already written went to the requests after the garbled one: B's failed commit (ENOSPC)
+    came back 'ok' to... someone.  Now every outstanding request fails: a 4xx, never a 250
+    for a change whose outcome is unknown."""
+    proc = SpoolProcess(reactor)
+    proc._transport = FakeChild()
+    outcomes: dict[str, object] = {}
+    for name in "ABC":
+        d = proc(run_round, "/nonexistent", "fsync", [])
+        d.addCallbacks(
+            lambda r, n=name: outcomes.__setitem__(n, ("ok", r)),
+            lambda f, n=name: outcomes.__setitem__(n, f.value),
+        )
+    garbage = b"not a pickle"
+    proc.childDataReceived(
+        1,
+        rounds.FRAME.pack(len(garbage)) + garbage + frame(("ok", [OSError(28, "No space")])),
+    )
+    proc.childDataReceived(1, frame(("ok", [None])))  # C's: not believed
+    proc.processEnded(Failure(error.ProcessTerminated(signal=9)))
+    assert set(outcomes) == {"A", "B", "C"}
+    assert all(isinstance(v, SpoolProcessError) for v in outcomes.values()), outcomes
 
 
 def test_only_rounds_are_sent_to_the_spool_process() -> None:
