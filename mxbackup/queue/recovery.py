@@ -127,11 +127,12 @@ def read_chunk(
 
 def workers_for(count: int, workers: int = 0) -> int:
     """Worker processes to read ``count`` envelopes with (0: in this process): ``workers``,
-    by default ``READERS_PER_CORE`` per core this process may use (at most ``MAX_READERS``;
-    none on one core), when there are many and forking is safe."""
+    by default ``READERS_PER_CORE`` per core this process may use (at most ``MAX_READERS``,
+    but one per core at least; none on one core), when there are many and forking is safe."""
     if not workers:
         cores = len(os.sched_getaffinity(0))
-        workers = min(MAX_READERS, READERS_PER_CORE * cores) if cores > 1 else 0
+        readers = max(cores, min(MAX_READERS, READERS_PER_CORE * cores))  # one per core at least
+        workers = readers if cores > 1 else 0
     if workers < 2 or count < PARALLEL_FROM or threading.active_count() > 1:
         return 0
     return workers
