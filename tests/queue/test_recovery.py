@@ -113,6 +113,7 @@ def test_workers_apply_the_try_log_to_their_own_names(tmp_path, monkeypatch):
 def test_more_readers_than_cores(monkeypatch) -> None:
     """With a cold page cache reading a million envelopes waits on the disk: several readers
     per core (measured: 2 workers 84.5 s, 8 workers 50.8 s; warm, the same)."""
+    monkeypatch.setattr(recovery.threading, "active_count", lambda: 1)  # forking is safe
     monkeypatch.setattr(recovery.os, "sched_getaffinity", lambda pid: {0, 1})
     assert recovery.workers_for(recovery.PARALLEL_FROM) == 8
     monkeypatch.setattr(recovery.os, "sched_getaffinity", lambda pid: {0, 1, 2})
