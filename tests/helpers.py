@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
 import smtplib
@@ -325,3 +326,23 @@ def sample_envelope(qid: str = "q1", received_at: float = 0.0, **more: object) -
         size=1,
         **more,  # type: ignore[arg-type]
     )
+
+
+def spool_frame(obj: Any) -> bytes:
+    """``obj`` as one frame of the spool process's pipe (``queue.rounds.FRAME``)."""
+    from mxbackup.queue.rounds import FRAME
+
+    payload = pickle.dumps(obj)
+    return FRAME.pack(len(payload)) + payload
+
+
+def spool_replies(data: bytes) -> list[Any]:
+    """The frames the spool process wrote, unpickled."""
+    from mxbackup.queue.rounds import FRAME
+
+    out = []
+    while data:
+        (size,) = FRAME.unpack_from(data)
+        out.append(pickle.loads(data[FRAME.size : FRAME.size + size]))
+        data = data[FRAME.size + size :]
+    return out

@@ -144,13 +144,10 @@ class View:
         backlog, now, counted = self.scheduler.backlog, self.now, 0
         for key in sorted(backlog.keys()):
             row = [0] * (len(BUCKETS) + 1)
-            ids = list(backlog.messages_at(key))
-            for start in range(0, len(ids), SUMMARY_SLICE):
-                for qid in ids[start : start + SUMMARY_SLICE]:
-                    row[bisect_right(BUCKETS, (now - arrival(qid)) / 60)] += 1
-                counted += min(SUMMARY_SLICE, len(ids) - start)
-                if counted >= SUMMARY_SLICE:
-                    counted = 0
+            for qid in list(backlog.messages_at(key)):  # a copy: it may change between turns
+                row[bisect_right(BUCKETS, (now - arrival(qid)) / 60)] += 1
+                counted += 1
+                if counted % SUMMARY_SLICE == 0:
                     yield
             rows[key] = row
         total = [sum(column) for column in zip(*rows.values(), strict=True)] if rows else []

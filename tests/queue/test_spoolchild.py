@@ -6,30 +6,15 @@ from __future__ import annotations
 import fcntl
 import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import one_recipient_envelope, spool_files
+from helpers import one_recipient_envelope, spool_files, spool_frame, spool_replies
 from mxbackup.queue import rounds, spoolchild
 from mxbackup.queue.rounds import RoundOp
 from mxbackup.queue.spool import Spool
-
-
-def frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj)
-    return rounds.FRAME.pack(len(payload)) + payload
-
-
-def replies(data: bytes) -> list[Any]:
-    out = []
-    while data:
-        (size,) = rounds.FRAME.unpack_from(data)
-        out.append(pickle.loads(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
 
 
 @pytest.fixture
@@ -67,14 +52,14 @@ def test_requests_waiting_together_run_as_one_round(spool: Spool, monkeypatch) -
 
     monkeypatch.setattr(spoolchild, "run_round", counting)
     stdin = io.BytesIO(
-        frame((spool.root, spool.sync, [commit(spool, "Q1")]))
-        + frame((spool.root, spool.sync, [commit(spool, "Q2"), commit(spool, "Q3")]))
-        + frame(("not", "a round"))
-        + frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
+        spool_frame((spool.root, spool.sync, [commit(spool, "Q1")]))
+        + spool_frame((spool.root, spool.sync, [commit(spool, "Q2"), commit(spool, "Q3")]))
+        + spool_frame(("not", "a round"))
+        + spool_frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
     )
     stdout = io.BytesIO()
     spoolchild.serve(stdin, stdout)
-    one, two, refused, removed = replies(stdout.getvalue())
+    one, two, refused, removed = spool_replies(stdout.getvalue())
     assert one == ("ok", [None]) and two == ("ok", [None, None])  # each its own share
     assert refused[0] == "error" and "TypeError" in refused[1]
     assert removed == ("ok", [None])
@@ -83,18 +68,19 @@ def test_requests_waiting_together_run_as_one_round(spool: Spool, monkeypatch) -
 
 
 def test_a_frame_split_over_reads_is_read_whole_and_a_cut_one_is_dropped(spool: Spool) -> None:
-    request = frame((spool.root, spool.sync, [commit(spool, "Q1")]))
+    request = spool_frame((spool.root, spool.sync, [commit(spool, "Q1")]))
     stdout = io.BytesIO()
     spoolchild.serve(Trickle(request + request[:7], 3), stdout)  # then the server died
-    assert replies(stdout.getvalue()) == [("ok", [None])]
+    assert spool_replies(stdout.getvalue()) == [("ok", [None])]
 
 
 def test_an_unreadable_frame_is_answered_alone(spool: Spool) -> None:
     body = b"\x80\x05garbage"
     stdout = io.BytesIO()
-    stdin = io.BytesIO(rounds.FRAME.pack(len(body)) + body + frame((spool.root, spool.sync, [])))
+    empty_round = spool_frame((spool.root, spool.sync, []))
+    stdin = io.BytesIO(rounds.FRAME.pack(len(body)) + body + empty_round)
     spoolchild.serve(stdin, stdout)
-    bad, empty = replies(stdout.getvalue())
+    bad, empty = spool_replies(stdout.getvalue())
     assert bad[0] == "error" and empty == ("ok", [])
 
 
@@ -103,10 +89,10 @@ def test_a_failing_round_fails_every_request_it_gathered(spool: Spool, monkeypat
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(spoolchild, "run_round", broken)
-    request = frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
+    request = spool_frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
     stdout = io.BytesIO()
     spoolchild.serve(io.BytesIO(request * 2), stdout)
-    assert replies(stdout.getvalue()) == [("error", "RuntimeError: disk on fire")] * 2
+    assert spool_replies(stdout.getvalue()) == [("error", "RuntimeError: disk on fire")] * 2
 
 
 def test_only_what_already_waits_joins_a_round() -> None:
@@ -148,7 +134,7 @@ def test_requests_already_in_the_pipe_join_one_round_and_no_more(spool: Spool, m
     monkeypatch.setattr(spoolchild, "MAX_BATCH", 3)
     r, w = os.pipe()
     try:
-        request = frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
+        request = spool_frame((spool.root, spool.sync, [RoundOp("remove", "Q1")]))
         os.write(w, request * 5)
         os.close(w)
         w = -1
@@ -159,5 +145,5 @@ def test_requests_already_in_the_pipe_join_one_round_and_no_more(spool: Spool, m
         os.close(r)
         if w >= 0:
             os.close(w)
-    assert len(replies(stdout.getvalue())) == 5
+    assert len(spool_replies(stdout.getvalue())) == 5
     assert sizes == [3, 2]  # 5 waiting: 3 (the cap), then the other 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import shutil
 import signal
 import tempfile
@@ -18,25 +17,19 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from helpers import Twistd, base_config, one_recipient_envelope, spool_files, write_config
+from helpers import (
+    Twistd,
+    base_config,
+    one_recipient_envelope,
+    spool_files,
+    spool_frame,
+    spool_replies,
+    write_config,
+)
 from mxbackup.queue import rounds, spoolchild
 from mxbackup.queue.rounds import RoundOp, run_round
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess, SpoolProcessError, SpoolStopping
-
-
-def frame(obj: Any) -> bytes:
-    payload = pickle.dumps(obj)
-    return rounds.FRAME.pack(len(payload)) + payload
-
-
-def replies(data: bytes) -> list[Any]:
-    out = []
-    while data:
-        (size,) = rounds.FRAME.unpack_from(data)
-        out.append(pickle.loads(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
 
 
 def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) -> None:
@@ -45,20 +38,22 @@ def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) ->
     root, tmp = spool.root, spool.path("tmp", "Q1.env")
     commit = RoundOp("commit", "Q1", tmp, one_recipient_envelope("Q1", 7).to_json(), b"hello\r\n")
     stdin = io.BytesIO(
-        frame((root, "fsync", [commit]))
-        + frame(("not", "a round"))
-        + frame((root, "fsync", [RoundOp("remove", "Q1")]))
+        spool_frame((root, "fsync", [commit]))
+        + spool_frame(("not", "a round"))
+        + spool_frame((root, "fsync", [RoundOp("remove", "Q1")]))
     )
     stdout = io.BytesIO()
     spoolchild.serve(stdin, stdout)  # returns at end of input
-    first, refused, removed = replies(stdout.getvalue())
+    first, refused, removed = spool_replies(stdout.getvalue())
     assert first == ("ok", [None])
     assert refused[0] == "error" and "TypeError" in refused[1]
     assert removed == ("ok", [None])
     assert spool_files(tmp_path / "spool", "new") == spool_files(tmp_path / "spool", "env") == []
 
 
-def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path, capfd: Any) -> None:
+def test_serve_ends_quietly_when_the_server_is_gone(
+    tmp_path: Path, capfd: Any, monkeypatch: Any
+) -> None:
     """Regression: a round that ends after the server stopped met a closed pipe; that is a
     quiet end, not a traceback in the server's log."""
 
@@ -66,22 +61,15 @@ def test_serve_ends_quietly_when_the_server_is_gone(tmp_path: Path, capfd: Any) 
         def write(self, data: Any) -> int:
             raise BrokenPipeError(32, "Broken pipe")
 
-    request = frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
+    request = spool_frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
 
     class TwoBatches(io.BytesIO):
         def read(self, size: int = -1) -> bytes:  # one request per read
             return super().read(min(size, len(request)))
 
-        def fileno(self) -> int:
-            raise OSError("in memory")
-
     stdin = TwoBatches(request * 2)
-    stdin_ready = spoolchild._more_waiting
-    spoolchild._more_waiting = lambda stream: False  # type: ignore[assignment]
-    try:
-        spoolchild.serve(stdin, Gone())  # returns, raises nothing
-    finally:
-        spoolchild._more_waiting = stdin_ready  # type: ignore[assignment]
+    monkeypatch.setattr(spoolchild, "_more_waiting", lambda stream: False)  # one per batch
+    spoolchild.serve(stdin, Gone())  # returns, raises nothing
     assert stdin.tell() == len(request)  # it stopped at the first answer it could not give
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")  # quietly: no traceback, nothing for the log
@@ -92,8 +80,8 @@ def test_a_round_error_comes_back_as_the_os_error(tmp_path: Path) -> None:
     parent, so the SMTP side can tell 452 (disk full) from 451."""
     commit = RoundOp("commit", "Q1", str(tmp_path / "no" / "tmp" / "Q1.env"), b"{}", b"x")
     stdout = io.BytesIO()
-    spoolchild.serve(io.BytesIO(frame((str(tmp_path / "no"), "fsync", [commit]))), stdout)
-    ((status, (err,)),) = replies(stdout.getvalue())
+    spoolchild.serve(io.BytesIO(spool_frame((str(tmp_path / "no"), "fsync", [commit]))), stdout)
+    ((status, (err,)),) = spool_replies(stdout.getvalue())
     assert status == "ok" and isinstance(err, OSError) and err.errno == 2
 
 
@@ -134,7 +122,7 @@ def test_a_garbled_conversation_kills_the_child() -> None:
     a new one."""
     proc = SpoolProcess(reactor)
     proc._transport = child = FakeChild()
-    proc.childDataReceived(1, frame(("ok", [])))  # nobody asked
+    proc.childDataReceived(1, spool_frame(("ok", [])))  # nobody asked
     assert child.signals == ["KILL"]
     refused: list[Failure] = []
     proc(run_round, "/nonexistent", "fsync", []).addErrback(refused.append)
@@ -174,9 +162,9 @@ def test_after_a_garbled_answer_no_later_answer_is_believed() -> None:
     garbage = b"not a pickle"
     proc.childDataReceived(
         1,
-        rounds.FRAME.pack(len(garbage)) + garbage + frame(("ok", [OSError(28, "No space")])),
+        rounds.FRAME.pack(len(garbage)) + garbage + spool_frame(("ok", [OSError(28, "No space")])),
     )
-    proc.childDataReceived(1, frame(("ok", [None])))  # C's: not believed
+    proc.childDataReceived(1, spool_frame(("ok", [None])))  # C's: not believed
     proc.processEnded(Failure(error.ProcessTerminated(signal=9)))
     assert set(outcomes) == {"A", "B", "C"}
     assert all(isinstance(v, SpoolProcessError) for v in outcomes.values()), outcomes
