@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import time
 from typing import Any
 
 from twisted.application import internet, service
@@ -34,6 +35,7 @@ from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
+from mxbackup.queue.snapshot import SNAPSHOT_FROM
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
 from mxbackup.rcpt_wiring import make_rcpt_services
@@ -214,7 +216,28 @@ class MXBackupService(service.MultiService):
         if self.spool_process is not None:
             spool_process = self.spool_process
             stopped.addCallback(lambda _: spool_process.shutdown())
+        stopped.addCallback(lambda _: self._write_snapshot())  # not after a failed stop
         return stopped
+
+    def _write_snapshot(self) -> None:
+        """A big queue's envelopes for the next start-up (``queue.snapshot``), once no round
+        runs any more; failing to write it never fails the stop."""
+        queue = self.scheduler.queue
+        if len(queue) < SNAPSHOT_FROM:
+            return
+        started = time.monotonic()  # a duration for the log, not a schedule
+        try:
+            count = self.spool.write_snapshot(queue.packed_items())
+        except OSError as e:
+            log.warn("stop: no snapshot of the queue ({error}): the next start reads every "
+                     "envelope file", error=e)  # fmt: skip
+            return
+        log.info(
+            "stop: snapshot of {count} of {n} envelopes written in {seconds:.1f} s",
+            count=count,
+            n=len(queue),
+            seconds=time.monotonic() - started,
+        )
 
 
 def make_password_check(reactor: Any, config: Config) -> Passwords:

@@ -135,3 +135,60 @@ def test_reload_refuses_what_start_up_would(tmp_path) -> None:
     with pytest.raises(ValueError, match="is one of our own listening addresses"):
         top.reload()
     assert top.config is started  # the old one stays
+
+
+class QueueScheduler(StubScheduler):
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+
+class SnapshotSpool:
+    def __init__(self, error: OSError | None = None) -> None:
+        self.written: list[list[tuple[str, bytes]]] = []
+        self.error = error
+
+    def write_snapshot(self, packed: list[tuple[str, bytes]]) -> int:
+        if self.error is not None:
+            raise self.error
+        self.written.append(packed)
+        return len(packed)
+
+
+def _queue(n: int) -> Any:
+    from mxbackup.outbound.envelopes import Envelopes
+
+    queue = Envelopes()
+    queue.put_packed([f"Q{i}" for i in range(n)], [b"p%d" % i for i in range(n)])
+    return queue
+
+
+def test_a_clean_stop_leaves_a_big_queue_s_snapshot(monkeypatch) -> None:
+    """Issue 17 (goal 4): the queue's packed envelopes for the next start-up, after the
+    spool process's last round; a small queue gets none (its files read in under a second)."""
+    from mxbackup import service as service_module
+
+    monkeypatch.setattr(service_module, "SNAPSHOT_FROM", 3)
+    for n, snapshots in [(3, 1), (2, 0)]:
+        spool = SnapshotSpool()
+        top = MXBackupService(Any, spool, None, QueueScheduler(_queue(n)), None)  # type: ignore[arg-type]
+        top.stopService()
+        assert [len(packed) for packed in spool.written] == [n] * snapshots
+
+
+def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from mxbackup import service as service_module
+
+    monkeypatch.setattr(service_module, "SNAPSHOT_FROM", 1)
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        spool = SnapshotSpool(OSError(28, "No space left on device"))
+        top = MXBackupService(Any, spool, None, QueueScheduler(_queue(2)), None)  # type: ignore[arg-type]
+        results: list[Any] = []
+        top.stopService().addBoth(results.append)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert results == [None]
+    assert any("no snapshot of the queue" in e.get("log_format", "") for e in seen)

@@ -83,6 +83,11 @@ class Envelopes(Mapping[str, Envelope]):
         envelope = self._objects.get(qid)
         return envelope.received_at if envelope is not None else id_time(qid)
 
+    def packed_items(self) -> list[tuple[str, bytes]]:
+        """(id, packed envelope) of the packed ones (a clean stop's snapshot; the objects are
+        left out: the next start-up reads theirs from their files)."""
+        return list(self._packed.items())
+
     def view(self) -> Mapping[str, Envelope]:
         """A read-only mapping whose lookups ``peek`` (listings, selections, status)."""
         return _View(self)

@@ -40,6 +40,7 @@ def _dictionary() -> bytes:
 
 
 _ZDICT = _dictionary()
+DICTIONARY_CRC = zlib.crc32(_ZDICT)  # names the packed form (``snapshot`` is written in it)
 
 
 def pack_json(raw: bytes) -> bytes:
@@ -56,8 +57,13 @@ def pack(envelope: Envelope) -> bytes:
     return pack_json(raw)
 
 
-def unpack(blob: bytes) -> Envelope:
+def unpack_json(blob: bytes) -> bytes:
+    """The JSON ``blob`` was packed from (zlib.error if it is not a packed envelope)."""
     unpacker = zlib.decompressobj(_WBITS, _ZDICT)
-    envelope = Envelope.from_data(parse_json(unpacker.decompress(blob) + unpacker.flush()))
+    return unpacker.decompress(blob) + unpacker.flush()
+
+
+def unpack(blob: bytes) -> Envelope:
+    envelope = Envelope.from_data(parse_json(unpack_json(blob)))
     envelope.crc = None  # only start-up recovery checks it: not kept, nor written by updates
     return envelope

@@ -1,5 +1,6 @@
 """The spool's rounds: the only code that writes, fsyncs and renames queue files (the try
-log, ``tries``, a hint appended by the server and never synced, is the one exception).
+log, ``tries``, a hint appended by the server and never synced, and the snapshot a clean stop
+leaves, ``snapshot``, a cache of the envelope files, are the exceptions).
 
 A round is the work of many changes to the spool (``RoundOp``: plain data) made durable once
 (group commit); ``spool.Spool`` says what each one's outcome means.  Rounds run in the *spool

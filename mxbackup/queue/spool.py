@@ -15,6 +15,8 @@ Layout under the spool root::
     .synced     the checkpoint: its mtime is set as each round starts
     tries       the try log, ``tries.1`` its previous generation (``tries``): which tries a
                 delivery under way is making, appended before it connects, never synced
+    snapshot    left by a clean stop of a big queue: its envelopes as the server held them,
+                which the next start-up takes instead of unchanged files (``snapshot``)
 
 Commit protocol (``commit``): the message and its envelope are written to tmp/, the message is
 renamed into new/, the envelope into env/, and all of it is made durable: file data and
@@ -61,7 +63,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from mxbackup.queue import checkpoint, tries
+from mxbackup.queue import checkpoint, snapshot, tries
 from mxbackup.queue.envelope import Envelope, new_queue_id
 from mxbackup.queue.incoming import Incoming
 from mxbackup.queue.packed import unpack
@@ -287,6 +289,37 @@ class Spool:
         # Each envelope's name checked against (and struck off) the set of new/: what is
         # left of the set afterwards are messages without envelope.
         messages = set(os.listdir(self.path("new")))
+        names = self._with_message(messages)
+        workers = workers_for(len(names))
+        kept = snapshot.Snapshot.open(self.root)  # the last clean stop's, if there is one
+        if len(names) >= PARALLEL_FROM:
+            how = f"{workers} worker processes" if workers else "in this process"
+            if kept is not None:
+                how += f", a snapshot of {kept.count} from the last stop"
+            log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
+        checked: list[str] = []  # recent commits, found whole
+        logged = tries.read(self.root)  # tries a crash may have interrupted
+        taken = 0
+        for chunk in read_all(self.path("env"), names, workers, recent, logged, kept):
+            for qid, error, torn in chunk.unreadable:
+                self._set_aside(qid, error, torn)
+            checked += chunk.checked
+            taken += chunk.from_snapshot
+            yield chunk
+        if kept is not None:
+            log.info("spool recover: {taken} of {n} envelopes as the snapshot of the last "
+                     "stop had them, the others read", taken=taken, n=len(names))  # fmt: skip
+            snapshot.discard(self.root)  # used once: a crash later must not start from it
+        for qid in sorted(messages):
+            log.warn("spool recover: removing message {id} without envelope", id=qid)
+            unlink_quietly(self.path("new", qid))
+        checkpoint.keep_durable(self.root, checked, self.sync)
+        for sub in ("tmp", "new", "env", "corrupt"):
+            fsync_dir(self.path(sub))
+
+    def _with_message(self, messages: set[str]) -> list[str]:
+        """The envelopes of env/ whose message is in ``messages`` (struck off it), sorted;
+        an envelope without message is removed."""
         names = []
         for qid in sorted(os.listdir(self.path("env"))):
             if qid in messages:
@@ -295,23 +328,13 @@ class Spool:
             else:
                 log.warn("spool recover: removing envelope {id} without message", id=qid)
                 unlink_quietly(self.path("env", qid))
-        workers = workers_for(len(names))
-        if len(names) >= PARALLEL_FROM:
-            how = f"{workers} worker processes" if workers else "in this process"
-            log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
-        checked: list[str] = []  # recent commits, found whole
-        logged = tries.read(self.root)  # tries a crash may have interrupted
-        for chunk in read_all(self.path("env"), names, workers, recent, logged):
-            for qid, error, torn in chunk.unreadable:
-                self._set_aside(qid, error, torn)
-            checked += chunk.checked
-            yield chunk
-        for qid in sorted(messages):
-            log.warn("spool recover: removing message {id} without envelope", id=qid)
-            unlink_quietly(self.path("new", qid))
-        checkpoint.keep_durable(self.root, checked, self.sync)
-        for sub in ("tmp", "new", "env", "corrupt"):
-            fsync_dir(self.path(sub))
+        return names
+
+    def write_snapshot(self, packed: Iterable[tuple[str, bytes]]) -> int:
+        """At a clean stop, once no round runs any more: the envelopes the server holds
+        packed, for the next start-up (``snapshot``); how many were written.  OSError if it
+        cannot be written (nothing is left of it: the next start reads every file)."""
+        return snapshot.write(self.root, packed)
 
     def _set_aside(self, qid: str, error: str, torn: bool) -> None:
         """An envelope that cannot be read, or a commit a crash tore (``torn``: written by a
