@@ -4,6 +4,7 @@ Run with the project's venv from the repository's root (``PYTHONPATH=.``); no ro
 
     python bench/million.py memory --count 100000 [--trace]
     python bench/million.py serve --count 100000 [--workdir /var/tmp] [--accept 2000] [--drain 60]
+    python bench/million.py restart --count 1000000 --spool /var/tmp/m1/spool [--cold]
 
 ``memory`` (in-process, no server): writes N queued messages into a spool (``scale.generate``:
 the server's own on-disk format), then times ``Scheduler.load(Spool.recovered())`` (as the
@@ -20,7 +21,10 @@ NOOP every 5 ms; ``stats`` over the control socket; with ``--accept M``, ``smtp-
 M -l 5120`` msg/s while full, then the same on an empty spool (the goal: within 20 %); with
 ``--drain S``, ``smtp-sink`` on the primary's port and messages delivered per second over S
 seconds (compare with ``--count 2000``, a burst, and ``--count 20000``, sustained: see the
-README).  Prints one JSON object.  Figures taken on a shared machine are noise: run it alone.
+README).  ``restart``: start-up to ``mxbackup ready`` reading every envelope file, the clean
+stop's time (it writes the snapshot, ``queue.snapshot``), start-up from the snapshot; with
+``--cold``, after dropping the page cache (root).  Prints one JSON object.  Figures taken on
+a shared machine are noise: run it alone.
 """
 
 from __future__ import annotations
@@ -157,12 +161,13 @@ class Server:
 
     def start(self) -> float:
         t0 = time.monotonic()
+        seen = self.log.stat().st_size if self.log.exists() else 0  # an earlier start's lines
         with open(self.log, "ab") as log:
             self.proc = self.procs.popen(
                 [TWISTD, "--nodaemon", "--pidfile=", "mxbackup", "--config", str(self.cfg)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=str(self.work), env=self.env,
             )  # fmt: skip
-        while b"mxbackup ready" not in self.log.read_bytes():
+        while b"mxbackup ready" not in self.log.read_bytes()[seen:]:
             if self.proc.poll() is not None:
                 raise RuntimeError(self.log.read_text()[-800:])
             if time.monotonic() - t0 > 900:
@@ -198,9 +203,9 @@ class Server:
         )  # fmt: skip
         return n / (time.monotonic() - t)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30) -> None:
         if self.proc is not None:
-            self.procs.kill(self.proc, grace=30)
+            self.procs.kill(self.proc, grace=grace)
             self.proc = None
 
 
@@ -285,6 +290,41 @@ def serve(a: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def restart(a: argparse.Namespace) -> dict[str, Any]:
+    """Start-up reading every envelope file, a clean stop (which leaves the snapshot), then
+    start-up from the snapshot; with ``--cold`` the page cache is dropped before each start
+    (as after a reboot: needs root)."""
+    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
+    procs = run.Processes()
+    out: dict[str, Any] = {"count": a.count, "cold": a.cold}
+    try:
+        spool = Path(a.spool) if a.spool else work / "spool"
+        out["generate"] = generate(spool, a.count)
+        (spool / "snapshot").unlink(missing_ok=True)
+        srv = Server(procs, work, spool)
+        for start in ("files", "snapshot"):
+            if a.cold:
+                os.sync()
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            out[f"ready_{start}_seconds"] = round(srv.start(), 2)
+            time.sleep(2)
+            out[f"mem_{start}_mb"] = srv.mem()
+            t = time.monotonic()
+            srv.stop(grace=300)
+            out[f"stop_after_{start}_seconds"] = round(time.monotonic() - t, 2)
+            with contextlib.suppress(FileNotFoundError):
+                out[f"snapshot_after_{start}_mb"] = round(
+                    (spool / "snapshot").stat().st_size / 2**20, 1
+                )
+        lines = srv.log.read_text().splitlines()
+        out["log"] = [line.split("] ", 1)[-1] for line in lines if "snapshot" in line]
+        return out
+    finally:
+        procs.cleanup()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
     from mxbackup.ops.talk import request
 
@@ -323,7 +363,7 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("memory", "serve"):
+    for name in ("memory", "serve", "restart"):
         s = sub.add_parser(name)
         s.add_argument("--count", type=int, default=100_000)
         s.add_argument("--workdir", default="/var/tmp")
@@ -335,9 +375,12 @@ def main(argv: list[str]) -> int:
     s.add_argument("--all", action="store_true", help="also time queue list --all")
     s.add_argument("--accept", type=int, default=0, help="messages for the acceptance runs")
     s.add_argument("--drain", type=float, default=0.0, help="seconds of draining to measure")
+    sub.choices["restart"].add_argument("--cold", action="store_true", help="drop caches first")
     a = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
-        json.dump(memory(a) if a.cmd == "memory" else serve(a), sys.stdout, indent=1)
+        json.dump(
+            {"memory": memory, "serve": serve, "restart": restart}[a.cmd](a), sys.stdout, indent=1
+        )
         print()
     return 0
 
