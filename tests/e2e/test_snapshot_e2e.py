@@ -1,0 +1,80 @@
+"""The start-up snapshot as an operator meets it (issue 17, goal 4): a clean stop of a big
+queue leaves ``spool/snapshot``, the next start takes every unchanged envelope from it and
+reads the others, and removes it; the queue is the same either way."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from helpers import Twistd, base_config, write_config
+from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
+from mxbackup.queue.snapshot import SNAPSHOT_FROM
+
+COUNT = SNAPSHOT_FROM
+
+
+def queue(spool, count: int) -> list[str]:
+    """``count`` messages waiting for a primary that is down (next try in an hour): written
+    an hour ago (an envelope written since the checkpoint is read from its file)."""
+    for sub in ("new", "env", "tmp", "cur", "corrupt"):
+        (spool / sub).mkdir(parents=True, exist_ok=True)
+    now, qids = time.time(), []
+    for i in range(count):
+        qid = new_queue_id(now + i / 1e6)  # one per µs: ids that cannot collide
+        rcpt = Recipient("u@example.com", "example.com", next_attempt=now + 3600)
+        env = Envelope(id=qid, sender="s@sender.test", recipients=[rcpt], received_at=now, size=7)
+        (spool / "new" / qid).write_bytes(b"hello\r\n")
+        (spool / "env" / qid).write_bytes(env.to_json())
+        os.utime(spool / "env" / qid, (now - 3600, now - 3600))  # queued for an hour
+        qids.append(qid)
+    return qids
+
+
+def started_with(log: str) -> list[int]:
+    return [int(n) for n in re.findall(r"mxbackup starting: \d+ routes, (\d+) messages", log)]
+
+
+def test_a_clean_stop_s_snapshot_is_taken_where_the_files_did_not_change(tmp_path):
+    spool = tmp_path / "spool"
+    qids = queue(spool, COUNT)
+    server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
+    server.start(timeout=60).wait_ready(60)
+    server.stop()
+    assert (spool / "snapshot").exists()
+    assert f"stop: snapshot of {COUNT} of {COUNT} envelopes written" in server.logtext()
+
+    # the operator holds one message by hand while the server is stopped: its file changed
+    changed = spool / "env" / qids[17]
+    data = changed.read_bytes().replace(b'"held":false', b'"held":true')
+    tmp = spool / "tmp" / "edited"
+    tmp.write_bytes(data)
+    os.replace(tmp, changed)
+
+    server.start(timeout=60).wait_ready(60)
+    try:
+        with server.smtp() as c:
+            assert c.noop()[0] == 250
+    finally:
+        server.stop()
+    log = server.logtext()
+    assert started_with(log) == [COUNT, COUNT]
+    assert f"{COUNT - 1} of {COUNT} envelopes as the snapshot of the last stop had them" in log
+    assert log.count("snapshot of") >= 2  # a second stop wrote a new one
+
+
+def test_a_crash_after_the_snapshot_was_read_starts_from_the_files(tmp_path):
+    spool = tmp_path / "spool"
+    queue(spool, COUNT)
+    server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
+    server.start(timeout=60).wait_ready(60)
+    server.stop()
+    server.start(timeout=60).wait_ready(60)
+    assert not (spool / "snapshot").exists()  # used once
+    server.kill9()
+    server.start(timeout=60).wait_ready(60)
+    server.stop()
+    log = server.logtext()
+    assert started_with(log) == [COUNT] * 3
+    assert log.count("as the snapshot of the last stop had them") == 1
