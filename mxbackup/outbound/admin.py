@@ -49,7 +49,11 @@ class QueueAdmin:
     def _set_held(self, qid: str, held: bool) -> Any:
         envelope = self._get(qid)
         self.backlog.set_held(envelope, held)
-        yield self.spool.update(envelope)
+        try:
+            yield self.spool.update(envelope)
+        except Exception:
+            self.backlog.envelopes.doubt(qid)  # held in memory, maybe not on disk
+            raise
         if not held:
             self.flush_message(qid)
         return True

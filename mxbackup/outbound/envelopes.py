@@ -30,6 +30,7 @@ class Envelopes(Mapping[str, Envelope]):
         self._objects: dict[str, Envelope] = {}
         self._packed: dict[str, bytes] = {}
         self._unpacked = 0  # since the last ``compact``
+        self.doubted: set[str] = set()  # a write of theirs failed (see ``doubt``)
 
     # -- the mapping: lookups keep what they unpack ------------------------------------------
     def __len__(self) -> int:
@@ -84,9 +85,16 @@ class Envelopes(Mapping[str, Envelope]):
         return envelope.received_at if envelope is not None else id_time(qid)
 
     def packed_items(self) -> list[tuple[str, bytes]]:
-        """(id, packed envelope) of the packed ones (a clean stop's snapshot; the objects are
-        left out: the next start-up reads theirs from their files)."""
-        return list(self._packed.items())
+        """(id, packed envelope) of the packed ones (a clean stop's snapshot): not the
+        objects nor the doubted, whose files the next start-up reads."""
+        doubted = self.doubted
+        return [item for item in self._packed.items() if item[0] not in doubted]
+
+    def doubt(self, qid: str) -> None:
+        """A change to the envelope in memory may not be in its file (writing it, or a DSN
+        it was waiting for, failed): the snapshot of a clean stop leaves it out, for good in
+        this run (the file is the truth; one read more at the next start-up)."""
+        self.doubted.add(qid)
 
     def view(self) -> Mapping[str, Envelope]:
         """A read-only mapping whose lookups ``peek`` (listings, selections, status)."""

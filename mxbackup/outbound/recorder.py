@@ -207,7 +207,7 @@ class Recorder:
         retry each, never mail)."""
         qids, self.unsaved = self.unsaved, set()
         writes = [  # read, not unpacked for good: an update serialises it at once
-            self.spool.update(envelope)
+            self.spool.update(envelope).addErrback(_doubting, self.backlog.envelopes, envelope.id)
             for envelope in (self.backlog.envelopes.peek(qid) for qid in sorted(qids))
             if envelope is not None and not self.backlog.inflight.busy(envelope.id)
         ]
@@ -254,25 +254,30 @@ class Recorder:
         """Send the DSN for ``failed`` and the success notice for ``relayed`` (first: a crash
         then repeats them, never loses them), then write the envelope, or remove the message
         when nothing is pending.  A try that made no connection (``untried``) changes
-        nothing worth a disk write by itself."""
-        changed = not untried or bool(failed)
-        if relayed:
-            yield self._notify(envelope, relayed, now, "relayed")
-        if failed:
-            yield self._notify(envelope, failed, now, "failed")
-        elif self._wants_delay_warning(envelope, now):
-            delayed = [(r, Outcome("tempfail", 0, r.last_reply)) for r in envelope.pending()]
-            envelope.delay_warned = True
-            changed = True
-            yield self._notify(envelope, delayed, now, "delayed")
-        if self.backlog.envelopes.get(envelope.id) is not envelope:
-            return  # deleted (by the operator) while the DSN was being queued: nothing to write
-        if not envelope.pending():
-            yield self.spool.remove(envelope.id)
-            self.backlog.forget(envelope)
-            return
-        if changed:
-            yield self.spool.update(envelope)
+        nothing worth a disk write by itself.  If this fails, what memory holds of the
+        message may not be on disk (``Envelopes.doubt``)."""
+        try:
+            changed = not untried or bool(failed)
+            if relayed:
+                yield self._notify(envelope, relayed, now, "relayed")
+            if failed:
+                yield self._notify(envelope, failed, now, "failed")
+            elif self._wants_delay_warning(envelope, now):
+                delayed = [(r, Outcome("tempfail", 0, r.last_reply)) for r in envelope.pending()]
+                envelope.delay_warned = True
+                changed = True
+                yield self._notify(envelope, delayed, now, "delayed")
+            if self.backlog.envelopes.get(envelope.id) is not envelope:
+                return  # deleted (by the operator) while the DSN was queued: nothing to write
+            if not envelope.pending():
+                yield self.spool.remove(envelope.id)
+                self.backlog.forget(envelope)
+                return
+            if changed:
+                yield self.spool.update(envelope)
+        except Exception:
+            self.backlog.envelopes.doubt(envelope.id)
+            raise
         self._reschedule(envelope, key, untried, flushed)
 
     @defer.inlineCallbacks
@@ -387,3 +392,9 @@ def _log_local_failure(failure: Failure, message: str, **fields: Any) -> None:
         log.error(message + ": {error}", error=str(failure.value), **fields)
     else:
         log.failure(message, failure, **fields)
+
+
+def _doubting(failure: Failure, envelopes: Any, qid: str) -> Failure:
+    """``Envelopes.doubt`` the message whose write failed; the failure goes on."""
+    envelopes.doubt(qid)
+    return failure

@@ -4,20 +4,21 @@ small files took 56.6 s; checking that they did not change, 5.3 s).
 
 Pure file work: no reactor.  The server writes ``snapshot`` in the spool root as it stops,
 after the spool process has finished every round (``write``): for each waiting message, its
-envelope as the server holds it (packed, ``queue.packed``) beside what ``stat`` said of
-``env/<id>`` then (inode, mtime, ctime, size).  The next start-up (``recovery``) takes an
+envelope as the server holds it (packed, ``queue.packed``; not those in use, nor those a failed
+write may have left different from their files: ``Envelopes.doubt``) beside what ``stat`` said
+of ``env/<id>`` then (inode, mtime, ctime, size).  The next start-up (``recovery``) takes an
 envelope from it only while ``env/<id>`` is still that very file (the four figures match) and
 was not written by a round a crash may have torn (``checkpoint``), and its message has no line
 in the try log (``tries``); any other envelope is read from its file, as without a snapshot.
 The files stay the truth; the snapshot is a cache of them, used once: ``Spool.recovered``
 removes it when it has read the queue, so a crash later never starts from an old one.
 
-Layout (integers big-endian): a header line naming the format and the packing dictionary
-(a snapshot packed by another version is not read); records sorted by queue id, each
-``id-length id ino mtime_ns ctime_ns size crc32 blob-length blob``; an index of every
-``INDEX_EVERY``-th record's id and offset (workers start reading at their chunk's place);
-a footer with the index's offset, the record count and the index's CRC32.  Written to a
-temporary name, fsync'd, renamed: a snapshot is whole or absent.
+Layout (integers big-endian): a header line naming the format and the packing dictionary (a
+snapshot packed by another version is not read); records sorted by queue id, each ``id-length
+id ino mtime_ns ctime_ns size crc32 blob-length blob`` (the CRC32 covers the id, the stamp and
+the blob); an index of every ``INDEX_EVERY``-th record's id and offset (workers start reading
+at their chunk's place); a footer with the index's offset, the record count and the index's
+CRC32.  Written to a temporary name, fsync'd, renamed: a snapshot is whole or absent.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from mxbackup.queue.packed import DICTIONARY_CRC
 
 FILE = "snapshot"
 SNAPSHOT_FROM = 10_000  # messages: below this, reading the files takes under a second
 INDEX_EVERY = 1_000
-_HEADER = b"mxbackup snapshot 1 %08x\n" % DICTIONARY_CRC
-_RECORD = struct.Struct(">QqqQII")  # ino, mtime_ns, ctime_ns, size, crc32(blob), len(blob)
+_HEADER = b"mxbackup snapshot 2 %08x\n" % DICTIONARY_CRC
+_STAMP = struct.Struct(">QqqQ")  # ino, mtime_ns, ctime_ns, size
+_SUM = struct.Struct(">II")  # crc32 of the id, the stamp and the blob; len(blob)
+_RECORD = struct.Struct(">QqqQII")  # the stamp and the sum, as read
 _FOOTER = struct.Struct(">QQI8s")  # index offset, records, crc32(index), end mark
 _END = b"snap-end"
 _OFFSET = struct.Struct(">Q")
@@ -81,20 +84,23 @@ def write(root: str, packed: Iterable[tuple[str, bytes]]) -> int:
     return count
 
 
-def _write_records(out: object, env_dir: int, items: list[tuple[str, bytes]]) -> int:
-    write_ = out.write  # type: ignore[attr-defined]
+def _write_records(out: BinaryIO, env_dir: int, items: list[tuple[str, bytes]]) -> int:
+    write_ = out.write
     write_(_HEADER)
     offset, count, index = len(_HEADER), 0, []
     for qid, blob in items:
+        name = qid.encode("ascii", "replace")
+        if len(name) > 255 or b"?" in name:
+            continue  # not an id the server makes (a file put there by hand): read at start-up
         try:
             st = os.stat(qid, dir_fd=env_dir, follow_symlinks=False)
         except FileNotFoundError:
-            continue
-        name = qid.encode("ascii")
+            continue  # delivered, or removed meanwhile
         if count % INDEX_EVERY == 0:
             index.append(bytes([len(name)]) + name + _OFFSET.pack(offset))
-        s = Stamp.of(st)
-        record = bytes([len(name)]) + name + _RECORD.pack(*s, zlib.crc32(blob), len(blob)) + blob
+        stamp = _STAMP.pack(*Stamp.of(st))
+        sums = _SUM.pack(_crc(name, stamp, blob), len(blob))
+        record = bytes([len(name)]) + name + stamp + sums + blob
         write_(record)
         offset += len(record)
         count += 1
@@ -136,7 +142,7 @@ class Snapshot:
         if zlib.crc32(body) != crc:
             return None
         firsts, offsets = _parse_index(body)
-        if firsts is None:
+        if firsts is None or not _in_order(firsts, offsets, at):
             return None
         snapshot = cls(path, count, firsts, offsets)
         snapshot.end = at
@@ -166,6 +172,12 @@ def _parse_index(body: bytes) -> tuple[list[str], list[int]] | tuple[None, None]
     return firsts, offsets
 
 
+def _in_order(firsts: list[str], offsets: list[int], end: int) -> bool:
+    """The index names ids in order at offsets in order, between the header and ``end``."""
+    bounds = [len(_HEADER), *offsets, end]
+    return firsts == sorted(firsts) and bounds == sorted(bounds)
+
+
 def entries(path: str, span: tuple[int, int], first: str, last: str) -> dict[str, Entry]:
     """The records of ids ``first`` to ``last`` (inclusive) in the snapshot at ``path``,
     within ``span`` (``Snapshot.span``).  A record whose CRC does not match is left out (its
@@ -181,17 +193,23 @@ def entries(path: str, span: tuple[int, int], first: str, last: str) -> dict[str
     try:
         while i < len(data):
             n = data[i]
-            qid = data[i + 1 : i + 1 + n].decode("ascii")
-            ino, mtime, ctime, size, crc, length = _RECORD.unpack_from(data, i + 1 + n)
-            at = i + 1 + n + _RECORD.size
+            name = data[i + 1 : i + 1 + n]
+            qid, stamp_at = name.decode("ascii"), i + 1 + n
+            ino, mtime, ctime, size, crc, length = _RECORD.unpack_from(data, stamp_at)
+            at = stamp_at + _RECORD.size
             blob, i = data[at : at + length], at + length
             if qid > last:
                 break
-            if qid >= first and len(blob) == length and zlib.crc32(blob) == crc:
+            stamp = data[stamp_at : stamp_at + _STAMP.size]
+            if qid >= first and len(blob) == length and _crc(name, stamp, blob) == crc:
                 found[qid] = Entry(Stamp(ino, mtime, ctime, size), blob)
     except (IndexError, struct.error, UnicodeDecodeError):
         pass
     return found
+
+
+def _crc(name: bytes, stamp: bytes, blob: bytes) -> int:
+    return zlib.crc32(blob, zlib.crc32(stamp, zlib.crc32(name)))
 
 
 def stamp_of(dir_fd: int, name: str) -> Stamp | None:
@@ -202,8 +220,10 @@ def stamp_of(dir_fd: int, name: str) -> Stamp | None:
 
 
 def discard(root: str) -> None:
-    """Remove the snapshot (read once; a crash later must not start from it)."""
+    """Remove the snapshot, and what a stop killed while writing it left (read once; a crash
+    later must not start from it)."""
     _unlink(os.path.join(root, FILE))
+    _unlink(os.path.join(root, FILE + ".tmp"))
 
 
 def _unlink(path: str) -> None:

@@ -309,7 +309,7 @@ class Spool:
         if kept is not None:
             log.info("spool recover: {taken} of {n} envelopes as the snapshot of the last "
                      "stop had them, the others read", taken=taken, n=len(names))  # fmt: skip
-            snapshot.discard(self.root)  # used once: a crash later must not start from it
+        snapshot.discard(self.root)  # used once (or unreadable): never started from again
         for qid in sorted(messages):
             log.warn("spool recover: removing message {id} without envelope", id=qid)
             unlink_quietly(self.path("new", qid))

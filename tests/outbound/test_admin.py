@@ -146,3 +146,18 @@ def test_flushing_packed_messages_leaves_them_packed(w, monkeypatch):
         w.admin.flush_message(qid)
     assert w.scheduler.queue.objects() == 0  # read, not unpacked for good
     assert all(w.scheduler.backlog.due.when((qid, "example.com")) is not None for qid in ids)
+
+
+def test_a_hold_that_could_not_be_written_is_doubted(tmp_path):
+    """Issue 17 (review of the start-up snapshot): held in memory, not on disk: the clean
+    stop's snapshot leaves the message out, and the next start-up reads its file."""
+    from outbound_world import HeldRunner
+
+    runner = HeldRunner()
+    w = World(tmp_path, runner=runner)
+    w.deliver.up = False
+    qid = w.queue().id
+    runner.fail = OSError(28, "No space left on device")
+    assert isinstance(refusal(w.admin.hold, qid), OSError)
+    assert w.scheduler.queue.doubted == {qid}
+    assert envelope_on_disk(w, qid).held is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import sample_envelope
 from mxbackup.outbound import envelopes as envelopes_module
 from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.queue.envelope import Envelope, Recipient
@@ -108,3 +109,13 @@ def test_each_call_packs_at_least_what_was_unpacked_since_the_last(monkeypatch):
 
 def test_this_python_counts_references_as_packing_expects():
     assert envelopes_module._REFCOUNTS_AS_EXPECTED
+
+
+def test_the_snapshot_s_items_are_the_packed_ones_not_doubted():
+    """A clean stop's snapshot (``queue.snapshot``): objects and doubted envelopes (a write of
+    theirs failed) are left out; the next start-up reads their files."""
+    envelopes = Envelopes()
+    envelopes.put_packed(["Q1", "Q2", "Q3"], [b"1", b"2", b"3"])
+    envelopes.put(sample_envelope("Q4"))
+    envelopes.doubt("Q2")
+    assert envelopes.packed_items() == [("Q1", b"1"), ("Q3", b"3")]

@@ -27,6 +27,10 @@ class FakeRecorder:
         return defer.succeed(None)
 
 
+def envelope_on_disk(w: World, qid: str) -> Envelope:
+    return Envelope.from_json((w.root / "env" / qid).read_bytes())
+
+
 def jobs(n):
     return [Job(f"Q{i}", "s@x.test", (f"u{i}@example.com",), f"/new/Q{i}", 1) for i in range(n)]
 
@@ -187,3 +191,22 @@ def test_local_failures_are_logged_by_what_they_mean(error, level, traceback):
     (event,) = [e for e in events if e.get("id") == "Q1"]
     assert event["log_level"] == getattr(LogLevel, level)
     assert ("log_failure" in event) == traceback
+
+
+def test_an_outcome_that_could_not_be_written_is_doubted(tmp_path):
+    """Issue 17 (review of the start-up snapshot): the last try at a dead target failed the
+    recipient in memory, then the DSN could not be queued (disk full): the file still says
+    pending, so the clean stop's snapshot must not carry the envelope as memory holds it."""
+    from outbound_world import HeldRunner
+
+    runner = HeldRunner()
+    w = World(tmp_path, routes={"retries": 0}, runner=runner)
+    w.deliver.up = False
+    ids = [w.queue().id, w.queue().id]
+    runner.fail = OSError(28, "No space left on device")  # the first DSN's commit
+    w.advance(1)
+    assert len(w.dsns()) == 1  # one DSN queued, the other's commit failed
+    [doubted] = [qid for qid in ids if qid in w.scheduler.queue]  # the other one is done
+    assert w.scheduler.queue.peek(doubted).recipients[0].state == "failed"  # in memory only
+    assert envelope_on_disk(w, doubted).recipients[0].state == "pending"
+    assert w.scheduler.queue.doubted == {doubted}

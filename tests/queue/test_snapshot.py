@@ -75,7 +75,7 @@ def test_a_message_whose_file_is_gone_is_left_out(tmp_path):
 @pytest.mark.parametrize(
     "spoil",
     [
-        lambda b: b"mxbackup snapshot 1 00000000" + b[28:],  # packed by another dictionary
+        lambda b: b"mxbackup snapshot 2 00000000" + b[28:],  # packed by another dictionary
         lambda b: b[:-3],  # cut short: no footer
         lambda b: b[:-30] + bytes([b[-30] ^ 1]) + b[-29:],  # the index does not match its CRC
         lambda b: b[:-1] + b"x",  # a footer that does not end as one does
@@ -161,3 +161,45 @@ def test_a_snapshot_that_cannot_be_written_leaves_nothing(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         snap(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["env"]
+
+
+def test_an_unreadable_snapshot_and_a_half_written_one_are_removed_at_start_up(tmp_path):
+    root = tmp_path / "spool"
+    spool = Spool(str(root), sync_thread)
+    spool.open()
+    (root / "snapshot").write_bytes(b"mxbackup snapshot 0 (an older format)\n")
+    (root / "snapshot.tmp").write_bytes(b"a stop killed while writing it")
+    assert spool.recover() == []
+    assert not (root / "snapshot").exists() and not (root / "snapshot.tmp").exists()
+
+
+def test_ids_the_server_does_not_make_are_left_to_the_files(tmp_path):
+    odd = ["Q\u00e9", "Q?", "Q" * 300]
+    files(tmp_path, odd[:2] + ["Q1"])
+    for qid in odd[2:]:  # too long a name for most file systems: only its record is odd
+        assert snapshot.write(str(tmp_path), [(qid, b"x")]) == 0
+    assert snap(tmp_path, ["Q1", *odd[:2]]) == 1
+
+
+def test_a_record_whose_id_was_damaged_is_not_taken_for_another(tmp_path):
+    files(tmp_path)
+    snap(tmp_path)
+    path = tmp_path / "snapshot"
+    data = path.read_bytes()
+    at = data.index(b"Q3")
+    path.write_bytes(data[:at] + b"Q2" + data[at + 2 :])  # Q3's record now names Q2
+    [chunk] = read(tmp_path)
+    assert chunk.held == ["Q1", "Q2"]  # Q2's own record; Q3's fails its CRC: read
+    assert chunk.from_snapshot == 2
+
+
+def test_an_index_out_of_order_is_not_trusted(tmp_path, monkeypatch):
+    names = [f"Q{i:04}" for i in range(6)]
+    files(tmp_path, names)
+    monkeypatch.setattr(snapshot, "INDEX_EVERY", 2)
+    snap(tmp_path, names)
+    kept = snapshot.Snapshot.open(str(tmp_path))
+    assert snapshot._in_order(kept._firsts, kept._offsets, kept.end)
+    assert not snapshot._in_order(kept._firsts[::-1], kept._offsets, kept.end)
+    assert not snapshot._in_order(kept._firsts, kept._offsets[::-1], kept.end)
+    assert not snapshot._in_order(kept._firsts, kept._offsets, 0)
