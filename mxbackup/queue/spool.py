@@ -290,6 +290,8 @@ class Spool:
         # left of the set afterwards are messages without envelope.
         messages = set(os.listdir(self.path("new")))
         names = self._with_message(messages)
+        messages = set(messages)  # those without envelope: a set of a million keeps its
+        # table (32 MB) when emptied, and the queue's load then grows past it (goal 4's peak)
         workers = workers_for(len(names))
         kept = snapshot.Snapshot.open(self.root)  # the last clean stop's, if there is one
         if len(names) >= PARALLEL_FROM:
