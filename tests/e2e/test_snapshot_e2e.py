@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
+import subprocess
 import time
 
-from helpers import Twistd, base_config, write_config
+import pytest
+
+from helpers import Twistd, base_config, spool_files, write_config
 from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
 
 COUNT = SNAPSHOT_FROM
 
 
-def queue(spool, count: int) -> list[str]:
+def queue(spool, count: int) -> list[str]:  # each message's Subject is its queue id
     """``count`` messages waiting for a primary that is down (next try in an hour): written
     an hour ago (an envelope written since the checkpoint is read from its file)."""
     for sub in ("new", "env", "tmp", "cur", "corrupt"):
@@ -25,7 +30,7 @@ def queue(spool, count: int) -> list[str]:
         qid = new_queue_id(now + i / 1e6)  # one per µs: ids that cannot collide
         rcpt = Recipient("u@example.com", "example.com", next_attempt=now + 3600)
         env = Envelope(id=qid, sender="s@sender.test", recipients=[rcpt], received_at=now, size=7)
-        (spool / "new" / qid).write_bytes(b"hello\r\n")
+        (spool / "new" / qid).write_bytes(b"Subject: %s\r\n\r\nhello\r\n" % qid.encode())
         (spool / "env" / qid).write_bytes(env.to_json())
         os.utime(spool / "env" / qid, (now - 3600, now - 3600))  # queued for an hour
         qids.append(qid)
@@ -78,3 +83,44 @@ def test_a_crash_after_the_snapshot_was_read_starts_from_the_files(tmp_path):
     log = server.logtext()
     assert started_with(log) == [COUNT] * 3
     assert log.count("as the snapshot of the last stop had them") == 1
+
+
+def test_a_queue_started_from_the_snapshot_is_delivered_once(tmp_path):
+    """The primary comes back while the backup is stopped: the queue the snapshot gave is
+    flushed at start-up, every message reaches the primary once, and the spool empties."""
+    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not os.path.exists(sink_bin):
+        pytest.skip("Postfix's smtp-sink is not installed (apt-get install postfix)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        sink_port = s.getsockname()[1]  # nothing listens there yet: the primary is down
+    spool = tmp_path / "spool"
+    qids = queue(spool, COUNT)
+    data = base_config(tmp_path)
+    data["routes"][0]["port"] = sink_port
+    server = Twistd(write_config(tmp_path, data), tmp_path / "log")
+    server.start(timeout=60).wait_ready(60)
+    server.stop()
+    assert (spool / "snapshot").exists()
+    dump = tmp_path / "sink"
+    dump.mkdir()
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(
+        [sink_bin, "-d", f"{dump}/%M.", *user, f"127.0.0.1:{sink_port}", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        server.start(timeout=60).wait_ready(60)
+        deadline = time.monotonic() + 120
+        while spool_files(spool, "env") and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling for the drain, not waiting for time to pass
+        server.stop()
+    finally:
+        sink.kill()
+        sink.wait()
+    assert spool_files(spool, "env") == [] and spool_files(spool, "new") == []
+    assert f"{COUNT} of {COUNT} envelopes as the snapshot" in server.logtext()
+    subjects = [re.search(rb"Subject: (\w+)", f.read_bytes()) for f in dump.iterdir()]
+    got = sorted(m.group(1).decode() for m in subjects if m)
+    assert got == sorted(qids)  # each once
