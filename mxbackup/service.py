@@ -227,7 +227,8 @@ class MXBackupService(service.MultiService):
             return
         started = time.monotonic()  # a duration for the log, not a schedule
         try:
-            count = self.spool.write_snapshot(queue.packed_items())
+            keep_free = self.config.server.min_free_space
+            count = self.spool.write_snapshot(queue.packed_items(), keep_free)
         except OSError as e:
             log.warn("stop: no snapshot of the queue ({error}): the next start reads every "
                      "envelope file", error=e)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+from types import SimpleNamespace
 from typing import Any
 
 from mxbackup.service import MXBackupService
@@ -147,11 +148,15 @@ class SnapshotSpool:
         self.written: list[list[tuple[str, bytes]]] = []
         self.error = error
 
-    def write_snapshot(self, packed: list[tuple[str, bytes]]) -> int:
+    def write_snapshot(self, packed: list[tuple[str, bytes]], keep_free: int) -> int:
+        assert keep_free == CONFIG.server.min_free_space
         if self.error is not None:
             raise self.error
         self.written.append(packed)
         return len(packed)
+
+
+CONFIG: Any = SimpleNamespace(server=SimpleNamespace(min_free_space=12345))
 
 
 def _queue(n: int) -> Any:
@@ -170,7 +175,7 @@ def test_a_clean_stop_leaves_a_big_queue_s_snapshot(monkeypatch) -> None:
     monkeypatch.setattr(service_module, "SNAPSHOT_FROM", 3)
     for n, snapshots in [(3, 1), (2, 0)]:
         spool = SnapshotSpool()
-        top = MXBackupService(Any, spool, None, QueueScheduler(_queue(n)), None)  # type: ignore[arg-type]
+        top = MXBackupService(CONFIG, spool, None, QueueScheduler(_queue(n)), None)  # type: ignore[arg-type]
         top.stopService()
         assert [len(packed) for packed in spool.written] == [n] * snapshots
 
@@ -185,7 +190,7 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -
     globalLogPublisher.addObserver(seen.append)
     try:
         spool = SnapshotSpool(OSError(28, "No space left on device"))
-        top = MXBackupService(Any, spool, None, QueueScheduler(_queue(2)), None)  # type: ignore[arg-type]
+        top = MXBackupService(CONFIG, spool, None, QueueScheduler(_queue(2)), None)  # type: ignore[arg-type]
         results: list[Any] = []
         top.stopService().addBoth(results.append)
     finally:

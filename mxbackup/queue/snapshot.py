@@ -110,6 +110,11 @@ def _write_records(out: BinaryIO, env_dir: int, items: list[tuple[str, bytes]]) 
     return count
 
 
+def size_of(packed: list[tuple[str, bytes]]) -> int:
+    """About the octets ``write`` takes for ``packed`` (the index and footer are small)."""
+    return sum(len(qid) + len(blob) + 1 + _RECORD.size for qid, blob in packed)
+
+
 class Snapshot:
     """A snapshot found at start-up: where each chunk of names starts in it."""
 

@@ -332,10 +332,16 @@ class Spool:
                 unlink_quietly(self.path("env", qid))
         return names
 
-    def write_snapshot(self, packed: Iterable[tuple[str, bytes]]) -> int:
+    def write_snapshot(self, packed: list[tuple[str, bytes]], keep_free: int = 0) -> int:
         """At a clean stop, once no round runs any more: the envelopes the server holds
         packed, for the next start-up (``snapshot``); how many were written.  OSError if it
-        cannot be written (nothing is left of it: the next start reads every file)."""
+        cannot be written, or would leave less than ``keep_free`` octets free (nothing is
+        left of it: the next start reads every file)."""
+        need = snapshot.size_of(packed)
+        if self.free_space(at_least=need + keep_free) < need + keep_free:
+            raise OSError(
+                errno.ENOSPC, f"it needs {need >> 20} MB and would leave less than {keep_free} free"
+            )
         return snapshot.write(self.root, packed)
 
     def _set_aside(self, qid: str, error: str, torn: bool) -> None:

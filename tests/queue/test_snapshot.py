@@ -203,3 +203,20 @@ def test_an_index_out_of_order_is_not_trusted(tmp_path, monkeypatch):
     assert not snapshot._in_order(kept._firsts[::-1], kept._offsets, kept.end)
     assert not snapshot._in_order(kept._firsts, kept._offsets[::-1], kept.end)
     assert not snapshot._in_order(kept._firsts, kept._offsets, 0)
+
+
+def test_a_snapshot_that_would_eat_the_reserved_space_is_not_written(tmp_path, monkeypatch):
+    """``server.min_free_space`` holds at a stop too: the snapshot is a cache, never worth
+    the space the operator keeps free."""
+    root = tmp_path / "spool"
+    spool = Spool(str(root), sync_thread)
+    spool.open()
+    files(root)
+    packed = [(q, pack(sample_envelope(q, 1.0))) for q in NAMES]
+    need = snapshot.size_of(packed)
+    monkeypatch.setattr(spool, "free_space", lambda at_least=0: need + 999)
+    with pytest.raises(OSError, match="would leave less than 1000 free"):
+        spool.write_snapshot(packed, keep_free=1000)
+    assert not (root / "snapshot").exists()
+    assert spool.write_snapshot(packed, keep_free=999) == 3
+    assert (root / "snapshot").stat().st_size < need + 200  # the estimate is close
