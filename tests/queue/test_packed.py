@@ -42,3 +42,15 @@ def test_non_ascii_and_lone_surrogates():
     original.recipients[0].address = "jörg@exämple.com"
     original.recipients[0].last_reply = "550 \udcff"  # what orjson will not write
     assert unpack(pack(original)) == original
+
+
+def test_an_envelope_bigger_than_the_packer_s_window_round_trips():
+    """The packer's window is 4 KB (``packed._PACKER``): an envelope of many recipients is
+    bigger, and packs and unpacks whole all the same."""
+    from mxbackup.queue.envelope import Envelope, Recipient
+    from mxbackup.queue.packed import pack, unpack
+
+    rcpts = [Recipient(f"user{i}@example.com", "example.com", attempts=i) for i in range(200)]
+    envelope = Envelope("1234567890ABC123456", "s@x.test", rcpts, received_at=1.0, size=9)
+    assert len(envelope.to_json()) > 3 * 4096
+    assert unpack(pack(envelope)) == envelope
