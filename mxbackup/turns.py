@@ -17,10 +17,19 @@ T = TypeVar("T")
 def in_turns(clock: Any, steps: Generator[None, None, T]) -> defer.Deferred:
     """Run ``steps`` (a generator that yields between slices of its work and returns its
     result) a slice per turn of ``clock`` (``callLater(0)``), the first slice at once.
-    Fires with what it returns, or fails with what it raises."""
-    done: defer.Deferred = defer.Deferred()
+    Fires with what it returns, or fails with what it raises.  Cancelling it (its client
+    went away) runs no further slice and closes ``steps``."""
+    pending: list[Any] = []  # the next slice's call, while there is one
+
+    def cancel(_: defer.Deferred) -> None:
+        while pending:
+            pending.pop().cancel()
+        steps.close()
+
+    done: defer.Deferred = defer.Deferred(canceller=cancel)
 
     def step() -> None:
+        pending.clear()
         try:
             next(steps)
         except StopIteration as end:
@@ -28,7 +37,7 @@ def in_turns(clock: Any, steps: Generator[None, None, T]) -> defer.Deferred:
         except Exception:  # noqa: BLE001 - the command's failure, for its caller
             done.errback()
         else:
-            clock.callLater(0, step)
+            pending.append(clock.callLater(0, step))
 
     step()
     return done

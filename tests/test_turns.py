@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from mxbackup.turns import at_once, in_turns
@@ -39,3 +40,23 @@ def test_one_slice_fires_at_once_and_a_failure_errbacks():
 
 def test_at_once_runs_every_slice_now():
     assert at_once(work([], 4)) == 6
+
+
+def test_cancelled_no_further_slice_runs_and_the_work_is_closed():
+    """Its client went away (a listing of a million): the rest of the work is not done."""
+    clock, done, closed = Clock(), [], []
+
+    def steps():
+        try:
+            return (yield from work(done, 5))
+        finally:
+            closed.append(True)
+
+    d = in_turns(clock, steps())
+    assert done == [0]
+    d.cancel()
+    clock.advance(0)
+    assert done == [0] and closed == [True] and not clock.getDelayedCalls()
+    failures: list = []
+    d.addErrback(failures.append)
+    assert failures[0].check(defer.CancelledError)

@@ -36,6 +36,9 @@ _ALLOWED = {
     "list", "count", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
     "pause", "resume", "status", "summary", "monitor",
 }  # fmt: skip
+# Read-only commands made in turns of the reactor over the whole queue: worth nothing once
+# their client has gone (a monitor that polls with a short timeout must not pile them up).
+_READ_IN_TURNS = {"list", "summary"}
 _ARGUMENT = (str, int, float, bool, type(None))
 
 
@@ -47,6 +50,7 @@ class ControlProtocol(LineOnlyReceiver):
         self.commands = commands
         self.publisher = publisher  # where log events are published (for ``monitor``)
         self._observer: Any = None
+        self._reading: set[defer.Deferred] = set()  # listings under way (``_READ_IN_TURNS``)
 
     def lineReceived(self, line: bytes) -> None:
         if self._observer is not None:
@@ -59,6 +63,9 @@ class ControlProtocol(LineOnlyReceiver):
             self._monitor()
             return
         d = defer.maybeDeferred(self._run, line)
+        if isinstance(request, dict) and request.get("cmd") in _READ_IN_TURNS:
+            self._reading.add(d)  # cancelled if the client goes away first
+            d.addBoth(self._read, d)
         d.addCallbacks(
             lambda result: {"ok": True, "result": result},
             lambda f: {"ok": False, "error": _message(f.value)},
@@ -90,7 +97,13 @@ class ControlProtocol(LineOnlyReceiver):
         self._observer = observe
         self.publisher.addObserver(observe)
 
+    def _read(self, result: Any, d: defer.Deferred) -> Any:
+        self._reading.discard(d)
+        return result
+
     def connectionLost(self, reason: Any = None) -> None:
+        for d in list(self._reading):  # nobody to answer: no more slices of the reactor's time
+            d.cancel()
         if self._observer is not None:
             self.publisher.removeObserver(self._observer)
             self._observer = None

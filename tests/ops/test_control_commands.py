@@ -186,3 +186,28 @@ def test_list_after_a_number_from_a_raw_request(w):
     qid = w.queue().id
     assert [m["id"] for m in done(w.commands.list(after=0, all=True))] == [qid]
     assert done(w.commands.list(after=int("9" * 20), all=True)) == []
+
+
+def test_a_listing_whose_client_goes_away_is_cancelled(w, monkeypatch):
+    """A monitor that polls ``queue list`` with a short timeout must not pile listings of a
+    million up: once the client has gone, no further slice of the reactor's time is spent."""
+    from twisted.internet.testing import StringTransport
+
+    from mxbackup.ops.control import ControlProtocol
+
+    monkeypatch.setattr(selection, "SORT_SLICE", 2)
+    for _ in range(6):
+        w.queue()
+    proto = ControlProtocol(w.commands)
+    proto.makeConnection(StringTransport())
+    proto.lineReceived(b'{"cmd": "list"}')
+    assert len(slices(w)) == 1  # the first slice done, the next one waiting for its turn
+    proto.connectionLost(None)
+    assert slices(w) == []
+    proto.lineReceived(b'{"cmd": "count"}')  # other commands answer as ever
+    assert proto.transport.value().endswith(b'{"ok": true, "result": 6}\n')
+
+
+def slices(w) -> list:
+    """The slices of work in turns waiting for their turn (``turns.in_turns``)."""
+    return [c for c in w.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "step"]
