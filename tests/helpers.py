@@ -6,8 +6,10 @@ import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -164,6 +166,35 @@ def serve(tmp: Path, data: dict[str, Any], kind: type[SpoolServer] = SpoolServer
         yield kind(twistd, tmp / "spool")
     finally:
         twistd.stop()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smtp_sink_bin() -> str:
+    """Postfix's smtp-sink; the test is skipped where it is not installed."""
+    import pytest
+
+    path = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not os.path.exists(path):
+        pytest.skip("Postfix's smtp-sink is not installed (apt-get install postfix)")
+    return path
+
+
+def start_smtp_sink(port: int, dump: Path) -> subprocess.Popen[bytes]:
+    """smtp-sink as a primary on 127.0.0.1:``port``, each message it takes a file in
+    ``dump`` (made here); the caller kills it."""
+    dump.mkdir()
+    user = ["-u", "root"] if os.geteuid() == 0 else []  # it refuses root otherwise
+    return subprocess.Popen(
+        [smtp_sink_bin(), "-d", f"{dump}/%M.", *user, f"127.0.0.1:{port}", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def spool_files(spool: Path, sub: str) -> list[str]:

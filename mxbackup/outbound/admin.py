@@ -49,11 +49,7 @@ class QueueAdmin:
     def _set_held(self, qid: str, held: bool) -> Any:
         envelope = self._get(qid)
         self.backlog.set_held(envelope, held)
-        try:
-            yield self.spool.update(envelope)
-        except Exception:
-            self.backlog.envelopes.doubt(qid)  # held in memory, maybe not on disk
-            raise
+        yield self.recorder.update(envelope)  # failing, the file may not say it: doubted
         if not held:
             self.flush_message(qid)
         return True

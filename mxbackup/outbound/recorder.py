@@ -200,6 +200,16 @@ class Recorder:
         return defer.succeed(None)
 
     # -- making it durable ---------------------------------------------------------------------
+    def update(self, envelope: Envelope) -> defer.Deferred:
+        """Write the envelope as memory holds it; if that fails, memory and file may differ
+        from now on (``Envelopes.doubt``: the snapshot of a clean stop leaves it out)."""
+
+        def doubt(failure: Failure) -> Failure:
+            self.backlog.envelopes.doubt(envelope.id)
+            return failure
+
+        return self.spool.update(envelope).addErrback(doubt)
+
     def save_counts(self) -> defer.Deferred:
         """Write the envelopes whose try counts are in memory only (at a clean stop): the
         next process logs and counts ``attempt=N+1``, not ``attempt=1`` again, and the
@@ -207,7 +217,7 @@ class Recorder:
         retry each, never mail)."""
         qids, self.unsaved = self.unsaved, set()
         writes = [  # read, not unpacked for good: an update serialises it at once
-            self.spool.update(envelope).addErrback(_doubting, self.backlog.envelopes, envelope.id)
+            self.update(envelope)
             for envelope in (self.backlog.envelopes.peek(qid) for qid in sorted(qids))
             if envelope is not None and not self.backlog.inflight.busy(envelope.id)
         ]
@@ -392,9 +402,3 @@ def _log_local_failure(failure: Failure, message: str, **fields: Any) -> None:
         log.error(message + ": {error}", error=str(failure.value), **fields)
     else:
         log.failure(message, failure, **fields)
-
-
-def _doubting(failure: Failure, envelopes: Any, qid: str) -> Failure:
-    """``Envelopes.doubt`` the message whose write failed; the failure goes on."""
-    envelopes.doubt(qid)
-    return failure

@@ -116,17 +116,19 @@ def read_chunk(
     names: list[str],
     recent: float | None = None,
     logged: Logged | None = None,
-    kept: tuple[str, tuple[int, int]] | None = None,
+    in_snapshot: tuple[str, tuple[int, int]] | None = None,
 ) -> Chunk:
-    """The envelopes ``names`` (sorted); ``kept``: the snapshot's path and the span of its
-    records for them (``snapshot.Snapshot.span``)."""
+    """The envelopes ``names`` (sorted); ``in_snapshot``: the snapshot's path and the span of
+    its records for them (``snapshot.Snapshot.span``)."""
     chunk, taken = Chunk([], [], [], {}, [], [], []), 0
     new_dir = os.path.join(os.path.dirname(env_path), "new")
     env_dir = os.open(env_path, os.O_RDONLY | os.O_DIRECTORY)
     collecting = gc.isenabled()
     gc.disable()  # many small objects, no cycles: no full collections meanwhile
     try:
-        entries = snapshot.entries(kept[0], kept[1], names[0], names[-1]) if kept and names else {}
+        entries = {}
+        if in_snapshot and names:
+            entries = snapshot.entries(*in_snapshot, names[0], names[-1])
         for qid in names:
             try:
                 counts = logged.get(qid) if logged else None

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from typing import BinaryIO, NamedTuple
 
 from mxbackup.queue.packed import DICTIONARY_CRC
+from mxbackup.queue.rounds import unlink_quietly
 
 FILE = "snapshot"
 SNAPSHOT_FROM = 10_000  # messages: below this, reading the files takes under a second
@@ -77,7 +78,7 @@ def write(root: str, packed: Iterable[tuple[str, bytes]]) -> int:
             os.fsync(out.fileno())
         os.rename(tmp, path)
     except BaseException:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
     finally:
         os.close(env_dir)
@@ -92,13 +93,12 @@ def _write_records(out: BinaryIO, env_dir: int, items: list[tuple[str, bytes]]) 
         name = qid.encode("ascii", "replace")
         if len(name) > 255 or b"?" in name:
             continue  # not an id the server makes (a file put there by hand): read at start-up
-        try:
-            st = os.stat(qid, dir_fd=env_dir, follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # delivered, or removed meanwhile
+        now = stamp_of(env_dir, qid)
+        if now is None:
+            continue  # delivered or removed meanwhile: nothing to keep
         if count % INDEX_EVERY == 0:
             index.append(bytes([len(name)]) + name + _OFFSET.pack(offset))
-        stamp = _STAMP.pack(*Stamp.of(st))
+        stamp = _STAMP.pack(*now)
         sums = _SUM.pack(_crc(name, stamp, blob), len(blob))
         record = bytes([len(name)]) + name + stamp + sums + blob
         write_(record)
@@ -118,12 +118,14 @@ def size_of(packed: list[tuple[str, bytes]]) -> int:
 class Snapshot:
     """A snapshot found at start-up: where each chunk of names starts in it."""
 
-    def __init__(self, path: str, count: int, firsts: list[str], offsets: list[int]) -> None:
+    def __init__(
+        self, path: str, count: int, firsts: list[str], offsets: list[int], end: int
+    ) -> None:
         self.path = path
         self.count = count
         self._firsts = firsts
         self._offsets = offsets
-        self.end = len(_HEADER)  # where the records end (set by ``open``)
+        self.end = end  # where the records end (the index starts)
 
     @classmethod
     def open(cls, root: str) -> Snapshot | None:
@@ -149,9 +151,7 @@ class Snapshot:
         firsts, offsets = _parse_index(body)
         if firsts is None or not _in_order(firsts, offsets, at):
             return None
-        snapshot = cls(path, count, firsts, offsets)
-        snapshot.end = at
-        return snapshot
+        return cls(path, count, firsts, offsets, at)
 
     def span(self, first: str, last: str) -> tuple[int, int]:
         """Where the records of ids ``first`` to ``last`` lie: from the indexed record at or
@@ -227,12 +227,5 @@ def stamp_of(dir_fd: int, name: str) -> Stamp | None:
 def discard(root: str) -> None:
     """Remove the snapshot, and what a stop killed while writing it left (read once; a crash
     later must not start from it)."""
-    _unlink(os.path.join(root, FILE))
-    _unlink(os.path.join(root, FILE + ".tmp"))
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    unlink_quietly(os.path.join(root, FILE))
+    unlink_quietly(os.path.join(root, FILE + ".tmp"))

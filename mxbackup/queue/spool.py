@@ -286,12 +286,7 @@ class Spool:
         recent = self._recent
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
-        # Each envelope's name checked against (and struck off) the set of new/: what is
-        # left of the set afterwards are messages without envelope.
-        messages = set(os.listdir(self.path("new")))
-        names = self._with_message(messages)
-        messages = set(messages)  # those without envelope: a set of a million keeps its
-        # table (32 MB) when emptied, and the queue's load then grows past it (goal 4's peak)
+        names, messages = self._with_message(set(os.listdir(self.path("new"))))
         workers = workers_for(len(names))
         kept = snapshot.Snapshot.open(self.root)  # the last clean stop's, if there is one
         if len(names) >= PARALLEL_FROM:
@@ -319,9 +314,11 @@ class Spool:
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
 
-    def _with_message(self, messages: set[str]) -> list[str]:
-        """The envelopes of env/ whose message is in ``messages`` (struck off it), sorted;
-        an envelope without message is removed."""
+    def _with_message(self, messages: set[str]) -> tuple[list[str], set[str]]:
+        """The envelopes of env/ whose message is in ``messages``, sorted (an envelope
+        without message is removed), and the messages without envelope: a new set, for the
+        one given keeps its table when emptied (32 MB for a million, and the queue's load
+        then grew past it: goal 4's peak)."""
         names = []
         for qid in sorted(os.listdir(self.path("env"))):
             if qid in messages:
@@ -330,7 +327,7 @@ class Spool:
             else:
                 log.warn("spool recover: removing envelope {id} without message", id=qid)
                 unlink_quietly(self.path("env", qid))
-        return names
+        return names, set(messages)
 
     def write_snapshot(self, packed: list[tuple[str, bytes]], keep_free: int = 0) -> int:
         """At a clean stop, once no round runs any more: the envelopes the server holds

@@ -13,7 +13,14 @@ import smtplib
 import threading
 import time
 
-from helpers import Twistd, base_config, spool_files, write_config
+from helpers import (
+    Twistd,
+    base_config,
+    free_port,
+    spool_files,
+    start_smtp_sink,
+    write_config,
+)
 from mxbackup.queue import tries
 from mxbackup.queue.envelope import Envelope
 
@@ -97,28 +104,8 @@ def test_kill9_during_acceptance_and_delivery_loses_nothing(tmp_path):
     """Kill -9 while 8 clients send and the queue drains to a live primary (smtp-sink), in
     several rounds; then let everything drain.  Every acknowledged message reaches the primary;
     duplicates only for deliveries in flight at a kill."""
-    import os
-    import shutil
-    import subprocess
-
-    import pytest
-
-    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-    if not os.path.exists(sink_bin):
-        pytest.skip("Postfix's smtp-sink is not installed (apt-get install postfix)")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        sink_port = s.getsockname()[1]
-    dump = tmp_path / "sink"
-    dump.mkdir()
-    user = ["-u", "root"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(
-        [sink_bin, "-d", f"{dump}/%M.", *user, f"127.0.0.1:{sink_port}", "200"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sink_port, dump = free_port(), tmp_path / "sink"
+    sink = start_smtp_sink(sink_port, dump)
     per_connection, connections = 5, 4
     data = base_config(tmp_path)
     data["routes"][0].update({"target_host": "127.0.0.1", "port": sink_port})

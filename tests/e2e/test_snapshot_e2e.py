@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
-import subprocess
 import time
 
-import pytest
-
-from helpers import Twistd, base_config, spool_files, write_config
+from helpers import (
+    Twistd,
+    base_config,
+    free_port,
+    smtp_sink_bin,
+    spool_files,
+    start_smtp_sink,
+    write_config,
+)
 from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
 
@@ -58,11 +61,7 @@ def test_a_clean_stop_s_snapshot_is_taken_where_the_files_did_not_change(tmp_pat
     os.replace(tmp, changed)
 
     server.start(timeout=60).wait_ready(60)
-    try:
-        with server.smtp() as c:
-            assert c.noop()[0] == 250
-    finally:
-        server.stop()
+    server.stop()
     log = server.logtext()
     assert started_with(log) == [COUNT, COUNT]
     assert f"{COUNT - 1} of {COUNT} envelopes as the snapshot of the last stop had them" in log
@@ -88,12 +87,8 @@ def test_a_crash_after_the_snapshot_was_read_starts_from_the_files(tmp_path):
 def test_a_queue_started_from_the_snapshot_is_delivered_once(tmp_path):
     """The primary comes back while the backup is stopped: the queue the snapshot gave is
     flushed at start-up, every message reaches the primary once, and the spool empties."""
-    sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-    if not os.path.exists(sink_bin):
-        pytest.skip("Postfix's smtp-sink is not installed (apt-get install postfix)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        sink_port = s.getsockname()[1]  # nothing listens there yet: the primary is down
+    smtp_sink_bin()  # skipped before any work where it is not installed
+    sink_port = free_port()  # nothing listens there yet: the primary is down
     spool = tmp_path / "spool"
     qids = queue(spool, COUNT)
     data = base_config(tmp_path)
@@ -103,13 +98,7 @@ def test_a_queue_started_from_the_snapshot_is_delivered_once(tmp_path):
     server.stop()
     assert (spool / "snapshot").exists()
     dump = tmp_path / "sink"
-    dump.mkdir()
-    user = ["-u", "root"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(
-        [sink_bin, "-d", f"{dump}/%M.", *user, f"127.0.0.1:{sink_port}", "200"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    sink = start_smtp_sink(sink_port, dump)
     try:
         server.start(timeout=60).wait_ready(60)
         deadline = time.monotonic() + 120

@@ -26,6 +26,12 @@ def snap(root, names=NAMES) -> int:
     return snapshot.write(str(root), [(q, pack(sample_envelope(q, 1.0, held=True))) for q in names])
 
 
+def opened_spool(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), sync_thread)
+    spool.open()
+    return tmp_path / "spool", spool
+
+
 def read(root, names=NAMES, recent=None, logged=None):
     kept = snapshot.Snapshot.open(str(root))
     return list(recovery.read_all(str(root / "env"), names, 0, recent, logged, kept))
@@ -137,9 +143,7 @@ def test_span_covers_the_ids_asked_for(tmp_path, monkeypatch):
 
 
 def test_the_spool_uses_the_snapshot_once(tmp_path):
-    root = tmp_path / "spool"
-    spool = Spool(str(root), sync_thread)
-    spool.open()
+    root, spool = opened_spool(tmp_path)
     for qid in NAMES:
         (root / "new" / qid).write_bytes(b"message\r\n")
     files(root)
@@ -164,9 +168,7 @@ def test_a_snapshot_that_cannot_be_written_leaves_nothing(tmp_path, monkeypatch)
 
 
 def test_an_unreadable_snapshot_and_a_half_written_one_are_removed_at_start_up(tmp_path):
-    root = tmp_path / "spool"
-    spool = Spool(str(root), sync_thread)
-    spool.open()
+    root, spool = opened_spool(tmp_path)
     (root / "snapshot").write_bytes(b"mxbackup snapshot 0 (an older format)\n")
     (root / "snapshot.tmp").write_bytes(b"a stop killed while writing it")
     assert spool.recover() == []
@@ -208,9 +210,7 @@ def test_an_index_out_of_order_is_not_trusted(tmp_path, monkeypatch):
 def test_a_snapshot_that_would_eat_the_reserved_space_is_not_written(tmp_path, monkeypatch):
     """``server.min_free_space`` holds at a stop too: the snapshot is a cache, never worth
     the space the operator keeps free."""
-    root = tmp_path / "spool"
-    spool = Spool(str(root), sync_thread)
-    spool.open()
+    root, spool = opened_spool(tmp_path)
     files(root)
     packed = [(q, pack(sample_envelope(q, 1.0))) for q in NAMES]
     need = snapshot.size_of(packed)
