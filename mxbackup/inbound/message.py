@@ -152,6 +152,7 @@ class MessageIntake:
 
     def _committed(self, _: object, envelope: Envelope) -> None:
         s = self.session
+        s.reply(replies.QUEUED.format(envelope.id))  # first: the client waits for nothing else
         log.info(
             "accepted id={id} from=<{sender}> size={size} nrcpt={nrcpt} client={ip} tls={tls}",
             id=envelope.id,
@@ -161,7 +162,6 @@ class MessageIntake:
             ip=s.client_ip,
             tls=s.tls,
         )
-        s.reply(replies.QUEUED.format(envelope.id))
         s.factory.stats.accepted += 1
         s.clear_errors()
         try:

@@ -59,6 +59,10 @@ class _Requests:
         self._stream = stream
         self._buffer = bytearray()
         self._ended = False
+        # Read into one buffer kept for the process's life: a read of PIPE_SIZE into a new
+        # bytes object mapped and unmapped a megabyte per request (mmap, mremap, munmap:
+        # 10-170 us on the 250's path).
+        self._space = memoryview(bytearray(PIPE_SIZE))
 
     def batch(self) -> list[bytes]:
         """The next frames (at most ``MAX_BATCH``); [] at the end of input."""
@@ -72,11 +76,11 @@ class _Requests:
         return frames
 
     def _fill(self) -> bool:
-        data = self._stream.read(PIPE_SIZE)  # a raw read: what is there, or wait for some
-        if not data:
+        got = self._stream.readinto(self._space)  # raw: what is there, or wait for some
+        if not got:
             self._ended = True
             return False
-        self._buffer += data
+        self._buffer += self._space[:got]
         return True
 
     def _frames(self, limit: int) -> list[bytes]:

@@ -192,3 +192,25 @@ def test_data_without_mail_names_the_missing_command(h):
     c = h.connect()
     c.read()
     assert c.send(b"DATA\r\n") == ["503 5.5.1 Need MAIL before DATA"]
+
+
+def test_the_250_goes_out_before_the_accepted_line_is_logged(h):
+    """The client waits for the 250 only: the log line (formatted and written) and the
+    scheduler's wakeup come after it, off the end-of-data -> 250 path (goal 2's latency)."""
+    from twisted.logger import globalLogPublisher
+
+    c = h.connect()
+    c.send(TXN)
+    sent_when_logged: list[bytes] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_format", "").startswith("accepted id="):
+            sent_when_logged.append(c.transport.value())
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        assert final_codes(c.send(MSG)) == [250]
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert len(sent_when_logged) == 1
+    assert b"250 2.0.0" in sent_when_logged[0].splitlines()[-1]

@@ -38,8 +38,8 @@ class Trickle(io.BytesIO):
         super().__init__(data)
         self.step = step
 
-    def read(self, size: int = -1) -> bytes:
-        return super().read(min(size, self.step))
+    def readinto(self, buffer: Any) -> int:
+        return super().readinto(memoryview(buffer)[: self.step])
 
 
 def test_requests_waiting_together_run_as_one_round(spool: Spool, monkeypatch) -> None:

@@ -64,8 +64,8 @@ def test_serve_ends_quietly_when_the_server_is_gone(
     request = spool_frame((str(tmp_path), "fsync", [RoundOp("remove", "Q1")]))
 
     class TwoBatches(io.BytesIO):
-        def read(self, size: int = -1) -> bytes:  # one request per read
-            return super().read(min(size, len(request)))
+        def readinto(self, buffer: Any) -> int:  # one request per read
+            return super().readinto(memoryview(buffer)[: len(request)])
 
     stdin = TwoBatches(request * 2)
     monkeypatch.setattr(spoolchild, "_more_waiting", lambda stream: False)  # one per batch
