@@ -35,6 +35,7 @@ from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
+from mxbackup.queue.prefetch import Prefetcher
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
@@ -88,6 +89,7 @@ class MXBackupService(service.MultiService):
         self.listeners: list[Listener] = []  # every listening endpoint (see listen())
         self._reactor = reactor
         self.passwords: Passwords | None = None  # the AUTH check, given the new accounts
+        self.prefetcher: Prefetcher | None = None  # its threads end with the service
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
@@ -211,6 +213,8 @@ class MXBackupService(service.MultiService):
         """No new deliveries, listeners closed, then the spool process finishes the rounds
         it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
         counts = self.scheduler.stop()  # try counts kept in memory, written before the end
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
         stopped = defer.maybeDeferred(super().stopService)
         stopped.addCallback(lambda _: counts)
         if self.spool_process is not None:
@@ -302,6 +306,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     stats = Stats()
     resolver = make_resolver(config, reactor)
     nexthop = NextHop(resolver, config.server.hostname, clock=reactor.seconds)
+    prefetcher = Prefetcher()
     scheduler = Scheduler(
         config,
         spool,
@@ -310,6 +315,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         deliver=functools.partial(client.deliver, reactor),
         stats=stats,
         check=functools.partial(reach.reachable, reactor),
+        prefetch=prefetcher,
     )
     try:
         scheduler.load(spool.recovered())  # packed as they are read: a million fit
@@ -334,6 +340,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     state_service.setServiceParent(top)
     top.namespace["state_store"] = state_service.store
     top.passwords = passwords
+    top.prefetcher = prefetcher
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = preflight_endpoint(reactor, description)

@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task
@@ -64,8 +64,11 @@ class Scheduler:
         stats: Stats | None = None,
         check: Check | None = None,
         rng: random.Random | None = None,
+        prefetch: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> None:
         self.spool = spool
+        # warms the page cache for a connection's messages (``queue.prefetch``)
+        self.prefetch = prefetch or (lambda files: None)
         self.clock = clock
         self.dialer = Dialer(nexthop, deliver, config, check)
         self.stats = stats or Stats()
@@ -255,6 +258,7 @@ class Scheduler:
             jobs = self._jobs(key, qids)
             if not jobs:
                 return
+            self.prefetch([(j.path, j.size) for j in jobs])  # read while we connect
             # The tries are noted before the connection (``queue.tries``); the envelopes
             # are written with the outcomes.
             tries = [(j.qid, tried(self.queue[j.qid])) for j in jobs]

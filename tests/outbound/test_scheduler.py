@@ -3,6 +3,9 @@ follows the delivery contract (``outbound_world``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from outbound_world import MINUTE, REMOTE, HeldRunner, World
 from twisted.internet import defer
@@ -502,3 +505,24 @@ def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path,
     assert sum(e.recipients[0].attempts for e in envs) <= attempts + 3
     w.advance(5)
     assert all(e.recipients[0].attempts == 2 for e in envs)
+
+
+def test_a_connection_has_its_messages_warmed_before_it_dials(w):
+    """``queue.prefetch``: the files of a connection's jobs, in the order they will be sent,
+    are handed to the prefetcher before the connection is made (a cold file read on the
+    reactor thread stops the whole server)."""
+    events: list[Any] = []
+    w.scheduler.prefetch = lambda files: events.append(("warm", files))
+    real_deliver = w.scheduler.dialer.deliver
+
+    def deliver(*args: Any) -> Any:
+        events.append(("dial", [j.qid for j in args[2]]))
+        return real_deliver(*args)
+
+    w.scheduler.dialer.deliver = deliver
+    first, second = w.queue(), w.queue(body=b"Subject: two\r\n\r\n" + b"x" * 100 + b"\r\n")
+    w.advance(1)
+    assert [kind for kind, _ in events] == ["warm", "dial"]
+    warmed = events[0][1]
+    assert [Path(path).name for path, _ in warmed] == [first.id, second.id] == events[1][1]
+    assert [size for _, size in warmed] == [first.size, second.size]

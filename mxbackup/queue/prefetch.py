@@ -1,0 +1,78 @@
+"""Warming the page cache for the messages a delivery connection is about to send.
+
+After a long outage the queue's message files are often no longer in the page cache (written
+hours ago and pushed out since, or the machine restarted).  The SMTP client reads each one on
+the reactor thread as it sends it (``wire.body``), and a read that goes to the disk stops the
+whole server for its duration: ~170 µs for a 5 KB file on the bench VM, which was a fifth of
+the reactor's time per delivery while draining a queue of 750,000 whose files were cold.
+
+So when a connection takes its messages, a few threads open each file (its inode and
+directory entry come into the caches) and tell the kernel its data will be needed
+(``POSIX_FADV_WILLNEED``: the read is started, not waited for), in the order they will be
+sent.  Only hints: nothing is read into Python, the files are never written, and any error is
+ignored (the send reads the file as before and reports what it finds).  Where
+``posix_fadvise`` does not exist, nothing is done.  Pure: no reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+THREADS = 4  # the reads of four connections' batches in flight at once
+AHEAD = 1 << 20  # octets of a file announced at most (a large message streams anyway)
+
+_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
+
+
+class Prefetcher:
+    """``prefetch(files)``: warm ``(path, size)`` in order, in the background."""
+
+    def __init__(self, threads: int = THREADS) -> None:
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None  # started at the first use, after the
+        # start-up (whose readers fork only while the server has no other thread)
+        self._stopped = False
+
+    def __call__(self, files: Iterable[tuple[str, int]]) -> None:
+        if _WILLNEED is None or self._stopped:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="prefetch")
+        try:
+            self._pool.submit(warm, list(files))
+        except RuntimeError:  # shut down meanwhile
+            pass
+
+    @property
+    def started(self) -> bool:
+        """Whether its threads were started (at the first use)."""
+        return self._pool is not None
+
+    def stop(self) -> None:
+        """No more warming; what was asked and has not started is dropped."""
+        self._stopped = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def warm(files: list[tuple[str, int]]) -> int:
+    """Open each file and announce its first ``AHEAD`` octets; how many were announced."""
+    advice = _WILLNEED
+    if advice is None:
+        return 0
+    done = 0
+    for path, size in files:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0 if size <= AHEAD else AHEAD, advice)
+            done += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return done

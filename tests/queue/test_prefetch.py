@@ -1,0 +1,87 @@
+"""Warming the page cache for a connection's messages: hints only, in order, in the
+background, no thread before the first use, nothing after the stop."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mxbackup.queue import prefetch
+from mxbackup.queue.prefetch import AHEAD, Prefetcher, warm
+
+needs_fadvise = pytest.mark.skipif(
+    not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this system"
+)
+
+
+def advised(monkeypatch: Any) -> list[tuple[int, int, int]]:
+    calls: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def recording(fd: int, offset: int, length: int, advice: int) -> None:
+        calls.append((os.fstat(fd).st_size, offset, length))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", recording)
+    return calls
+
+
+@needs_fadvise
+def test_each_file_is_announced_in_order_and_a_missing_one_is_skipped(tmp_path: Path, monkeypatch):
+    calls = advised(monkeypatch)
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"x" * 10)
+    big.write_bytes(b"y" * (AHEAD + 1))
+    files = [(str(small), 10), (str(tmp_path / "gone"), 5), (str(big), AHEAD + 1)]
+    assert warm(files) == 2
+    # a small file whole (length 0: to its end), a large one only its first AHEAD octets
+    assert calls == [(10, 0, 0), (AHEAD + 1, 0, AHEAD)]
+    assert small.read_bytes() == b"x" * 10  # read only: nothing changed
+
+
+def test_without_posix_fadvise_nothing_is_done(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(prefetch, "_WILLNEED", None)
+    opened: list[str] = []
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]))
+    p = Prefetcher()
+    p([(str(tmp_path / "m"), 1)])
+    assert warm([(str(tmp_path / "m"), 1)]) == 0
+    assert opened == [] and not p.started
+
+
+@needs_fadvise
+def test_no_thread_until_the_first_use_then_the_work_runs_in_the_background(tmp_path: Path):
+    """Start-up's readers fork only while the server has no other thread: the pool must not
+    start threads before the first connection asks for warming."""
+    before = threading.active_count()
+    p = Prefetcher(threads=1)
+    assert threading.active_count() == before
+    done = threading.Event()
+    f = tmp_path / "m"
+    f.write_bytes(b"m")
+    real_warm = prefetch.warm
+
+    def warm_and_tell(files: list[tuple[str, int]]) -> int:
+        try:
+            return real_warm(files)
+        finally:
+            done.set()
+
+    prefetch.warm = warm_and_tell  # (restored below: the pool looks it up when submitted)
+    try:
+        p([(str(f), 1)])
+        assert done.wait(10)
+    finally:
+        prefetch.warm = real_warm
+        p.stop()
+
+
+def test_after_the_stop_nothing_more_is_warmed(tmp_path: Path, monkeypatch):
+    p = Prefetcher(threads=1)
+    p.stop()
+    p([(str(tmp_path / "m"), 1)])  # ignored, no error, no thread
+    assert not p.started
