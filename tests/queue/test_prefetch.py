@@ -33,6 +33,7 @@ def advised(monkeypatch: Any) -> list[tuple[int, int, int]]:
 @needs_fadvise
 def test_each_file_is_announced_in_order_and_a_missing_one_is_skipped(tmp_path: Path, monkeypatch):
     calls = advised(monkeypatch)
+    monkeypatch.setattr(prefetch, "cached", lambda fd, probe: False)  # as if cold
     small, big = tmp_path / "small", tmp_path / "big"
     small.write_bytes(b"x" * 10)
     big.write_bytes(b"y" * (AHEAD + 1))
@@ -85,3 +86,80 @@ def test_after_the_stop_nothing_more_is_warmed(tmp_path: Path, monkeypatch):
     p.stop()
     p([(str(tmp_path / "m"), 1)])  # ignored, no error, no thread
     assert not p.started
+
+
+@needs_fadvise
+def test_cached_files_are_skipped_and_a_run_of_them_ends_the_batch(tmp_path: Path, monkeypatch):
+    """The usual case (the page cache holds the queue): warming is wasted work, so a cached
+    file is not announced, and a batch stops after QUICK cached files in a row; a cold one
+    starts the count again."""
+    calls = advised(monkeypatch)
+    paths = []
+    for i in range(prefetch.QUICK * 3):
+        f = tmp_path / f"m{i}"
+        f.write_bytes(b"m")
+        paths.append((str(f), 1))
+    looked: list[int] = []
+
+    def cached(fd: int, probe: bytearray) -> bool:
+        looked.append(fd)
+        return len(looked) != 2  # only the second file is cold
+
+    monkeypatch.setattr(prefetch, "cached", cached)
+    assert warm(paths) == 1 and len(calls) == 1
+    assert len(looked) == 1 + 1 + prefetch.QUICK  # stopped after QUICK cached in a row
+
+
+@needs_fadvise
+def test_a_file_just_written_is_found_cached_and_one_dropped_from_the_cache_is_not(
+    tmp_path: Path,
+) -> None:
+    f = tmp_path / "m"
+    f.write_bytes(b"m" * 8192)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        probe = bytearray(1)
+        if prefetch._NOWAIT is None:
+            assert not prefetch.cached(fd, probe)  # cannot tell: announced
+            return
+        assert prefetch.cached(fd, probe)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+        if prefetch.cached(fd, probe):
+            pytest.skip("this file system keeps its pages (tmpfs)")
+    finally:
+        os.close(fd)
+
+
+def test_while_batches_find_everything_cached_only_one_in_sample_is_looked_at(monkeypatch):
+    p = Prefetcher(threads=1)
+    taken: list[list[tuple[str, int]]] = []
+    outcomes = iter([0] * 3 + [5, 0])  # three batches found cached, then a cold one, then not
+
+    def fake_warm(files: list[tuple[str, int]]) -> int:
+        taken.append(files)
+        return next(outcomes)
+
+    class Inline:  # the pool, run at once in this thread
+        def submit(self, fn: Any, *args: Any) -> None:
+            fn(*args)
+
+    monkeypatch.setattr(prefetch, "warm", fake_warm)
+    monkeypatch.setattr(prefetch, "_WILLNEED", 3)
+    p._pool = Inline()  # type: ignore[assignment]
+    batch = [("m", 1)]
+    p(batch)  # cold at first: looked at, found cached
+    assert len(taken) == 1 and not p.cold
+    for _ in range(prefetch.SAMPLE - 1):
+        p(batch)  # skipped
+    assert len(taken) == 1
+    p(batch)  # the sample: looked at, cached again
+    assert len(taken) == 2
+    for _ in range(prefetch.SAMPLE):
+        p(batch)
+    assert len(taken) == 3  # one sample more, cached
+    for _ in range(prefetch.SAMPLE):
+        p(batch)
+    assert len(taken) == 4 and p.cold  # this sample found cold files: every batch again
+    p(batch)
+    assert len(taken) == 5 and not p.cold
