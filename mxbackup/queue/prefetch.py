@@ -18,7 +18,7 @@ is ignored (the send reads the file as before and reports what it finds).  Where
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 THREADS = 4  # the reads of four connections' batches in flight at once
@@ -45,6 +45,7 @@ class Prefetcher:
         # start-up (whose readers fork only while the server has no other thread)
         self._stopped = False
         self.cold = True  # the last batch looked at had files to announce (set by a thread)
+        self.failures = 0  # batches ended by an unexpected error (seen at the manhole)
         self._skipped = 0
 
     def __call__(self, files: Iterable[tuple[str, int]]) -> None:
@@ -62,7 +63,11 @@ class Prefetcher:
             pass
 
     def _warm(self, files: list[tuple[str, int]]) -> None:
-        self.cold = warm(files) > 0  # (a bool set whole: read by the reactor thread)
+        try:  # (a bool set whole: read by the reactor thread)
+            self.cold = warm(files, lambda: self._stopped) > 0
+        except Exception:  # noqa: BLE001 - only hints: never the reactor's concern
+            self.failures += 1
+            self.cold = True
 
     @property
     def started(self) -> bool:
@@ -76,15 +81,18 @@ class Prefetcher:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def warm(files: list[tuple[str, int]]) -> int:
+def warm(files: list[tuple[str, int]], stopped: Callable[[], bool] = lambda: False) -> int:
     """Announce each file's first ``AHEAD`` octets unless it is in the cache already, until
-    ``QUICK`` in a row were; how many were announced."""
+    ``QUICK`` in a row were or ``stopped()`` (the server is stopping: a batch of cold files
+    must not hold its exit, which waits for these threads); how many were announced."""
     advice = _WILLNEED
     if advice is None:
         return 0
     done = quick = 0
     probe = bytearray(1)
     for path, size in files:
+        if stopped():
+            break
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
