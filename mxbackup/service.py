@@ -89,7 +89,6 @@ class MXBackupService(service.MultiService):
         self.listeners: list[Listener] = []  # every listening endpoint (see listen())
         self._reactor = reactor
         self.passwords: Passwords | None = None  # the AUTH check, given the new accounts
-        self.prefetcher: Prefetcher | None = None  # its threads end with the service
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
@@ -213,8 +212,6 @@ class MXBackupService(service.MultiService):
         """No new deliveries, listeners closed, then the spool process finishes the rounds
         it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
         counts = self.scheduler.stop()  # try counts kept in memory, written before the end
-        if self.prefetcher is not None:
-            self.prefetcher.stop()
         stopped = defer.maybeDeferred(super().stopService)
         stopped.addCallback(lambda _: counts)
         if self.spool_process is not None:
@@ -306,7 +303,6 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     stats = Stats()
     resolver = make_resolver(config, reactor)
     nexthop = NextHop(resolver, config.server.hostname, clock=reactor.seconds)
-    prefetcher = Prefetcher()
     scheduler = Scheduler(
         config,
         spool,
@@ -315,7 +311,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         deliver=functools.partial(client.deliver, reactor),
         stats=stats,
         check=functools.partial(reach.reachable, reactor),
-        prefetch=prefetcher,
+        prefetcher=Prefetcher(),
     )
     try:
         scheduler.load(spool.recovered())  # packed as they are read: a million fit
@@ -340,7 +336,6 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     state_service.setServiceParent(top)
     top.namespace["state_store"] = state_service.store
     top.passwords = passwords
-    top.prefetcher = prefetcher
     for i, description in enumerate(config.server.listen):
         try:
             endpoint = preflight_endpoint(reactor, description)

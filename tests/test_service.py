@@ -197,14 +197,3 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -
         globalLogPublisher.removeObserver(seen.append)
     assert results == [None]
     assert any("no snapshot of the queue" in e.get("log_format", "") for e in seen)
-
-
-def test_the_stop_ends_the_prefetcher() -> None:
-    """``queue.prefetch``: its threads end with the service (nothing is warmed after it)."""
-    from mxbackup.queue.prefetch import Prefetcher
-
-    top = MXBackupService(CONFIG, SnapshotSpool(), None, QueueScheduler(_queue(0)), None)  # type: ignore[arg-type]
-    top.prefetcher = Prefetcher(threads=1)
-    top.stopService()
-    top.prefetcher([("/nonexistent", 1)])
-    assert not top.prefetcher.started

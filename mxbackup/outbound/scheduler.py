@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task
@@ -40,6 +40,7 @@ from mxbackup.outbound.pause import Pauses
 from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
 from mxbackup.queue.envelope import Envelope
+from mxbackup.queue.prefetch import Prefetcher
 from mxbackup.queue.recovery import Chunk
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.tries import Tried, tried
@@ -64,11 +65,11 @@ class Scheduler:
         stats: Stats | None = None,
         check: Check | None = None,
         rng: random.Random | None = None,
-        prefetch: Callable[[list[tuple[str, int]]], None] | None = None,
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self.spool = spool
-        # warms the page cache for a connection's messages (``queue.prefetch``)
-        self.prefetch = prefetch or (lambda files: None)
+        # warms the page cache for a connection's messages; stopped with the ticks
+        self.prefetcher = prefetcher
         self.clock = clock
         self.dialer = Dialer(nexthop, deliver, config, check)
         self.stats = stats or Stats()
@@ -182,9 +183,12 @@ class Scheduler:
         return self._loop.start(self.delivery.tick, now=True)
 
     def stop(self) -> defer.Deferred:
-        """No more ticks; fires once the try counts kept in memory only are written."""
+        """No more ticks nor warming; fires once the try counts kept in memory only are
+        written."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        if self.prefetcher is not None:
+            self.prefetcher.stop()
         return self.recorder.save_counts()
 
     def tick(self) -> None:
@@ -258,7 +262,8 @@ class Scheduler:
             jobs = self._jobs(key, qids)
             if not jobs:
                 return
-            self.prefetch([(j.path, j.size) for j in jobs])  # read while we connect
+            if self.prefetcher is not None:  # read while we connect
+                self.prefetcher([(j.path, j.size) for j in jobs])
             # The tries are noted before the connection (``queue.tries``); the envelopes
             # are written with the outcomes.
             tries = [(j.qid, tried(self.queue[j.qid])) for j in jobs]

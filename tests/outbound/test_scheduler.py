@@ -512,7 +512,12 @@ def test_a_connection_has_its_messages_warmed_before_it_dials(w):
     are handed to the prefetcher before the connection is made (a cold file read on the
     reactor thread stops the whole server)."""
     events: list[Any] = []
-    w.scheduler.prefetch = lambda files: events.append(("warm", files))
+
+    class Recording:
+        def __call__(self, files: list[tuple[str, int]]) -> None:
+            events.append(("warm", files))
+
+    w.scheduler.prefetcher = Recording()  # type: ignore[assignment]
     real_deliver = w.scheduler.dialer.deliver
 
     def deliver(*args: Any) -> Any:
@@ -526,3 +531,13 @@ def test_a_connection_has_its_messages_warmed_before_it_dials(w):
     warmed = events[0][1]
     assert [Path(path).name for path, _ in warmed] == [first.id, second.id] == events[1][1]
     assert [size for _, size in warmed] == [first.size, second.size]
+
+
+def test_the_stop_ends_the_prefetcher(w):
+    """``queue.prefetch``: its threads end with the ticks (nothing is warmed after them)."""
+    from mxbackup.queue.prefetch import Prefetcher
+
+    w.scheduler.prefetcher = Prefetcher(threads=1)
+    w.scheduler.stop()
+    w.scheduler.prefetcher([("/nonexistent", 1)])
+    assert not w.scheduler.prefetcher.started

@@ -131,12 +131,17 @@ def test_workers_read_their_own_span(tmp_path, monkeypatch):
     assert sum(c.from_snapshot for c in chunks) == 55
 
 
-def test_span_covers_the_ids_asked_for(tmp_path, monkeypatch):
-    names = [f"Q{i:04}" for i in range(20)]
+def indexed(tmp_path, monkeypatch, count: int, every: int):
+    """``count`` envelopes in a snapshot indexed every ``every`` records; their ids and it."""
+    names = [f"Q{i:04}" for i in range(count)]
     files(tmp_path, names)
-    monkeypatch.setattr(snapshot, "INDEX_EVERY", 3)
+    monkeypatch.setattr(snapshot, "INDEX_EVERY", every)
     snap(tmp_path, names)
-    kept = snapshot.Snapshot.open(str(tmp_path))
+    return names, snapshot.Snapshot.open(str(tmp_path))
+
+
+def test_span_covers_the_ids_asked_for(tmp_path, monkeypatch):
+    names, kept = indexed(tmp_path, monkeypatch, 20, 3)
     for first, last in [("Q0000", "Q0019"), ("Q0004", "Q0007"), ("A", "Q0001"), ("Q0018", "Z")]:
         found = snapshot.entries(kept.path, kept.span(first, last), first, last)
         assert sorted(found) == [q for q in names if first <= q <= last]
@@ -196,11 +201,7 @@ def test_a_record_whose_id_was_damaged_is_not_taken_for_another(tmp_path):
 
 
 def test_an_index_out_of_order_is_not_trusted(tmp_path, monkeypatch):
-    names = [f"Q{i:04}" for i in range(6)]
-    files(tmp_path, names)
-    monkeypatch.setattr(snapshot, "INDEX_EVERY", 2)
-    snap(tmp_path, names)
-    kept = snapshot.Snapshot.open(str(tmp_path))
+    _, kept = indexed(tmp_path, monkeypatch, 6, 2)
     assert snapshot._in_order(kept._firsts, kept._offsets, kept.end)
     assert not snapshot._in_order(kept._firsts[::-1], kept._offsets, kept.end)
     assert not snapshot._in_order(kept._firsts, kept._offsets[::-1], kept.end)
