@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import signal
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from twisted.names import hosts as dns_hosts
 from twisted.names import resolve
 
 from mxbackup import config as config_module
+from mxbackup import heap
 from mxbackup.checks.env import CheckEnv
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
@@ -88,6 +90,8 @@ class MXBackupService(service.MultiService):
         self.spool_process = spool_process  # stopped last (see stopService)
         self.listeners: list[Listener] = []  # every listening endpoint (see listen())
         self._reactor = reactor
+        if reactor is not None:  # the C heap's free pages given back now and then
+            heap.trimming(reactor).setServiceParent(self)
         self.passwords: Passwords | None = None  # the AUTH check, given the new accounts
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
@@ -152,8 +156,6 @@ class MXBackupService(service.MultiService):
         )
 
     def _install_sighup(self) -> None:
-        import signal
-
         reactor = self._reactor
         if reactor is None:  # built without one (tests): the global reactor
             from twisted.internet import reactor
