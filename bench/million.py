@@ -364,6 +364,8 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
         "seconds": round(t1 - t0, 1),
         "first_delivery_s": round(first[0] - t0, 2) if first else None,
         "msg_per_s_after_first": rate,
+        # as bench/run.py's "whole" row: from the primary's return, detection included
+        "msg_per_s_whole": round(delivered / (t1 - t0), 1) if t1 > t0 else None,
         # all the server's work for them (twistd and spool process, from the primary's
         # return): unlike the rate's window, it does not leave out the set-up before the
         # first delivery nor the removals after the last
