@@ -28,6 +28,7 @@ from twisted.logger import Logger
 
 from mxbackup.config import Config
 from mxbackup.outbound.backlog import Backlog
+from mxbackup.outbound.batches import APPLY_EVERY, Batches
 from mxbackup.outbound.concurrency import RETRY_SOON, Concurrency
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
 from mxbackup.outbound.envelopes import Envelopes
@@ -38,7 +39,7 @@ from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.pause import Pauses
 from mxbackup.outbound.reasons import with_address
-from mxbackup.outbound.recorder import APPLY_EVERY, RECORD_RETRY, Batches, Recorder, logged
+from mxbackup.outbound.recorder import RECORD_RETRY, Recorder, logged
 from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.prefetch import Prefetcher
 from mxbackup.queue.recovery import Chunk
