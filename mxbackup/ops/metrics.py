@@ -120,6 +120,14 @@ class MXBackupCollector(Collector):
             "Open inbound SMTP connections.",
             value=self.root.smtp_factory.connections,
         )
+        prefetcher = scheduler.prefetcher
+        if prefetcher is not None:
+            yield CounterMetricFamily(
+                "mxbackup_prefetch_failures",
+                "Batches of message files whose warming ended on an unexpected error "
+                "(those messages are read from the disk as they are sent).",
+                value=prefetcher.failures,
+            )
         yield from verification_metrics(stats, scheduler)
         yield from check_metrics(stats)
 

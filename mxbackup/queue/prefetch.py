@@ -45,7 +45,7 @@ class Prefetcher:
         # start-up (whose readers fork only while the server has no other thread)
         self._stopped = False
         self.cold = True  # the last batch looked at had files to announce (set by a thread)
-        self.failures = 0  # batches ended by an unexpected error (seen at the manhole)
+        self.failures = 0  # batches ended by an unexpected error (metrics, the manhole)
         self._skipped = 0
 
     def __call__(self, files: Iterable[tuple[str, int]]) -> None:

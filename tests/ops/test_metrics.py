@@ -29,6 +29,7 @@ class FakeScheduler:
         self.health.failed(self.targets["example.org"], why, 130.0, 30.0)
         self.depths = {"example.com": 1, "example.org": 2, "mx:example.net": 1}
         self.age = 754.5
+        self.prefetcher = SimpleNamespace(failures=1)
 
     def depth_by_target(self) -> dict[str, int]:
         return dict(self.depths)
@@ -153,6 +154,7 @@ class MetricsTests(TestCase):
             ): 1,
             ("mxbackup_oldest_message_age_seconds", ()): 754.5,
             ("mxbackup_smtp_connections", ()): 2,
+            ("mxbackup_prefetch_failures_total", ()): 1,
             ("mxbackup_verify_callouts_total", (("outcome", "accepted"),)): 3,
             ("mxbackup_verify_callouts_total", (("outcome", "refused"),)): 1,
             ("mxbackup_verify_cache_total", (("result", "hit"),)): 10,
