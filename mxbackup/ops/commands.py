@@ -130,14 +130,20 @@ class Commands:
         info["headers"] = head[: end if end >= 0 else len(head)].decode("utf-8", "replace")
         return info
 
-    def status(self) -> dict[str, Any]:
-        return View(self.scheduler).status()
+    def status(self) -> defer.Deferred:
+        """Fires with ``View.status``, a big queue scanned in turns of the reactor."""
+        return in_turns(self.scheduler.clock, View(self.scheduler).status_steps())
 
     def summary(self) -> defer.Deferred:
         """Fires with the queue's shape (``View.summary``), counted in turns of the reactor."""
         return in_turns(self.scheduler.clock, View(self.scheduler).summary_steps())
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> defer.Deferred:
+        """Fires with the counters and the queue's shape (its oldest found in turns)."""
+        return in_turns(self.scheduler.clock, self._stats_steps())
+
+    def _stats_steps(self) -> Generator[None, None, dict[str, Any]]:
+        oldest_age = yield from self.scheduler.oldest_age_steps()
         s = self.scheduler.stats
         return {
             "accepted": s.accepted,
@@ -148,7 +154,7 @@ class Commands:
             "dsn_sent": s.dsn_sent,
             "queue": len(self.scheduler.queue),
             "depth_by_target": self.scheduler.depth_by_target(),
-            "oldest_age": self.scheduler.oldest_age(),
+            "oldest_age": oldest_age,
         }
 
     # -- acting on messages --------------------------------------------------------------------

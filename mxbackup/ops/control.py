@@ -38,7 +38,7 @@ _ALLOWED = {
 }  # fmt: skip
 # Read-only commands made in turns of the reactor over the whole queue: worth nothing once
 # their client has gone (a monitor that polls with a short timeout must not pile them up).
-_READ_IN_TURNS = {"list", "summary"}
+_READ_IN_TURNS = {"list", "summary", "status", "stats"}
 _ARGUMENT = (str, int, float, bool, type(None))
 
 

@@ -42,22 +42,29 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.application import service, strports
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from mxbackup.config import MetricsConfig
 from mxbackup.ops.checkmetrics import check_metrics
 from mxbackup.ops.verifymetrics import verification_metrics
 from mxbackup.outbound.reasons import kind_of
+from mxbackup.turns import in_turns
+
+log = Logger(namespace="mxbackup.metrics")
 
 
 def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> service.IService:
     """The HTTP listener on ``config.listen``.  ``root`` has ``stats``, ``scheduler`` and
     ``smtp_factory`` (an ``MXBackupService``); they are read at each scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MXBackupCollector(root))
-    site = _QuietSite(_Index(registry))
+    collector = MXBackupCollector(root)
+    registry.register(collector)
+    site = _QuietSite(_Index(_Metrics(registry, collector, reactor)))
     site.noisy = False
     return strports.service(config.listen, site, reactor=reactor)
 
@@ -65,6 +72,7 @@ def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> serv
 class MXBackupCollector(Collector):
     def __init__(self, root: Any) -> None:
         self.root = root
+        self.oldest_age: float | None = None  # found in turns before a scrape (``_Metrics``)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.root.stats
@@ -113,7 +121,7 @@ class MXBackupCollector(Collector):
         yield GaugeMetricFamily(
             "mxbackup_oldest_message_age_seconds",
             "Age of the oldest message in the queue (0 when empty).",
-            value=scheduler.oldest_age(),
+            value=scheduler.oldest_age() if self.oldest_age is None else self.oldest_age,
         )
         yield GaugeMetricFamily(
             "mxbackup_smtp_connections",
@@ -153,24 +161,49 @@ def _reasons(health: Any) -> Iterator[Metric]:
 
 
 class _Metrics(Resource):
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """A scrape: the oldest message's age is found first, a slice of a big queue per turn
+    of the reactor (at once, a million ids stalled acceptance ~100 ms per scrape), then
+    every value is read in one turn."""
+
+    def __init__(self, registry: CollectorRegistry, collector: Any, clock: Any) -> None:
         super().__init__()
-        self.registry = registry
+        self.registry, self.collector, self.clock = registry, collector, clock
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         return pages.notFound()
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> Any:
+        scheduler = self.collector.root.scheduler
+        found = in_turns(self.clock, scheduler.oldest_age_steps())
+        request.notifyFinish().addErrback(lambda _: found.cancel())  # the scraper went away
+        found.addCallback(self._write, request)
+        found.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        if failure.check(defer.CancelledError):
+            return  # nobody to answer
+        log.failure("metrics: the scrape failed", failure)
+        request.setResponseCode(500)
+        request.finish()
+
+    def _write(self, oldest_age: float, request: Request) -> None:
+        self.collector.oldest_age = oldest_age
+        try:
+            body = generate_latest(self.registry)
+        finally:
+            self.collector.oldest_age = None
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return generate_latest(self.registry)
+        request.write(body)
+        request.finish()
 
 
 class _Index(Resource):
     """``/``: a pointer to ``/metrics``; anything else is 404."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, metrics: _Metrics) -> None:
         super().__init__()
-        self.putChild(b"metrics", _Metrics(registry))
+        self.putChild(b"metrics", metrics)
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         if path == b"" and not request.postpath:

@@ -84,20 +84,30 @@ class View:
 
     # -- mxbackup status -------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        return at_once(self.status_steps())
+
+    def status_steps(self) -> Generator[None, None, dict[str, Any]]:
+        """``status``: a big target's recipients and oldest message are found a slice per
+        turn of the reactor (``Backlog.SCAN_SLICE``)."""
         sched = self.scheduler
         routes = {r.domain: r for r in sched.config.routes}
         keys = list(routes) + sorted(
             k for k in set(sched.backlog.keys()) | set(sched.health.targets) if k not in routes
         )
+        targets = []
+        for key in keys:
+            targets.append((yield from self.target_steps(key, routes.get(key))))
         return {
             "now": self.now,
             "paused": sched.pauses.everything,
             "queue": len(sched.queue),
-            "targets": [self.target(key, routes.get(key)) for key in keys],
+            "targets": targets,
         }
 
-    def target(self, key: str, route: Any) -> dict[str, Any]:
+    def target_steps(self, key: str, route: Any) -> Generator[None, None, dict[str, Any]]:
         sched = self.scheduler
+        recipients = yield from sched.backlog.recipients_steps(key)
+        oldest = yield from sched.backlog.oldest_steps(key)
         health = sched.health.targets.get(key)
         if health is None:
             state, since = "unknown", None
@@ -115,12 +125,12 @@ class View:
             "next_probe": health.next_probe if health is not None and health.down else None,
             "paused": sched.pauses.paused(key),
             "messages": sched.backlog.depth(key),
-            "recipients": sched.backlog.recipients_at(key),
+            "recipients": recipients,
             "oldest": None,
         }
         # The oldest message by id (ids sort by arrival): one envelope read, not all of them
-        # (kept packed, a million would take seconds to read).
-        envelope = sched.backlog.oldest(key)
+        # (kept packed, a million would take seconds to read); gone if it left meanwhile.
+        envelope = sched.queue.peek(oldest) if oldest is not None else None
         at_key = [r for r in envelope.pending() if target_key(r) == key] if envelope else []
         if envelope is not None and at_key:
             rcpt = at_key[0]

@@ -57,11 +57,6 @@ class Envelopes(Mapping[str, Envelope]):
             self._unpacked += 1
         return envelope
 
-    def first(self) -> str | None:
-        """The smallest id (the oldest message: ids sort by arrival), without a snapshot."""
-        firsts = [min(ids) for ids in (self._objects, self._packed) if ids]
-        return min(firsts) if firsts else None
-
     def objects(self) -> int:
         """How many are unpacked (the rest are packed)."""
         return len(self._objects)

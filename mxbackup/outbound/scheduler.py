@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task
@@ -373,3 +373,7 @@ class Scheduler:
 
     def oldest_age(self) -> float:
         return self.backlog.oldest_age(self.clock.seconds())
+
+    def oldest_age_steps(self) -> Generator[None, None, float]:
+        """``oldest_age``, a slice of a big queue per turn (``turns.in_turns``)."""
+        return self.backlog.oldest_age_steps(self.clock.seconds())

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from mxbackup.ops import status
 from mxbackup.ops.commands import Commands
+from mxbackup.outbound import backlog as backlog_module
 from mxbackup.outbound import selection
 
 
@@ -76,7 +77,7 @@ def test_no_selector_is_refused_but_flush_means_everything(w):
 
 def test_pause_and_resume_by_route(w):
     assert w.commands.pause("example.com") == {"global": False, "routes": ["example.com"]}
-    assert w.commands.status()["targets"][0]["paused"] is True
+    assert done(w.commands.status())["targets"][0]["paused"] is True
     assert w.commands.resume("example.com")["routes"] == []
     with pytest.raises(KeyError):
         w.commands.pause("elsewhere.test")
@@ -85,7 +86,7 @@ def test_pause_and_resume_by_route(w):
 def test_status_says_down_since_next_probe_and_the_oldest(w):
     env = w.queue()
     w.advance(10)
-    status = w.commands.status()
+    status = done(w.commands.status())
     (target,) = [t for t in status["targets"] if t["target"] == "example.com"]
     assert target["state"] == "down" and target["down_since"] is not None
     assert "connection refused" in target["last_error"]
@@ -211,3 +212,19 @@ def test_a_listing_whose_client_goes_away_is_cancelled(w, monkeypatch):
 def slices(w) -> list:
     """The slices of work in turns waiting for their turn (``turns.in_turns``)."""
     return [c for c in w.clock.getDelayedCalls() if getattr(c.func, "__name__", "") == "step"]
+
+
+def test_status_and_stats_scan_a_big_queue_in_turns_of_the_reactor(w, monkeypatch):
+    """Regression (issue 17): the oldest of 677,000 ids found at once stalled acceptance
+    ~100 ms per ``stats`` or ``status``; they now look at a slice per turn."""
+    monkeypatch.setattr(backlog_module, "SCAN_SLICE", 2)
+    ids = [w.queue().id for _ in range(5)]
+    stats, status = w.commands.stats(), w.commands.status()
+    assert not stats.called and not status.called
+    for _ in range(10):
+        w.clock.advance(0)
+    counted = done(stats)
+    assert counted["queue"] == 5
+    assert counted["oldest_age"] == 0.0  # all queued at this very moment of the clock
+    (target,) = [t for t in done(status)["targets"] if t["target"] == "example.com"]
+    assert target["oldest"]["id"] == min(ids) and target["recipients"] == 5

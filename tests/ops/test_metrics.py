@@ -5,10 +5,16 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.error import ConnectionDone
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 
 from helpers import listening_port, track_connections
 from mxbackup.config import MetricsConfig
@@ -35,6 +41,10 @@ class FakeScheduler:
         return dict(self.depths)
 
     def oldest_age(self) -> float:
+        return self.age
+
+    def oldest_age_steps(self) -> Any:
+        yield  # a turn of the reactor, as a big queue's scan takes
         return self.age
 
 
@@ -197,3 +207,60 @@ class MetricsTests(TestCase):
             response, _ = yield self.get(path)
             self.assertEqual(response.code, 404, path)
             self.assertEqual(response.headers.getRawHeaders(b"server"), [b"mxbackup"])
+
+
+def _scrape_resource(scheduler: Any) -> Any:
+    from twisted.internet.task import Clock
+
+    from mxbackup.ops.metrics import MXBackupCollector, _Metrics
+
+    root = SimpleNamespace(
+        stats=Stats(), scheduler=scheduler, smtp_factory=SimpleNamespace(connections=0)
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    collector = MXBackupCollector(root)
+    registry.register(collector)
+    clock = Clock()
+    return _Metrics(registry, collector, clock), clock
+
+
+def test_a_scrape_finds_the_oldest_in_turns_then_answers() -> None:
+    resource, clock = _scrape_resource(FakeScheduler())
+    request = DummyRequest([b""])
+    assert resource.render_GET(request) == NOT_DONE_YET
+    assert request.finished == 0  # the scan is under way
+    clock.advance(0)
+    assert request.finished == 1
+    assert b"mxbackup_oldest_message_age_seconds 754.5" in b"".join(request.written)
+
+
+def test_a_scraper_that_goes_away_stops_the_scan() -> None:
+    scheduler = FakeScheduler()
+    resource, clock = _scrape_resource(scheduler)
+    request = DummyRequest([b""])
+    resource.render_GET(request)
+    request.processingFailed(Failure(ConnectionDone()))
+    scheduler.age = -1.0  # a slice after the cancel would answer with this
+    clock.advance(0)
+    assert request.finished == 0 and request.written == []
+
+
+def test_a_scan_that_fails_is_a_500_and_a_log_line() -> None:
+    scheduler = FakeScheduler()
+
+    def broken() -> Any:
+        yield
+        raise RuntimeError("a bug")
+
+    scheduler.oldest_age_steps = broken  # type: ignore[method-assign]
+    resource, clock = _scrape_resource(scheduler)
+    request = DummyRequest([b""])
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        resource.render_GET(request)
+        clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert request.responseCode == 500 and request.finished == 1
+    assert any(e.get("log_format") == "metrics: the scrape failed" for e in events)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import sample_envelope
+from mxbackup.outbound import backlog as backlog_module
 from mxbackup.outbound.backlog import Backlog, pending_by_target
+from mxbackup.turns import at_once
 
 
 def envelope(qid="q1", received_at=0.0):
@@ -64,3 +68,41 @@ def test_reschedule_and_forget():
     b.forget(env)
     assert b.envelopes == {} and b.depth_by_target() == {} and b.keys() == []
     assert list(b.due_now(10**9)) == [] and b.oldest_age(now=25.0) == 0.0
+
+
+def test_the_oldest_is_the_smallest_id_packed_or_not():
+    b = Backlog()
+    assert b.oldest() is None and b.oldest_age(now=5.0) == 0.0
+    for qid in ("B", "A", "C"):
+        b.add(envelope(qid, received_at=1.0), now=0.0)
+    b.envelopes.compact(lambda qid: qid != "C", limit=3)
+    assert at_once(b.oldest_steps()) == "A" and b.oldest("example.com").id == "A"
+    b.forget(b.envelopes["A"])
+    assert b.oldest().id == "B" and b.oldest_age(now=5.0) == 4.0
+
+
+def test_the_scans_of_status_and_stats_look_at_a_slice_per_turn(monkeypatch):
+    """A million ids at once stalled acceptance ~100 ms per ``stats`` or scrape: the scans
+    yield between slices (``turns.in_turns`` runs a slice per turn of the reactor)."""
+    monkeypatch.setattr(backlog_module, "SCAN_SLICE", 2)
+    b = Backlog()
+    for qid in ("E", "D", "C", "B", "A"):
+        b.add(envelope(qid, received_at=1.0), now=0.0)
+    steps = b.oldest_steps("example.com")
+    turns = 0
+    with pytest.raises(StopIteration) as end:
+        while True:
+            next(steps)
+            turns += 1
+            if "A" in b.envelopes:
+                b.forget(b.envelopes["A"])  # delivered meanwhile
+    assert turns == 3 and end.value.value == "A"  # the oldest when asked
+    assert at_once(b.recipients_steps("example.com")) == 8  # 4 messages, 2 recipients each
+    assert list(b.recipients_steps("example.com")) == [None]  # a turn between 2 slices
+
+
+def test_small_queues_are_answered_at_once():
+    b = Backlog()
+    b.add(envelope("A"), now=0.0)
+    with pytest.raises(StopIteration):
+        next(b.oldest_steps())

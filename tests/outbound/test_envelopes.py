@@ -75,17 +75,6 @@ def test_arrival_of_a_packed_message_is_read_from_its_id():
     assert queue.arrival("18B1A2C3D4E5F0A1B2C") == int("18B1A2C3D4E5F", 16) / 1e6
 
 
-def test_first_is_the_smallest_id_packed_or_not():
-    queue = Envelopes()
-    assert queue.first() is None
-    for qid in ("B", "A", "C"):
-        add(queue, qid)
-    queue.compact(lambda qid: qid != "C")
-    assert queue.first() == "A"
-    queue.discard("A")
-    assert queue.first() == "B"
-
-
 def test_discard():
     queue = Envelopes()
     add(queue, "A")
