@@ -70,7 +70,7 @@ class _Scheduler:
         pass
 
 
-def test_the_service_trims_at_start_then_every_few_minutes(monkeypatch) -> None:
+def test_the_service_trims_at_start_then_every_minute(monkeypatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(heap, "_TRIM", lambda pad: calls.append(pad) or 0)
     clock = Clock()

@@ -194,6 +194,7 @@ class _Metrics(Resource):
         finally:
             self.collector.oldest_age = None
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
 

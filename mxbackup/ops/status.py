@@ -19,6 +19,7 @@ from mxbackup.turns import at_once
 # qshape's buckets: minutes, each twice the one before; the last is "older than that".
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 SUMMARY_SLICE = 5_000  # messages counted per turn of the reactor (``summary_steps``)
+OLDEST_TRIES = 3  # scans for a target's oldest message, if the one found left meanwhile
 
 
 def retries_left(rule: RetryRule, rcpt: Recipient) -> int:
@@ -106,8 +107,12 @@ class View:
 
     def target_steps(self, key: str, route: Any) -> Generator[None, None, dict[str, Any]]:
         sched = self.scheduler
-        recipients = yield from sched.backlog.recipients_steps(key)
-        oldest = yield from sched.backlog.oldest_steps(key)
+        envelope = None
+        for _ in range(OLDEST_TRIES):  # during a drain the oldest may leave while it is found
+            oldest = yield from sched.backlog.oldest_steps(key)
+            envelope = sched.queue.peek(oldest) if oldest is not None else None
+            if envelope is not None or oldest is None:
+                break
         health = sched.health.targets.get(key)
         if health is None:
             state, since = "unknown", None
@@ -125,12 +130,11 @@ class View:
             "next_probe": health.next_probe if health is not None and health.down else None,
             "paused": sched.pauses.paused(key),
             "messages": sched.backlog.depth(key),
-            "recipients": recipients,
+            "recipients": sched.backlog.recipients_at(key),
             "oldest": None,
         }
         # The oldest message by id (ids sort by arrival): one envelope read, not all of them
-        # (kept packed, a million would take seconds to read); gone if it left meanwhile.
-        envelope = sched.queue.peek(oldest) if oldest is not None else None
+        # (kept packed, a million would take seconds to read).
         at_key = [r for r in envelope.pending() if target_key(r) == key] if envelope else []
         if envelope is not None and at_key:
             rcpt = at_key[0]

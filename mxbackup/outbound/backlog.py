@@ -15,7 +15,7 @@ from mxbackup.outbound.duequeue import DueByTarget
 from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import target_key
 from mxbackup.outbound.inflight import Entry, InFlight
-from mxbackup.queue.envelope import Envelope, Recipient, Targets, pending_targets
+from mxbackup.queue.envelope import Envelope, Recipient, Targets, id_time, pending_targets
 from mxbackup.queue.recovery import Chunk
 from mxbackup.turns import at_once
 
@@ -127,18 +127,8 @@ class Backlog:
         return self.envelopes.arrival(qid)
 
     def recipients_at(self, key: str) -> int:
-        """Recipients pending at ``key``."""
-        return at_once(self.recipients_steps(key))
-
-    def recipients_steps(self, key: str) -> Generator[None, None, int]:
-        """``recipients_at``, ``SCAN_SLICE`` messages per turn (``turns``)."""
-        counts = list(self._by_target.get(key, {}).values())
-        total = 0
-        for start in range(0, len(counts), SCAN_SLICE):
-            if start:
-                yield
-            total += sum(counts[start : start + SCAN_SLICE])
-        return total
+        """Recipients pending at ``key`` (a sum of small integers: ~5 ms at a million)."""
+        return sum(self._by_target.get(key, {}).values())
 
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
@@ -169,9 +159,13 @@ class Backlog:
         return at_once(self.oldest_age_steps(now))
 
     def oldest_age_steps(self, now: float) -> Generator[None, None, float]:
-        """How long ago the oldest message arrived (0.0 with none), in turns."""
+        """How long ago the oldest message arrived (its ``received_at``; 0.0 with none), in
+        turns; one that left during the scan: the time its id was made."""
         oldest = yield from self.oldest_steps()
-        return now - self.envelopes.arrival(oldest) if oldest is not None else 0.0
+        if oldest is None:
+            return 0.0
+        envelope = self.envelopes.peek(oldest)  # one unpacked, if packed (~8 µs)
+        return now - (envelope.received_at if envelope is not None else id_time(oldest))
 
     # -- when ----------------------------------------------------------------------------------
     def due_now(self, now: float, room: Callable[[str], float] | None = None) -> Iterator[Entry]:

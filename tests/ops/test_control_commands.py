@@ -14,6 +14,7 @@ from mxbackup.ops import status
 from mxbackup.ops.commands import Commands
 from mxbackup.outbound import backlog as backlog_module
 from mxbackup.outbound import selection
+from mxbackup.turns import at_once
 
 
 def done(result):
@@ -228,3 +229,34 @@ def test_status_and_stats_scan_a_big_queue_in_turns_of_the_reactor(w, monkeypatc
     assert counted["oldest_age"] == 0.0  # all queued at this very moment of the clock
     (target,) = [t for t in done(status)["targets"] if t["target"] == "example.com"]
     assert target["oldest"]["id"] == min(ids) and target["recipients"] == 5
+
+
+def test_status_shows_an_oldest_even_if_the_one_found_left_during_the_scan(w, monkeypatch):
+    """During a drain the oldest message is often delivered while a big target is scanned:
+    ``status`` looks again (``OLDEST_TRIES``) instead of showing none."""
+    monkeypatch.setattr(backlog_module, "SCAN_SLICE", 2)
+    ids = sorted(w.queue().id for _ in range(5))
+    steps = status.View(w.scheduler).status_steps()
+    next(steps)  # the ids copied
+    next(steps)  # and the first slice looked at
+    w.scheduler.backlog.forget(w.scheduler.queue[ids[0]])  # delivered meanwhile
+    answer = at_once(steps)
+    (target,) = [t for t in answer["targets"] if t["target"] == "example.com"]
+    assert target["oldest"]["id"] == ids[1] and target["messages"] == 4
+
+
+@pytest.mark.parametrize("cmd", ["status", "stats"])
+def test_a_scan_whose_client_goes_away_is_cancelled(w, monkeypatch, cmd):
+    from twisted.internet.testing import StringTransport
+
+    from mxbackup.ops.control import ControlProtocol
+
+    monkeypatch.setattr(backlog_module, "SCAN_SLICE", 2)
+    for _ in range(6):
+        w.queue()
+    proto = ControlProtocol(w.commands)
+    proto.makeConnection(StringTransport())
+    proto.lineReceived(b'{"cmd": "%s"}' % cmd.encode())
+    assert len(slices(w)) == 1
+    proto.connectionLost(None)
+    assert slices(w) == []
