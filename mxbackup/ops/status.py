@@ -158,7 +158,7 @@ class View:
         backlog, now, counted = self.scheduler.backlog, self.now, 0
         for key in sorted(backlog.keys()):
             row = [0] * (len(BUCKETS) + 1)
-            for qid in list(backlog.messages_at(key)):  # a copy: it may change between turns
+            for qid in backlog.messages_at(key):  # a new list: the dict may change between turns
                 row[bisect_right(BUCKETS, (now - arrival(qid)) / 60)] += 1
                 counted += 1
                 if counted % SUMMARY_SLICE == 0:
