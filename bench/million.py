@@ -20,13 +20,13 @@ nothing is due, the next attempts are 1-2 h ahead); ``mxbackup queue list`` (def
 NOOP every 5 ms; ``stats`` over the control socket; with ``--accept M``, ``smtp-source -s 10 -m
 M -l 5120`` msg/s while full, then the same on an empty spool (the goal: within 20 %); with
 ``--drain S``, ``smtp-sink`` on the primary's port and messages delivered per second over S
-seconds (compare with ``--count 2000``, a burst, and ``--count 20000``, sustained: see the
-README), and the server's CPU per delivered message over the whole drain (twistd and the
-spool process, from the primary's return to a second after the last removal).  ``restart``:
-start-up to ``mxbackup ready`` reading every envelope file, the clean stop's time (it writes
-the snapshot, ``queue.snapshot``), start-up from the snapshot; with ``--cold``, after dropping
-the page cache (root).  Prints one JSON object.  Figures taken on a shared machine are noise:
-run it alone.
+seconds, from the first delivery and from the primary's return (compare with ``--count 2000``, a
+burst, and ``--count 20000``, sustained: see the README), and the server's CPU per delivered
+message over the whole drain (twistd and the spool process, from the primary's return to a
+second after the last removal).  ``restart``: start-up to ``mxbackup ready`` reading every
+envelope file, the clean stop's time (it writes the snapshot, ``queue.snapshot``), start-up from
+the snapshot; with ``--cold``, after dropping the page cache (root).  Prints one JSON object.
+Figures taken on a shared machine are noise: run it alone.
 """
 
 from __future__ import annotations
