@@ -236,12 +236,8 @@ class MXBackupService(service.MultiService):
             log.warn("stop: no snapshot of the queue ({error}): the next start reads every "
                      "envelope file", error=e)  # fmt: skip
             return
-        log.info(
-            "stop: snapshot of {count} of {n} envelopes written in {seconds:.1f} s",
-            count=count,
-            n=len(queue),
-            seconds=time.monotonic() - started,
-        )
+        log.info("stop: snapshot of {count} of {n} envelopes written in {seconds:.1f} s",
+                 count=count, n=len(queue), seconds=time.monotonic() - started)  # fmt: skip
 
 
 def make_password_check(reactor: Any, config: Config) -> Passwords:

@@ -72,7 +72,7 @@ def make_metrics_service(config: MetricsConfig, root: Any, reactor: Any) -> serv
 class MXBackupCollector(Collector):
     def __init__(self, root: Any) -> None:
         self.root = root
-        self.oldest_age: float | None = None  # found in turns before a scrape (``_Metrics``)
+        self.oldest_age = 0.0  # found in turns before each scrape (``_Metrics``)
 
     def collect(self) -> Iterator[Metric]:
         stats = self.root.stats
@@ -121,7 +121,7 @@ class MXBackupCollector(Collector):
         yield GaugeMetricFamily(
             "mxbackup_oldest_message_age_seconds",
             "Age of the oldest message in the queue (0 when empty).",
-            value=scheduler.oldest_age() if self.oldest_age is None else self.oldest_age,
+            value=self.oldest_age,
         )
         yield GaugeMetricFamily(
             "mxbackup_smtp_connections",
@@ -189,10 +189,7 @@ class _Metrics(Resource):
 
     def _write(self, oldest_age: float, request: Request) -> None:
         self.collector.oldest_age = oldest_age
-        try:
-            body = generate_latest(self.registry)
-        finally:
-            self.collector.oldest_age = None
+        body = generate_latest(self.registry)
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)

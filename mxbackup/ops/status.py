@@ -19,7 +19,6 @@ from mxbackup.turns import at_once
 # qshape's buckets: minutes, each twice the one before; the last is "older than that".
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 SUMMARY_SLICE = 5_000  # messages counted per turn of the reactor (``summary_steps``)
-OLDEST_TRIES = 3  # scans for a target's oldest message, if the one found left meanwhile
 
 
 def retries_left(rule: RetryRule, rcpt: Recipient) -> int:
@@ -107,12 +106,7 @@ class View:
 
     def target_steps(self, key: str, route: Any) -> Generator[None, None, dict[str, Any]]:
         sched = self.scheduler
-        envelope = None
-        for _ in range(OLDEST_TRIES):  # during a drain the oldest may leave while it is found
-            oldest = yield from sched.backlog.oldest_steps(key)
-            envelope = sched.queue.peek(oldest) if oldest is not None else None
-            if envelope is not None or oldest is None:
-                break
+        _, envelope = yield from sched.backlog.oldest_envelope_steps(key)
         health = sched.health.targets.get(key)
         if health is None:
             state, since = "unknown", None

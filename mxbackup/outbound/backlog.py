@@ -20,6 +20,7 @@ from mxbackup.queue.recovery import Chunk
 from mxbackup.turns import at_once
 
 SCAN_SLICE = 50_000  # ids looked at per turn of the reactor by the scans of status and stats
+OLDEST_TRIES = 3  # scans for the oldest message, if the one found left meanwhile
 
 
 def pending_by_target(envelope: Envelope) -> dict[str, list[Recipient]]:
@@ -133,12 +134,6 @@ class Backlog:
     def depth_by_target(self) -> dict[str, int]:
         return {key: len(qids) for key, qids in self._by_target.items() if qids}
 
-    def oldest(self, key: str | None = None) -> Envelope | None:
-        """The envelope (to read) of the oldest message (waiting at target ``key``): ids sort
-        by arrival."""
-        oldest = at_once(self.oldest_steps(key))
-        return self.envelopes.peek(oldest) if oldest is not None else None
-
     def oldest_steps(self, key: str | None = None) -> Generator[None, None, str | None]:
         """The id of the oldest message (waiting at ``key``), ``SCAN_SLICE`` ids looked at per
         turn: at once, the smallest of 677,000 ids took ~100 ms in the server (its strings
@@ -155,16 +150,28 @@ class Backlog:
                 oldest = low
         return oldest
 
+    def oldest_envelope_steps(
+        self, key: str | None = None
+    ) -> Generator[None, None, tuple[str | None, Envelope | None]]:
+        """The oldest message's id and envelope (to read; None if it left during the scan:
+        scanned again up to ``OLDEST_TRIES`` times, as a drain delivers the oldest first)."""
+        oldest, envelope = None, None
+        for _ in range(OLDEST_TRIES):
+            oldest = yield from self.oldest_steps(key)
+            envelope = self.envelopes.peek(oldest) if oldest is not None else None
+            if envelope is not None or oldest is None:
+                break
+        return oldest, envelope
+
     def oldest_age(self, now: float) -> float:
         return at_once(self.oldest_age_steps(now))
 
     def oldest_age_steps(self, now: float) -> Generator[None, None, float]:
-        """How long ago the oldest message arrived (its ``received_at``; 0.0 with none), in
-        turns; one that left during the scan: the time its id was made."""
-        oldest = yield from self.oldest_steps()
+        """How long ago the oldest message arrived (its ``received_at``, or the time its id
+        was made if it kept leaving during the scans; 0.0 with none), in turns."""
+        oldest, envelope = yield from self.oldest_envelope_steps()
         if oldest is None:
             return 0.0
-        envelope = self.envelopes.peek(oldest)  # one unpacked, if packed (~8 µs)
         return now - (envelope.received_at if envelope is not None else id_time(oldest))
 
     # -- when ----------------------------------------------------------------------------------

@@ -371,9 +371,7 @@ class Scheduler:
     def depth_by_target(self) -> dict[str, int]:
         return self.backlog.depth_by_target()
 
-    def oldest_age(self) -> float:
-        return self.backlog.oldest_age(self.clock.seconds())
-
     def oldest_age_steps(self) -> Generator[None, None, float]:
-        """``oldest_age``, a slice of a big queue per turn (``turns.in_turns``)."""
+        """How long ago the oldest message arrived, a slice of a big queue per turn
+        (``turns.in_turns``)."""
         return self.backlog.oldest_age_steps(self.clock.seconds())

@@ -40,9 +40,6 @@ class FakeScheduler:
     def depth_by_target(self) -> dict[str, int]:
         return dict(self.depths)
 
-    def oldest_age(self) -> float:
-        return self.age
-
     def oldest_age_steps(self) -> Any:
         yield  # a turn of the reactor, as a big queue's scan takes
         return self.age

@@ -74,16 +74,17 @@ def test_reschedule_and_forget():
 def test_the_oldest_is_the_smallest_id_packed_or_not(monkeypatch):
     monkeypatch.setattr(envelopes_module, "KEEP", 0)  # a small queue packed too
     b = Backlog()
-    assert b.oldest() is None and b.oldest_age(now=5.0) == 0.0
+    assert at_once(b.oldest_envelope_steps()) == (None, None) and b.oldest_age(now=5.0) == 0.0
     for qid in ("B", "A", "C"):
         b.add(envelope(qid, received_at=1.0), now=0.0)
     assert b.envelopes.compact(lambda qid: qid != "C", limit=3) == 2
     assert b.envelopes.objects() == 1  # A and B packed
-    assert at_once(b.oldest_steps()) == "A" and b.oldest("example.com").id == "A"
+    assert at_once(b.oldest_steps()) == "A"
+    assert at_once(b.oldest_envelope_steps("example.com"))[1].id == "A"
     b.forget(b.envelopes["A"])
     b.envelopes.compact(lambda qid: True, limit=3)
     assert b.envelopes.loaded("B") is None  # packed: its received_at read all the same
-    assert b.oldest().id == "B" and b.oldest_age(now=5.0) == 4.0
+    assert at_once(b.oldest_envelope_steps())[1].id == "B" and b.oldest_age(now=5.0) == 4.0
 
 
 def test_the_scans_of_status_and_stats_look_at_a_slice_per_turn(monkeypatch):
