@@ -177,6 +177,32 @@ class Server:
             time.sleep(0.01)
         return time.monotonic() - t0
 
+    def wait_for(self, line: bytes, since: int, limit: float = 900) -> float:
+        """Seconds until ``line`` is in the log after octet ``since``."""
+        t0 = time.monotonic()
+        while line not in self.log.read_bytes()[since:]:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text()[-800:])
+            if time.monotonic() - t0 > limit:
+                raise RuntimeError(f"no {line!r} after {limit} s")
+            time.sleep(0.01)
+        return time.monotonic() - t0
+
+    def send_one(self) -> tuple[float, str]:
+        """One 5 KB message through smtplib: seconds from connecting to its 250, and its id."""
+        import smtplib
+
+        t = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=120) as c:
+            c.ehlo("bench.test")
+            c.mail(SENDER)
+            c.rcpt(RCPT)
+            body = b"Subject: during the load\r\n\r\n" + (b"x" * 78 + b"\r\n") * 64
+            code, text = c.data(body)
+        if code != 250:
+            raise RuntimeError(f"DATA answered {code} {text!r}")
+        return time.monotonic() - t, text.decode().rsplit(" ", 1)[-1]
+
     def pids(self) -> list[int]:
         return run.group_members(self.proc.pid) if self.proc else []
 
@@ -308,7 +334,24 @@ def restart(a: argparse.Namespace) -> dict[str, Any]:
             if a.cold:
                 os.sync()
                 Path("/proc/sys/vm/drop_caches").write_text("3\n")
-            out[f"ready_{start}_seconds"] = round(srv.start(), 2)
+            since = srv.log.stat().st_size if srv.log.exists() else 0
+            out[f"ready_{start}_seconds"] = ready = round(srv.start(), 2)
+            probe = StallProbe(srv.port)  # the reactor's worst stall while the queue loads
+            probe.start()
+            took, qid = srv.send_one()
+            out[f"first_250_{start}_seconds"] = round(took, 3)
+            loaded = 0.0  # a queue read before listening (older code): loaded when ready
+            if b"more being read" in srv.log.read_bytes()[since:]:
+                loaded = srv.wait_for(b"queue loaded", since)
+            out[f"loaded_{start}_seconds"] = round(ready + took + loaded, 2)
+            out[f"worst_noop_during_load_{start}_ms"] = round(probe.worst * 1000, 1)
+            # and over the same window after ready for either code (the tries of messages
+            # falling due, the first ticks: what a load in the background is compared with)
+            time.sleep(max(0.0, a.window - took - loaded))
+            probe.stop.set()
+            probe.join(5)
+            out[f"worst_noop_{a.window:.0f}s_after_ready_{start}_ms"] = round(probe.worst * 1e3, 1)
+            srv.cli("queue", "delete", qid)  # the spool holds the count it was made with
             time.sleep(2)
             out[f"mem_{start}_mb"] = srv.mem()
             t = time.monotonic()
@@ -389,6 +432,9 @@ def main(argv: list[str]) -> int:
     s.add_argument("--accept", type=int, default=0, help="messages for the acceptance runs")
     s.add_argument("--drain", type=float, default=0.0, help="seconds of draining to measure")
     sub.choices["restart"].add_argument("--cold", action="store_true", help="drop caches first")
+    sub.choices["restart"].add_argument(
+        "--window", type=float, default=20.0, help="seconds after ready the NOOP probe runs"
+    )
     a = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
         json.dump(

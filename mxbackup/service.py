@@ -14,30 +14,28 @@ import time
 from typing import Any
 
 from twisted.application import internet, service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import ILogObserver, Logger, globalLogPublisher
-from twisted.names import cache as dns_cache
-from twisted.names import client as dns_client
-from twisted.names import hosts as dns_hosts
-from twisted.names import resolve
 
 from mxbackup import config as config_module
 from mxbackup import heap
-from mxbackup.checks.env import CheckEnv
+from mxbackup.check_wiring import make_check_env, make_password_check, make_resolver
 from mxbackup.config import Config, ConfigError
 from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.inbound.passwords import Passwords
 from mxbackup.listening import Listener, all_settled
 from mxbackup.ops.control import Commands, ControlEndpoint, ControlFactory, prepare_socket_path
-from mxbackup.ops.manhole import make_manhole_service
-from mxbackup.ops.metrics import make_metrics_service
+from mxbackup.ops.monitoring import add_monitoring
 from mxbackup.ops.verifycmd import verify_commands
 from mxbackup.outbound.admin import QueueAdmin
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
+from mxbackup.queue.background import BackgroundLoad
 from mxbackup.queue.prefetch import Prefetcher
+from mxbackup.queue.recovery import readers
+from mxbackup.queue.recoverysteps import Recovery
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess
@@ -93,6 +91,29 @@ class MXBackupService(service.MultiService):
         if reactor is not None:  # the C heap's free pages given back now and then
             heap.trimming(reactor).setServiceParent(self)
         self.passwords: Passwords | None = None  # the AUTH check, given the new accounts
+        self.background_load: BackgroundLoad | None = None  # a big queue read while accepting
+
+    def load_in_background(self, recovery: Recovery, workers: int) -> None:
+        """A big queue is read while the server accepts mail (``queue.background``)."""
+        load = BackgroundLoad(
+            self._reactor, recovery, self.scheduler.load_chunk, self._queue_loaded, workers
+        )
+        self.background_load = load
+        self.scheduler.load_progress = load.progress
+        load.setServiceParent(self)
+
+    def _loading(self) -> dict[str, Any] | None:
+        """How far a big queue's load in the background is; None: not loading."""
+        load = self.background_load
+        return load.progress() if load is not None else None
+
+    def _queue_loaded(self) -> None:
+        """The background load is complete: what it left behind is collected and frozen
+        (as ``startService`` does for a queue read before it), the C heap trimmed."""
+        self.scheduler.loaded()
+        gc.collect()
+        gc.freeze()
+        heap.give_back()
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
@@ -148,10 +169,12 @@ class MXBackupService(service.MultiService):
                 self._reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
                 self._reactor.stop()
             return
+        loading = self._loading()
         log.info(
-            "mxbackup ready: {routes} routes, {queued} messages in the queue, spool {spool}",
+            "mxbackup ready: {routes} routes, {queued} messages in the queue{more}, spool {spool}",
             routes=len(self.config.routes),
             queued=len(self.scheduler.queue),
+            more=f" ({loading['of'] - loading['loaded']} more being read)" if loading else "",
             spool=self.spool.root,
         )
 
@@ -228,6 +251,9 @@ class MXBackupService(service.MultiService):
         queue = self.scheduler.queue
         if len(queue) < SNAPSHOT_FROM:
             return
+        if self._loading() is not None:  # the last one stays, still valid
+            log.info("stop: no snapshot of the queue: it was still being read")
+            return
         started = time.monotonic()  # a duration for the log, not a schedule
         try:
             keep_free = self.config.server.min_free_space
@@ -238,42 +264,6 @@ class MXBackupService(service.MultiService):
             return
         log.info("stop: snapshot of {count} of {n} envelopes written in {seconds:.1f} s",
                  count=count, n=len(queue), seconds=time.monotonic() - started)  # fmt: skip
-
-
-def make_password_check(reactor: Any, config: Config) -> Passwords:
-    """The AUTH password check; bcrypt runs in the reactor's thread pool."""
-
-    def run_in_thread(verify: Any) -> defer.Deferred:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), verify)
-
-    return Passwords(config.accounts, run_in_thread)
-
-
-def make_resolver(config: Config, reactor: Any) -> Any:
-    """The DNS resolver for MX lookups: /etc/hosts, a cache, then the name servers, all on
-    the injected reactor.  With ``delivery.dns_servers`` only those servers are asked (Twisted's
-    ``createResolver`` adds /etc/resolv.conf's to any list it is given); without it, those of
-    /etc/resolv.conf (re-read when it changes)."""
-    servers = list(config.delivery.dns_servers)
-    if servers:
-        network = dns_client.Resolver(servers=servers, reactor=reactor)
-    else:
-        network = dns_client.Resolver(resolv=b"/etc/resolv.conf", reactor=reactor)
-    return resolve.ResolverChain(
-        [dns_hosts.Resolver(b"/etc/hosts"), dns_cache.CacheResolver(reactor=reactor), network]
-    )
-
-
-def make_check_env(
-    config: Config, reactor: Any, resolver: Any, stats: Stats, store: Any = None
-) -> CheckEnv:
-    """What the inbound checks use: the same resolver as delivery (``delivery.dns_servers``),
-    the reactor's clock, and its thread pool for DKIM/ARC's hashing and RSA."""
-
-    def offload(fn: Any, *args: Any) -> defer.Deferred:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
-
-    return CheckEnv(resolver=resolver, clock=reactor, offload=offload, stats=stats, store=store)
 
 
 def make_service(config: Config, reactor: Any) -> MXBackupService:
@@ -312,7 +302,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         prefetcher=Prefetcher(),
     )
     try:
-        scheduler.load(spool.recovered())  # packed as they are read: a million fit
+        recovery = _load_queue(spool, scheduler)
     except OSError as e:
         raise _unusable(config, spool, e) from None
     rcpt, state_service = make_rcpt_services(config, reactor, scheduler, nexthop, stats)
@@ -332,6 +322,8 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     )
     top = MXBackupService(config, spool, factory, scheduler, stats, spool_process, reactor)
     state_service.setServiceParent(top)
+    if recovery is not None:
+        top.load_in_background(recovery, readers())
     top.namespace["state_store"] = state_service.store
     top.passwords = passwords
     for i, description in enumerate(config.server.listen):
@@ -356,15 +348,28 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         ControlFactory(commands, globalLogPublisher),
         f"server.control_socket: cannot listen on {socket_path!r}",
     )
-    _add_monitoring(config, top, reactor)
+    add_monitoring(config, top, reactor)
     reactor.callWhenRunning(spool_process.start)
     log.info(
-        "mxbackup starting: {routes} routes, {queued} messages in the queue, spool {spool}",
+        "mxbackup starting: {routes} routes, {queued} messages in the queue{how}, spool {spool}",
         routes=len(config.routes),
-        queued=len(scheduler.queue),
+        queued=len(scheduler.queue) + (recovery.count if recovery is not None else 0),
+        how=" (read while accepting mail)" if recovery is not None else "",
         spool=spool.root,
     )
     return top
+
+
+def _load_queue(spool: Spool, scheduler: Scheduler) -> Recovery | None:
+    """The queue, read now (packed as they are read: a million fit); a big one is left to be
+    read while the server accepts mail (``queue.recoverysteps``): its recovery is returned."""
+    recovery = spool.begin_recovery()
+    if not recovery.in_background():
+        scheduler.load(recovery.read_here())
+        recovery.finish()
+        return None
+    recovery.pin()  # before any round runs
+    return recovery
 
 
 def _own_address(port: Any, nexthop: NextHop) -> None:
@@ -372,25 +377,6 @@ def _own_address(port: Any, nexthop: NextHop) -> None:
     host = port.getHost()
     if hasattr(host, "port"):
         nexthop.add_own(host.host, host.port)
-
-
-def _add_monitoring(config: Config, top: MXBackupService, reactor: Any) -> None:
-    """The optional SSH manhole and Prometheus listener (loopback by default)."""
-    if config.manhole is not None:
-        try:
-            manhole = make_manhole_service(
-                config.manhole, top.namespace, reactor, config.manhole_host_key
-            )
-        except (OSError, ValueError) as e:
-            raise ConfigError(
-                [f"{config.source}: manhole: cannot use {config.manhole_host_key}: {e}"]
-            ) from None
-        top.watch(manhole, f"manhole.listen: cannot listen on {config.manhole.listen!r}")
-        manhole.setServiceParent(top)
-    if config.metrics is not None:
-        metrics = make_metrics_service(config.metrics, top, reactor)
-        top.watch(metrics, f"metrics.listen: cannot listen on {config.metrics.listen!r}")
-        metrics.setServiceParent(top)
 
 
 def _unusable(config: Config, spool: Spool, error: OSError) -> ConfigError:

@@ -30,7 +30,7 @@ from zope.interface import implementer
 from mxbackup import config as config_module
 from mxbackup.inbound.factory import SMTPFactory
 from mxbackup.listening import Listener
-from mxbackup.queue.envelope import Envelope, Recipient
+from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
 from mxbackup.queue.spool import Spool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,3 +377,20 @@ def spool_replies(data: bytes) -> list[Any]:
         out.append(pickle.loads(data[FRAME.size : FRAME.size + size]))
         data = data[FRAME.size + size :]
     return out
+
+
+def queue_waiting(spool: Path, count: int) -> list[str]:  # each message's Subject is its queue id
+    """``count`` messages waiting for a primary that is down (next try in an hour): written
+    an hour ago (an envelope written since the checkpoint is read from its file)."""
+    for sub in ("new", "env", "tmp", "cur", "corrupt"):
+        (spool / sub).mkdir(parents=True, exist_ok=True)
+    now, qids = time.time(), []
+    for i in range(count):
+        qid = new_queue_id(now + i / 1e6)  # one per µs: ids that cannot collide
+        rcpt = Recipient("u@example.com", "example.com", next_attempt=now + 3600)
+        env = Envelope(id=qid, sender="s@sender.test", recipients=[rcpt], received_at=now, size=7)
+        (spool / "new" / qid).write_bytes(b"Subject: %s\r\n\r\nhello\r\n" % qid.encode())
+        (spool / "env" / qid).write_bytes(env.to_json())
+        os.utime(spool / "env" / qid, (now - 3600, now - 3600))  # queued for an hour
+        qids.append(qid)
+    return qids

@@ -58,7 +58,7 @@ def test_dns_servers_replace_the_system_resolver() -> None:
     from twisted.internet.task import Clock
     from twisted.names import client
 
-    from mxbackup.service import make_resolver
+    from mxbackup.check_wiring import make_resolver
 
     resolver = make_resolver(_config_with_dns(["127.0.0.53", "[::1]:5353"]), Clock())
     (network,) = [r for r in resolver.resolvers if isinstance(r, client.Resolver)]
@@ -72,7 +72,7 @@ def test_without_dns_servers_the_system_resolver_is_used() -> None:
     from twisted.internet.task import Clock
     from twisted.names import client
 
-    from mxbackup.service import make_resolver
+    from mxbackup.check_wiring import make_resolver
 
     resolver = make_resolver(_config_with_dns(None), Clock())
     (network,) = [r for r in resolver.resolvers if isinstance(r, client.Resolver)]
@@ -197,3 +197,39 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -
         globalLogPublisher.removeObserver(seen.append)
     assert results == [None]
     assert any("no snapshot of the queue" in e.get("log_format", "") for e in seen)
+
+
+def test_no_snapshot_while_the_queue_is_still_being_read(monkeypatch) -> None:
+    """A stop in the middle of a load in the background (``queue.background``): the queue in
+    memory is part of it; the last snapshot stays (its records are checked file by file)."""
+    from mxbackup import service as service_module
+
+    monkeypatch.setattr(service_module, "SNAPSHOT_FROM", 3)
+    spool = SnapshotSpool()
+    top = MXBackupService(CONFIG, spool, None, QueueScheduler(_queue(5)), None)  # type: ignore[arg-type]
+    top.background_load = SimpleNamespace(progress=lambda: {"loaded": 5, "of": 9})  # type: ignore[assignment]
+    top.stopService()
+    assert spool.written == []
+    top.background_load = SimpleNamespace(progress=lambda: None)  # type: ignore[assignment]
+    top.stopService()
+    assert [len(packed) for packed in spool.written] == [5]
+
+
+def test_a_queue_loaded_in_the_background_is_probed_and_frozen() -> None:
+    """As ``startService`` does for a queue read before it: the loaded queue is frozen out
+    of the cyclic GC's full collections, and every target with mail is probed."""
+
+    class Loading(StubScheduler):
+        probed = False
+
+        def loaded(self) -> None:
+            self.probed = True
+
+    scheduler = Loading()
+    top = MXBackupService(Any, None, None, scheduler, None)  # type: ignore[arg-type]
+    gc.unfreeze()
+    try:
+        top._queue_loaded()
+        assert scheduler.probed and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

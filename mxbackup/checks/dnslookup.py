@@ -1,4 +1,4 @@
-"""One DNS question through the injected resolver (``service.make_resolver``: it honours
+"""One DNS question through the injected resolver (``check_wiring.make_resolver``: it honours
 ``delivery.dns_servers``; never the system resolver), with the checks' timeout, answered as
 plain data.
 

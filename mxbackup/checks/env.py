@@ -21,7 +21,7 @@ def inline(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
 
 @dataclass
 class CheckEnv:
-    resolver: Any = None  # twisted.names IResolver (service.make_resolver); None: no DNS
+    resolver: Any = None  # twisted.names IResolver (check_wiring.make_resolver); None: no DNS
     clock: Any = None  # IReactorTime
     offload: Callable[..., defer.Deferred[Any]] = inline  # fn(*args) off the reactor thread
     store: Any = None  # mxbackup.state StateStore, for greylisting; None: greylisting off

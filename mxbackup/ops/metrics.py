@@ -12,6 +12,8 @@ Metrics (all prefixed ``mxbackup_``)::
     deliveries_total{outcome}                 counter  delivered / deferred / bounced, by recipient
     dsn_sent_total                            counter  delivery status notifications queued
     queue_messages                            gauge    messages in the queue
+    queue_loading_messages                    gauge    queued messages on disk not yet read
+                                                       (a big queue read while accepting)
     queue_depth{target}                       gauge    messages waiting for each target
     oldest_message_age_seconds                gauge    age of the oldest queued message
     target_up{target}                         gauge    1 unless the target is known to be down
@@ -102,6 +104,12 @@ class MXBackupCollector(Collector):
 
         yield GaugeMetricFamily(
             "mxbackup_queue_messages", "Messages in the queue.", value=len(scheduler.queue)
+        )
+        loading = scheduler.load_progress()
+        yield GaugeMetricFamily(
+            "mxbackup_queue_loading_messages",
+            "Queued messages on disk not yet read (a big queue is read while accepting mail).",
+            value=loading["of"] - loading["loaded"] if loading else 0,
         )
         depth_by_target = scheduler.depth_by_target()
         targets = sorted(set(depth_by_target) | set(scheduler.targets))

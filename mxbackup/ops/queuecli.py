@@ -296,6 +296,15 @@ def _queue_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loading(loading: dict[str, Any]) -> str:
+    """A big queue read while the server accepts mail (``queue.background``)."""
+    left = loading["of"] - loading["loaded"]
+    line = f"loading: {left} more queued message(s) being read from the spool"
+    if loading["failed"]:
+        line += f"; STOPPED: {loading['failed']} (they wait for the next start)"
+    return line
+
+
 def _status(args: argparse.Namespace) -> int:
     status, info = talk(args, "status")
     if status:
@@ -306,6 +315,8 @@ def _status(args: argparse.Namespace) -> int:
     now = info["now"]
     state = "PAUSED (all targets)" if info["paused"] else "running"
     print(f"delivery: {state}; queue: {info['queue']} message(s)")
+    if info.get("loading"):
+        print(_loading(info["loading"]))
     for t in info["targets"]:
         hosts = ", ".join(t["hosts"]) or "MX hosts"
         print(f"\n{t['target']} -> {hosts}{'  PAUSED' if t['paused'] else ''}")

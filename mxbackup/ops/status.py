@@ -97,12 +97,16 @@ class View:
         targets = []
         for key in keys:
             targets.append((yield from self.target_steps(key, routes.get(key))))
-        return {
+        status: dict[str, Any] = {
             "now": self.now,
             "paused": sched.pauses.everything,
             "queue": len(sched.queue),
             "targets": targets,
         }
+        loading = sched.load_progress()
+        if loading is not None:  # a big queue still being read: ``queue`` counts what is
+            status["loading"] = loading
+        return status
 
     def target_steps(self, key: str, route: Any) -> Generator[None, None, dict[str, Any]]:
         sched = self.scheduler

@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from twisted.internet import defer, task
@@ -85,6 +85,8 @@ class Scheduler:
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
         )
         self._loop: task.LoopingCall | None = None
+        # how far a big queue's load in the background is (``status``); None: complete
+        self.load_progress: Callable[[], dict[str, Any] | None] = lambda: None
         self._kicked = False
         self._extra = False  # a tick asked for (``_kick``), not the clock's
         self.reconfigure(config)
@@ -119,6 +121,16 @@ class Scheduler:
                 self.backlog.add(item, now)
             else:
                 self.backlog.add_chunk(item, now)
+        self.health.probe_at_start(self.backlog.keys())
+
+    def load_chunk(self, chunk: Chunk) -> None:
+        """Messages of a big queue read while the server accepts mail (``queue.background``):
+        tried from now on, at their own times."""
+        self.backlog.add_chunk(chunk, self.clock.seconds())
+
+    def loaded(self) -> None:
+        """The background load is complete: every target with mail is probed at the next
+        tick (as ``load`` does), and flushed if it answers."""
         self.health.probe_at_start(self.backlog.keys())
 
     def add(self, envelope: Envelope) -> None:

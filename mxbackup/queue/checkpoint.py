@@ -20,6 +20,13 @@ only for a commit that got no 250.  Recovery tells those apart without reading o
   checkpoint past them (``keep_durable``): if only the server died, not the system, they may
   be whole in the page cache and not on disk.
 
+A queue loaded in the background (``recoverysteps``: the server accepts mail while it reads a big
+queue) lets rounds move the checkpoint before recovery has checked the envelopes it found:
+``pin`` records recovery's window in ``.recovering`` first, durable, and the next start-up
+checks from the earlier of the two (``recent_since``) until ``unpin`` (the load is complete and
+what it found whole is durable).  A crash in the middle of such a load thus checks again what
+the crash before it may have torn.
+
 A spool without ``.synced`` was written by code that synced data before names: it is trusted
 as a whole, and ``ensure`` creates the checkpoint, durable, before any round runs.  This
 relies on what ext4 and XFS do: a file's mtime is that of its last write, and metadata
@@ -36,6 +43,7 @@ from mxbackup.queue.envelope import EnvelopeError
 from mxbackup.queue.rounds import CHECKPOINT
 
 RECENT_MARGIN = 2.0  # seconds before the checkpoint from which envelopes are checked
+PIN = ".recovering"  # recovery's window while a load in the background runs
 
 
 def ensure(root: str) -> None:
@@ -51,11 +59,51 @@ def ensure(root: str) -> None:
 
 def recent_since(root: str) -> float | None:
     """The time from which an envelope may belong to a round that did not complete (the
-    checkpoint's mtime less the margin), or None without a checkpoint (nothing to check)."""
+    checkpoint's mtime less the margin, or the pinned window if earlier: ``pin``), or None
+    without a checkpoint (nothing to check)."""
     try:
-        return os.stat(os.path.join(root, CHECKPOINT)).st_mtime - RECENT_MARGIN
+        since = os.stat(os.path.join(root, CHECKPOINT)).st_mtime - RECENT_MARGIN
     except FileNotFoundError:
         return None
+    pinned = _pinned(root)
+    return min(since, pinned) if pinned is not None else since
+
+
+def _pinned(root: str) -> float | None:
+    """The window ``pin`` recorded; None without one (or an unreadable one, which only a
+    crash while it was written leaves: before any round ran, so the checkpoint covers it)."""
+    try:
+        with open(os.path.join(root, PIN), "rb") as f:
+            return float(f.read(64))
+    except (OSError, ValueError):
+        return None
+
+
+def pin(root: str, recent: float | None) -> None:
+    """Record recovery's window (``recent_since`` as recovery found it), durable, before any
+    round runs; nothing without one (no checkpoint: the spool is trusted as a whole, and
+    rounds from now on are covered by the checkpoint ``ensure`` made)."""
+    if recent is None:
+        return
+    path = os.path.join(root, PIN)
+    temporary = path + ".tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, repr(recent).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, path)
+    rounds.fsync_path(root)
+
+
+def unpin(root: str) -> None:
+    """The load is complete and what it found whole is durable: the checkpoint alone says
+    again what to check (not synced: a pin that outlives a power cut only checks more)."""
+    try:
+        os.unlink(os.path.join(root, PIN))
+    except FileNotFoundError:
+        pass
 
 
 def written_since(dir_fd: int, name: str, since: float | None) -> bool:

@@ -21,7 +21,7 @@ import os
 import threading
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -40,6 +40,7 @@ PARALLEL_FROM = 20_000
 READERS_PER_CORE = 4
 MAX_READERS = 8
 CHUNK = 10_000
+BACKGROUND_NICE = 10  # the readers' niceness while the server accepts mail
 
 
 class Chunk(NamedTuple):
@@ -163,17 +164,33 @@ def read_chunk(
     return chunk._replace(from_snapshot=taken)
 
 
+def readers() -> int:
+    """Reader processes for this process's cores: ``READERS_PER_CORE`` per core (at most
+    ``MAX_READERS``, but one per core at least); none on one core."""
+    cores = len(os.sched_getaffinity(0))
+    return max(cores, min(MAX_READERS, READERS_PER_CORE * cores)) if cores > 1 else 0
+
+
 def workers_for(count: int, workers: int = 0) -> int:
     """Worker processes to read ``count`` envelopes with (0: in this process): ``workers``,
     by default ``READERS_PER_CORE`` per core this process may use (at most ``MAX_READERS``,
     but one per core at least; none on one core), when there are many and forking is safe."""
-    if not workers:
-        cores = len(os.sched_getaffinity(0))
-        readers = max(cores, min(MAX_READERS, READERS_PER_CORE * cores))  # one per core at least
-        workers = readers if cores > 1 else 0
+    workers = workers or readers()
     if workers < 2 or count < PARALLEL_FROM or threading.active_count() > 1:
         return 0
     return workers
+
+
+Span = tuple[str, tuple[int, int]]  # the snapshot's path, the span of a chunk's records
+Batch = tuple[list[str], Span | None]  # a chunk's names (``CHUNK``), its snapshot records
+
+
+def batches_of(names: list[str], kept: Snapshot | None, size: int = 0) -> list[Batch]:
+    """``names`` (sorted) in chunks of ``size`` (default ``CHUNK``), each with its span of
+    ``kept``."""
+    size = size or CHUNK
+    batches = [names[start : start + size] for start in range(0, len(names), size)]
+    return [(b, (kept.path, kept.span(b[0], b[-1])) if kept else None) for b in batches]
 
 
 def read_all(
@@ -187,24 +204,62 @@ def read_all(
     """``read_chunk`` of the names, ``CHUNK`` at a time, in order; by ``workers`` forked
     processes (see ``workers_for``), or in this process (0 or 1, or if the workers fail:
     killed, or no process pool on this system); ``kept``: the snapshot of the last stop."""
-    batches = [names[start : start + CHUNK] for start in range(0, len(names), CHUNK)]
-    spans = [(kept.path, kept.span(b[0], b[-1])) if kept else None for b in batches]
+    batches = batches_of(names, kept)
     done = 0
     if workers >= 2:
         context: Any = multiprocessing.get_context("fork")
         try:
             with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                mine = [_logged_for(batch, logged) for batch in batches]
+                mine = [_logged_for(batch, logged) for batch, _ in batches]
                 results = pool.map(
-                    read_chunk, repeat(env_path), batches, repeat(recent), mine, spans
+                    read_chunk,
+                    repeat(env_path),
+                    [batch for batch, _ in batches],
+                    repeat(recent),
+                    mine,
+                    [span for _, span in batches],
                 )
-                for batch, chunk in zip(batches, results, strict=True):
-                    yield _with_names(chunk, batch)
+                for (batch, _), chunk in zip(batches, results, strict=True):
+                    yield with_names(chunk, batch)
                     done += 1
         except (BrokenProcessPool, OSError, NotImplementedError):
             pass  # the rest in this process
-    for batch, span in zip(batches[done:], spans[done:], strict=True):
+    for batch, span in batches[done:]:
         yield read_chunk(env_path, batch, recent, logged, span)
+
+
+def background_pool(workers: int) -> ProcessPoolExecutor | None:
+    """``workers`` processes for reading beside a running server (``queue.background``):
+    started afresh (spawn, ~0.1 s each), for a fork would copy none of the reactor's threads
+    and could inherit a lock one of them holds; None if there is no process pool here."""
+    if workers < 2:
+        return None
+    try:
+        context = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_yield_cpu)
+    except (OSError, NotImplementedError, ValueError):
+        return None
+
+
+def _yield_cpu() -> None:
+    """A background reader gives way to the server (``BACKGROUND_NICE``): eight of them on
+    two cores would otherwise take most of the CPU from the reactor while the queue loads."""
+    try:
+        os.nice(BACKGROUND_NICE)
+    except OSError:  # not allowed (a system call filter): at the same priority
+        pass
+
+
+def submit(
+    pool: ProcessPoolExecutor,
+    env_path: str,
+    batch: Batch,
+    recent: float | None,
+    logged: Logged | None,
+) -> Future:
+    """``read_chunk`` of ``batch`` in ``pool``: a Future of the Chunk (``with_names`` it)."""
+    names, span = batch
+    return pool.submit(read_chunk, env_path, names, recent, _logged_for(names, logged), span)
 
 
 def _logged_for(names: list[str], logged: Logged | None) -> Logged | None:
@@ -214,7 +269,7 @@ def _logged_for(names: list[str], logged: Logged | None) -> Logged | None:
     return {name: logged[name] for name in names if name in logged}
 
 
-def _with_names(chunk: Chunk, names: list[str]) -> Chunk:
+def with_names(chunk: Chunk, names: list[str]) -> Chunk:
     """``chunk`` (from a worker) naming its messages with the strings of ``names``: the ids
     that came back through the pipe are copies, freed at once, instead of a second million
     strings kept while these are freed (memory the process keeps but cannot use)."""

@@ -67,8 +67,9 @@ from mxbackup.queue import checkpoint, snapshot, tries
 from mxbackup.queue.envelope import Envelope, new_queue_id
 from mxbackup.queue.incoming import Incoming
 from mxbackup.queue.packed import unpack
-from mxbackup.queue.recovery import PARALLEL_FROM, Chunk, read_all, workers_for
-from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo, unlink_quietly
+from mxbackup.queue.recovery import Chunk
+from mxbackup.queue.recoverysteps import Recovery
+from mxbackup.queue.rounds import SYNC_MODES, RoundOp, fsync_dir, run_round, undo
 
 log = Logger()
 
@@ -282,52 +283,15 @@ class Spool:
         checked (``checkpoint``), and torn ones moved to corrupt/.  Tries the try log
         names and the envelope does not show were under way at a crash: counted, and due at
         once (``tries.replay``)."""
-        self.open()
-        recent = self._recent
-        for name in os.listdir(self.path("tmp")):
-            unlink_quietly(self.path("tmp", name))
-        names, messages = self._with_message(set(os.listdir(self.path("new"))))
-        workers = workers_for(len(names))
-        kept = snapshot.Snapshot.open(self.root)  # the last clean stop's, if there is one
-        if len(names) >= PARALLEL_FROM:
-            how = f"{workers} worker processes" if workers else "in this process"
-            if kept is not None:
-                how += f", a snapshot of {kept.count} from the last stop"
-            log.info("spool recover: reading {n} envelopes ({how})", n=len(names), how=how)
-        checked: list[str] = []  # recent commits, found whole
-        logged = tries.read(self.root)  # tries a crash may have interrupted
-        taken = 0
-        for chunk in read_all(self.path("env"), names, workers, recent, logged, kept):
-            for qid, error, torn in chunk.unreadable:
-                self._set_aside(qid, error, torn)
-            checked += chunk.checked
-            taken += chunk.from_snapshot
-            yield chunk
-        if kept is not None:
-            log.info("spool recover: {taken} of {n} envelopes as the snapshot of the last "
-                     "stop had them, the others read", taken=taken, n=len(names))  # fmt: skip
-        snapshot.discard(self.root)  # used once (or unreadable): never started from again
-        for qid in sorted(messages):
-            log.warn("spool recover: removing message {id} without envelope", id=qid)
-            unlink_quietly(self.path("new", qid))
-        checkpoint.keep_durable(self.root, checked, self.sync)
-        for sub in ("tmp", "new", "env", "corrupt"):
-            fsync_dir(self.path(sub))
+        recovery = self.begin_recovery()
+        yield from recovery.read_here()
+        recovery.finish()
 
-    def _with_message(self, messages: set[str]) -> tuple[list[str], set[str]]:
-        """The envelopes of env/ whose message is in ``messages``, sorted (an envelope
-        without message is removed), and the messages without envelope: a new set, for the
-        one given keeps its table when emptied (32 MB for a million, and the queue's load
-        then grew past it: goal 4's peak)."""
-        names = []
-        for qid in sorted(os.listdir(self.path("env"))):
-            if qid in messages:
-                messages.discard(qid)
-                names.append(qid)
-            else:
-                log.warn("spool recover: removing envelope {id} without message", id=qid)
-                unlink_quietly(self.path("env", qid))
-        return names, set(messages)
+    def begin_recovery(self) -> Recovery:
+        """The first step of ``recovered`` (``recoverysteps``), for a caller that reads the
+        envelopes itself (in the background: ``queue.background``)."""
+        self.open()
+        return Recovery.begin(self.root, self.sync, self._recent)
 
     def write_snapshot(self, packed: list[tuple[str, bytes]], keep_free: int = 0) -> int:
         """At a clean stop, once no round runs any more: the envelopes the server holds
@@ -340,16 +304,3 @@ class Spool:
                 errno.ENOSPC, f"it needs {need >> 20} MB and would leave less than {keep_free} free"
             )
         return snapshot.write(self.root, packed)
-
-    def _set_aside(self, qid: str, error: str, torn: bool) -> None:
-        """An envelope that cannot be read, or a commit a crash tore (``torn``: written by a
-        round that had not completed, so never acknowledged): it and its message go to
-        corrupt/."""
-        if torn:
-            error = (
-                "a torn commit, never acknowledged (written by a round that had not "
-                f"completed when the system stopped): {error}"
-            )
-        log.error("spool recover: {id} moved to corrupt/: {e}", id=qid, e=error)
-        os.rename(self.path("env", qid), self.path("corrupt", qid + ".env"))
-        os.rename(self.path("new", qid), self.path("corrupt", qid))

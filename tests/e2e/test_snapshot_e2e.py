@@ -12,32 +12,15 @@ from helpers import (
     Twistd,
     base_config,
     free_port,
+    queue_waiting,
     smtp_sink_bin,
     spool_files,
     start_smtp_sink,
     write_config,
 )
-from mxbackup.queue.envelope import Envelope, Recipient, new_queue_id
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
 
 COUNT = SNAPSHOT_FROM
-
-
-def queue(spool, count: int) -> list[str]:  # each message's Subject is its queue id
-    """``count`` messages waiting for a primary that is down (next try in an hour): written
-    an hour ago (an envelope written since the checkpoint is read from its file)."""
-    for sub in ("new", "env", "tmp", "cur", "corrupt"):
-        (spool / sub).mkdir(parents=True, exist_ok=True)
-    now, qids = time.time(), []
-    for i in range(count):
-        qid = new_queue_id(now + i / 1e6)  # one per µs: ids that cannot collide
-        rcpt = Recipient("u@example.com", "example.com", next_attempt=now + 3600)
-        env = Envelope(id=qid, sender="s@sender.test", recipients=[rcpt], received_at=now, size=7)
-        (spool / "new" / qid).write_bytes(b"Subject: %s\r\n\r\nhello\r\n" % qid.encode())
-        (spool / "env" / qid).write_bytes(env.to_json())
-        os.utime(spool / "env" / qid, (now - 3600, now - 3600))  # queued for an hour
-        qids.append(qid)
-    return qids
 
 
 def started_with(log: str) -> list[int]:
@@ -46,7 +29,7 @@ def started_with(log: str) -> list[int]:
 
 def test_a_clean_stop_s_snapshot_is_taken_where_the_files_did_not_change(tmp_path):
     spool = tmp_path / "spool"
-    qids = queue(spool, COUNT)
+    qids = queue_waiting(spool, COUNT)
     server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
     server.start(timeout=60).wait_ready(60)
     server.stop()
@@ -70,7 +53,7 @@ def test_a_clean_stop_s_snapshot_is_taken_where_the_files_did_not_change(tmp_pat
 
 def test_a_crash_after_the_snapshot_was_read_starts_from_the_files(tmp_path):
     spool = tmp_path / "spool"
-    queue(spool, COUNT)
+    queue_waiting(spool, COUNT)
     server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
     server.start(timeout=60).wait_ready(60)
     server.stop()
@@ -90,7 +73,7 @@ def test_a_queue_started_from_the_snapshot_is_delivered_once(tmp_path):
     smtp_sink_bin()  # skipped before any work where it is not installed
     sink_port = free_port()  # nothing listens there yet: the primary is down
     spool = tmp_path / "spool"
-    qids = queue(spool, COUNT)
+    qids = queue_waiting(spool, COUNT)
     data = base_config(tmp_path)
     data["routes"][0]["port"] = sink_port
     server = Twistd(write_config(tmp_path, data), tmp_path / "log")

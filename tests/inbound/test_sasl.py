@@ -73,7 +73,7 @@ def test_password_longer_than_bcrypt_limit_is_refused_cleanly(tmp_path):
 
     import bcrypt
 
-    from mxbackup.service import make_password_check
+    from mxbackup.check_wiring import make_password_check
 
     data = base_config(tmp_path)
     data["accounts"] = [

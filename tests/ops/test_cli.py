@@ -92,3 +92,24 @@ def test_queue_list_shows_why_the_target_is_down(monkeypatch, capsys):
     assert f"target example.com is down: {why}" in out
     assert queuecli._queue_list(argparse.Namespace(json=True, all=True)) == 0
     assert why in capsys.readouterr().out
+
+
+def test_status_says_how_much_of_a_big_queue_is_still_being_read(monkeypatch, capsys) -> None:
+    """``queue.background``: the server accepts mail while it reads a big queue; ``status``
+    counts what it has read and says how much is left (and if the load stopped, why)."""
+    import argparse
+
+    from mxbackup.ops import queuecli
+
+    info = {"now": 0.0, "paused": False, "queue": 10, "targets": []}
+    for loading, line in [
+        ({"loaded": 10, "of": 25, "failed": None}, "loading: 15 more queued message(s)"),
+        ({"loaded": 10, "of": 25, "failed": "I/O error"}, "STOPPED: I/O error"),
+    ]:
+        reply = {**info, "loading": loading}
+        monkeypatch.setattr(queuecli, "talk", lambda a, c, reply=reply, **k: (0, reply))
+        assert queuecli._status(argparse.Namespace(json=False)) == 0
+        assert line in capsys.readouterr().out
+    monkeypatch.setattr(queuecli, "talk", lambda a, c, **k: (0, info))
+    assert queuecli._status(argparse.Namespace(json=False)) == 0
+    assert "loading" not in capsys.readouterr().out

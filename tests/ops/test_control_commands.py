@@ -101,6 +101,16 @@ def test_status_says_down_since_next_probe_and_the_oldest(w):
     assert oldest["gives_up_at"] == env.received_at + 1 + 100 * 15 * MINUTE
 
 
+def test_status_says_how_far_a_load_in_the_background_is(w):
+    """``queue.background``: ``queue`` counts what is read so far; ``loading`` the rest."""
+    w.queue()
+    assert "loading" not in done(w.commands.status())
+    progress = {"loaded": 1, "of": 30_000, "failed": None}
+    w.scheduler.load_progress = lambda: progress
+    status = done(w.commands.status())
+    assert status["loading"] == progress and status["queue"] == 1
+
+
 def test_list_shows_retries_left_and_the_real_next_try(w):
     w.queue()
     w.advance(10)

@@ -36,6 +36,10 @@ class FakeScheduler:
         self.depths = {"example.com": 1, "example.org": 2, "mx:example.net": 1}
         self.age = 754.5
         self.prefetcher = SimpleNamespace(failures=1)
+        self.loading: dict[str, object] | None = {"loaded": 3, "of": 10, "failed": None}
+
+    def load_progress(self) -> dict[str, object] | None:
+        return self.loading
 
     def depth_by_target(self) -> dict[str, int]:
         return dict(self.depths)
@@ -136,6 +140,7 @@ class MetricsTests(TestCase):
             ("mxbackup_deliveries_total", (("outcome", "bounced"),)): 2,
             ("mxbackup_dsn_sent_total", ()): 2,
             ("mxbackup_queue_messages", ()): 3,
+            ("mxbackup_queue_loading_messages", ()): 7,
             ("mxbackup_queue_depth", (("target", "example.com"),)): 1,
             ("mxbackup_queue_depth", (("target", "example.org"),)): 2,
             ("mxbackup_queue_depth", (("target", "mx:example.net"),)): 1,
@@ -181,6 +186,7 @@ class MetricsTests(TestCase):
         self.stats.accepted += 1
         self.stats.refused["554"] += 1
         self.scheduler.queue.clear()
+        self.scheduler.loading = None  # the load is complete
         self.scheduler.depths.clear()
         self.scheduler.targets["example.org"].down_since = 0.0
         self.scheduler.age = 0.0
@@ -189,6 +195,7 @@ class MetricsTests(TestCase):
         self.assertEqual(samples[("mxbackup_messages_accepted_total", ())], 8)
         self.assertEqual(samples[("mxbackup_recipients_refused_total", (("code", "554"),))], 1)
         self.assertEqual(samples[("mxbackup_queue_messages", ())], 0)
+        self.assertEqual(samples[("mxbackup_queue_loading_messages", ())], 0)
         self.assertEqual(samples[("mxbackup_queue_depth", (("target", "example.org"),))], 0)
         self.assertNotIn(("mxbackup_queue_depth", (("target", "mx:example.net"),)), samples)
         self.assertEqual(samples[("mxbackup_target_up", (("target", "example.org"),))], 1)

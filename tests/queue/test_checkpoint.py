@@ -244,3 +244,59 @@ def test_open_creates_a_missing_checkpoint_durable(
         checkpoint.recent_since(str(root))
         == (root / CHECKPOINT).stat().st_mtime - checkpoint.RECENT_MARGIN
     )
+
+
+# -- the pin: a load in the background (``queue.recoverysteps``) ------------------------------
+def test_a_pinned_window_outlasts_rounds_that_move_the_checkpoint(tmp_path: Path) -> None:
+    """A crash in the middle of a load in the background: the rounds of the mail accepted
+    meanwhile moved the checkpoint on, yet the commit the crash before tore is still checked
+    at the next start (the pin), and found torn."""
+    root = tmp_path / "spool"
+    whole, torn = queue(root, b"whole message\r\n", b"torn message\r\n")
+    damage_at = (root / CHECKPOINT).stat().st_mtime
+    zero_message(root, torn)
+    age(root, torn, 1.0)
+    spool = Spool(str(root), sync_thread)
+    recovery = spool.begin_recovery()  # as the server does for a big queue: pinned
+    recovery.pin()
+    later = damage_at + 60  # rounds since: the checkpoint is a minute later
+    os.utime(root / CHECKPOINT, (later, later))
+    # the server is killed here, before the load finished; the next start:
+    assert [e.id for e in Spool(str(root), sync_thread).recover()] == [whole]
+    assert spool_files(root, "corrupt") == [torn, torn + ".env"]
+    assert not (root / checkpoint.PIN).exists()  # that recovery finished: the pin is lifted
+
+
+def test_without_the_pin_those_rounds_would_have_hidden_the_torn_commit(tmp_path: Path) -> None:
+    """The premise of the test above: the moved checkpoint alone no longer covers it."""
+    root = tmp_path / "spool"
+    whole, torn = queue(root, b"whole message\r\n", b"torn message\r\n")
+    zero_message(root, torn)
+    age(root, torn, 1.0)
+    later = (root / CHECKPOINT).stat().st_mtime + 60
+    os.utime(root / CHECKPOINT, (later, later))
+    assert sorted(e.id for e in Spool(str(root), sync_thread).recover()) == sorted([whole, torn])
+
+
+def test_the_pin_takes_the_earlier_window_and_ignores_a_bad_file(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    queue(root, b"m\r\n")
+    at = (root / CHECKPOINT).stat().st_mtime
+    assert checkpoint.recent_since(str(root)) == at - checkpoint.RECENT_MARGIN
+    checkpoint.pin(str(root), at - 100)
+    assert checkpoint.recent_since(str(root)) == at - 100
+    checkpoint.pin(str(root), at + 100)  # later than the checkpoint's: the checkpoint's
+    assert checkpoint.recent_since(str(root)) == at - checkpoint.RECENT_MARGIN
+    (root / checkpoint.PIN).write_bytes(b"\0\0")  # torn while written: before any round
+    assert checkpoint.recent_since(str(root)) == at - checkpoint.RECENT_MARGIN
+    checkpoint.unpin(str(root))
+    checkpoint.unpin(str(root))  # twice: nothing to lift
+    assert not (root / checkpoint.PIN).exists()
+
+
+def test_no_pin_without_a_window(tmp_path: Path) -> None:
+    """A spool without checkpoint is trusted as a whole: nothing to pin."""
+    root = tmp_path / "spool"
+    root.mkdir()
+    checkpoint.pin(str(root), None)
+    assert not (root / checkpoint.PIN).exists()

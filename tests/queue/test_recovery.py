@@ -122,3 +122,17 @@ def test_more_readers_than_cores(monkeypatch) -> None:
     assert recovery.workers_for(recovery.PARALLEL_FROM) == 16  # one per core at least
     monkeypatch.setattr(recovery.os, "sched_getaffinity", lambda pid: {0})
     assert recovery.workers_for(recovery.PARALLEL_FROM) == 0  # one core: in this process
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no workers")
+def test_readers_beside_a_running_server_give_way_to_it():
+    """``background_pool``: started afresh (spawn: safe beside the reactor's threads), at a
+    lower priority (eight readers on two cores took most of the CPU from the reactor: a NOOP
+    waited 1.5 s while a queue of 677,000 loaded)."""
+    pool = recovery.background_pool(2)
+    assert pool is not None
+    try:
+        assert pool.submit(os.nice, 0).result(60) == os.nice(0) + recovery.BACKGROUND_NICE
+    finally:
+        pool.shutdown()
+    assert recovery.background_pool(1) is None  # one core: the reactor's thread pool reads

@@ -1,0 +1,174 @@
+"""A big queue loaded while the server already accepts mail (``recoverysteps``).
+
+``Recovery.begin`` ran before anything listens; this service reads the envelopes in worker
+processes (``recovery.background_pool``, or in a thread of the reactor's pool where there is no
+such pool, or once it broke), and hands each chunk, in queue-id order and one per turn of the
+reactor, to ``file`` (the scheduler: its messages are tried from then on), then calls
+``done`` and ``Recovery.finish``.  A stop in the middle leaves the rest on disk for the next
+start-up (the pin, the snapshot and the try log as they were).
+
+The reactor is injected; the worker processes' results come back through the pool's own
+thread and are passed to the reactor with ``callFromThread``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mxbackup.queue.recovery import Chunk, background_pool, read_chunk, submit, with_names
+from mxbackup.queue.recoverysteps import Recovery
+
+log = Logger()
+
+# Envelopes per chunk: filing one takes a turn of the reactor (10,000 took up to 80 ms with
+# 677,000 queued, a stall of acceptance), so smaller ones than a load before listening uses.
+CHUNK = 2_500
+
+
+class BackgroundLoad(service.Service):
+    def __init__(
+        self,
+        reactor: Any,
+        recovery: Recovery,
+        file: Callable[[Chunk], None],
+        done: Callable[[], None],
+        workers: int,
+    ) -> None:
+        self._reactor = reactor
+        self._recovery = recovery
+        self._file = file
+        self._done = done
+        self._workers = workers
+        self.total = recovery.count
+        self.loaded = 0  # envelopes read (filed, or set aside)
+        self.finished = False
+        self.failed: str | None = None  # why the load stopped short (logged)
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future | None] = []
+        self._current: defer.Deferred | None = None
+        self._started = 0.0
+
+    def startService(self) -> None:
+        super().startService()
+        self._started = self._reactor.seconds()
+        recovery = self._recovery
+        self._batches = recovery.batches(CHUNK)
+        self._pool = background_pool(self._workers)
+        if self._pool is not None:
+            env = recovery.path("env")
+            try:
+                self._futures = [
+                    submit(self._pool, env, batch, recovery.recent, recovery.logged)
+                    for batch in self._batches
+                ]
+            except Exception:  # a pool that cannot start its processes: a thread reads
+                self._drop_pool()
+        how = f"{self._workers} worker processes" if self._pool else "a thread"
+        recovery.announce(how + ", while accepting mail")
+        self._step(0)
+
+    def stopService(self) -> Any:
+        self._drop_pool()
+        if self._current is not None:
+            self._current.cancel()
+        return super().stopService()
+
+    def progress(self) -> dict[str, Any] | None:
+        """For ``status``: None once the whole queue is loaded."""
+        if self.finished:
+            return None
+        return {"loaded": self.loaded, "of": self.total, "failed": self.failed}
+
+    def _step(self, index: int) -> None:
+        if not self.running:
+            return
+        if index == len(self._batches):
+            self._finish()
+            return
+        d = self._read(index)
+        d.addCallback(self._take, index)
+        d.addErrback(self._failed, index)
+        self._current = d
+
+    def _read(self, index: int) -> defer.Deferred:
+        names, span = self._batches[index]
+        if self._pool is not None:
+            future, self._futures[index] = self._futures[index], None  # nor its result after
+            return self._from_future(future, names)
+        recovery = self._recovery
+        pool = self._reactor.getThreadPool()
+        args = (recovery.path("env"), names, recovery.recent, recovery.logged, span)
+        return threads.deferToThreadPool(self._reactor, pool, read_chunk, *args)
+
+    def _from_future(self, future: Future, names: list[str]) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred(lambda _: future.cancel())
+
+        def fire(f: Future) -> None:
+            if d.called:
+                return  # cancelled meanwhile
+            error = None if f.cancelled() else f.exception()
+            if f.cancelled():
+                d.errback(defer.CancelledError())
+            elif error is not None:
+                d.errback(Failure(error))
+            else:
+                d.callback(with_names(f.result(), names))
+
+        future.add_done_callback(lambda f: self._reactor.callFromThread(fire, f))
+        return d
+
+    def _take(self, chunk: Chunk, index: int) -> None:
+        if not self.running:
+            return
+        self._file(self._recovery.take(chunk))
+        self._batches[index] = ([], None)  # its names are the queue's now
+        self.loaded += len(chunk.qids) + len(chunk.unreadable)
+        self._reactor.callLater(0, self._step, index + 1)  # the next in a turn of its own
+
+    def _failed(self, failure: Failure, index: int) -> None:
+        if failure.check(defer.CancelledError) or not self.running:
+            return
+        if self._pool is not None:  # a worker killed, or the pool broken: a thread goes on
+            log.warn("queue load: the reader processes failed ({error}); reading the rest "
+                     "in a thread", error=failure.getErrorMessage())  # fmt: skip
+            self._drop_pool()
+            self._step(index)
+            return
+        self.failed = failure.getErrorMessage()
+        left = self.total - self.loaded
+        log.failure("queue load stopped: {left} queued messages wait on disk for the next "
+                    "start-up", failure, left=left)  # fmt: skip
+
+    def _finish(self) -> None:
+        self._drop_pool()
+        self._batches, self._futures = [], []
+        self._done()
+        self._recovery.report()
+        pool = self._reactor.getThreadPool()
+        d = threads.deferToThreadPool(self._reactor, pool, self._recovery.settle)
+        d.addCallbacks(self._settled, self._unsettled)
+        self._current = d
+
+    def _settled(self, _: None) -> None:
+        self._current = None
+        self.finished = True  # (a stop before this writes no snapshot: ``settle`` removes it)
+        log.info("queue loaded: {n} messages in {seconds:.1f} s while accepting mail",
+                 n=self.loaded, seconds=self._reactor.seconds() - self._started)  # fmt: skip
+
+    def _unsettled(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError):
+            return
+        self.failed = failure.getErrorMessage()  # every message is queued; the pin stays
+        log.failure("queue load: the spool could not be settled", failure)
+
+    def _drop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,81 @@
+"""A big queue read while the server already accepts mail (``queue.recoverysteps``), as an operator
+meets it: the server is ready before the queue is read, takes mail meanwhile, then delivers
+the old and the new once each; a crash in the middle of the load loses nothing."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from helpers import (
+    Twistd,
+    base_config,
+    free_port,
+    queue_waiting,
+    smtp_sink_bin,
+    spool_files,
+    start_smtp_sink,
+    write_config,
+)
+from mxbackup.ops.talk import request
+from mxbackup.queue import checkpoint
+from mxbackup.queue.recoverysteps import BACKGROUND_FROM
+from mxbackup.queue.rounds import CHECKPOINT
+
+COUNT = BACKGROUND_FROM
+_LOADED = re.compile(rb"queue loaded: (\d+) messages")
+
+
+def wait_loaded(server: Twistd, timeout: float = 120) -> int:
+    return int(server._wait_for(_LOADED, timeout, "the queue was not loaded").group(1))
+
+
+def send(server: Twistd, subject: str) -> None:
+    with server.smtp() as c:
+        c.sendmail("s@sender.test", ["u@example.com"], f"Subject: {subject}\r\n\r\nhi\r\n")
+
+
+def test_mail_is_taken_while_a_big_queue_loads_and_all_of_it_delivered(tmp_path):
+    smtp_sink_bin()
+    sink_port = free_port()
+    spool = tmp_path / "spool"
+    qids = queue_waiting(spool, COUNT)  # waiting for a primary that was down, next try in an hour
+    data = base_config(tmp_path)
+    data["routes"][0]["port"] = sink_port
+    dump = tmp_path / "sink"
+    sink = start_smtp_sink(sink_port, dump)  # the primary is back
+    server = Twistd(write_config(tmp_path, data), tmp_path / "log")
+    try:
+        ready = server.start(timeout=60).wait_ready(60).decode()
+        assert "more being read" in ready, ready
+        send(server, "DURINGTHELOAD")  # answered 250 before the queue is read
+        assert wait_loaded(server) == COUNT
+        deadline = time.monotonic() + 120
+        while spool_files(spool, "env") and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling for the drain (the start-up probe's flush)
+        server.stop()
+    finally:
+        sink.kill()
+        sink.wait()
+    assert spool_files(spool, "env") == [] and spool_files(spool, "new") == []
+    subjects = [re.search(rb"Subject: (\w+)", f.read_bytes()) for f in dump.iterdir()]
+    got = sorted(m.group(1).decode() for m in subjects if m)
+    assert got == sorted([*qids, "DURINGTHELOAD"])  # each once
+    assert not (spool / checkpoint.PIN).exists()
+
+
+def test_a_crash_in_the_middle_of_the_load_loses_nothing(tmp_path):
+    spool = tmp_path / "spool"
+    queue_waiting(spool, COUNT)
+    (spool / CHECKPOINT).touch()  # a spool the server wrote: recovery's window is pinned
+    server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
+    server.start(timeout=60).wait_ready(60)
+    send(server, "ACCEPTED")
+    server.kill9()  # while the queue is still being read: the pin was there in 3 runs of 3
+    server.start(timeout=60).wait_ready(60)
+    assert wait_loaded(server) == COUNT + 1
+    status = request(str(spool / "control.sock"), "status")
+    assert status["queue"] == COUNT + 1 and "loading" not in status
+    server.stop()
+    assert len(spool_files(spool, "env")) == COUNT + 1 == len(spool_files(spool, "new"))
+    assert not (spool / checkpoint.PIN).exists()

@@ -1,0 +1,193 @@
+"""A big queue read while the server accepts mail (mxbackup.queue.background): chunks filed
+in order, one per turn of the reactor, by worker processes or a thread; a broken pool, a
+stop and a failure in the middle."""
+
+from __future__ import annotations
+
+import os
+import queue as thread_queue
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from helpers import one_recipient_envelope, spool_files, sync_thread
+from mxbackup.queue import background, checkpoint
+from mxbackup.queue.background import BackgroundLoad
+from mxbackup.queue.recovery import Chunk
+from mxbackup.queue.recoverysteps import Recovery
+from mxbackup.queue.spool import Spool
+
+
+class SyncPool:
+    """The reactor's thread pool, running each call at once (``deferToThreadPool``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def callInThreadWithCallback(self, on_result: Callable, fn: Callable, *args: Any) -> None:
+        self.calls.append(fn.__name__)
+        try:
+            result = fn(*args)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class Reactor(Clock):
+    """A Clock with ``callFromThread`` (calls kept until ``pump`` runs them) and a pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_threads: thread_queue.Queue = thread_queue.Queue()
+        self.pool = SyncPool()
+
+    def callFromThread(self, fn: Callable, *args: Any) -> None:
+        self.from_threads.put((fn, args))
+
+    def getThreadPool(self) -> SyncPool:
+        return self.pool
+
+    def pump(self, until: Callable[[], bool], limit: float = 60.0) -> None:
+        """Run the turns until ``until()``: waits on the worker processes' results (real
+        processes), never for time to pass."""
+        deadline = time.monotonic() + limit
+        while not until():
+            self.advance(0)
+            try:
+                fn, args = self.from_threads.get(timeout=0.05)
+            except thread_queue.Empty:
+                assert time.monotonic() < deadline, "the load did not progress"
+                continue
+            fn(*args)
+
+
+def spool_with(root: Path, count: int) -> list[str]:
+    spool = Spool(str(root), sync_thread)
+    spool.recover()
+    ids = []
+    for _ in range(count):
+        inc = spool.incoming()
+        inc.write(b"a message\r\n")
+        assert spool.commit(inc, one_recipient_envelope(inc.id, inc.size)).called
+        ids.append(inc.id)
+    return ids
+
+
+class Load:
+    def __init__(self, root: Path, workers: int = 0) -> None:
+        self.reactor = Reactor()
+        self.recovery: Recovery = Spool(str(root), sync_thread).begin_recovery()
+        self.recovery.pin()
+        self.filed: list[Chunk] = []
+        self.done = 0
+        self.service = BackgroundLoad(
+            self.reactor, self.recovery, self.filed.append, self._done, workers
+        )
+
+    def _done(self) -> None:
+        self.done += 1
+
+    def ids(self) -> list[str]:
+        return [qid for chunk in self.filed for qid in chunk.qids]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(background, "CHUNK", 2)
+
+
+def test_a_thread_files_every_chunk_in_order_one_per_turn(tmp_path: Path, small_chunks) -> None:
+    root = tmp_path / "spool"
+    ids = spool_with(root, 5)
+    (root / "env" / ids[3]).write_bytes(b"{unreadable")
+    load = Load(root)
+    load.service.startService()
+    assert load.service.progress() == {"loaded": 0, "of": 5, "failed": None}
+    load.reactor.pump(lambda: len(load.filed) == 1)
+    assert load.ids() == ids[:2] and load.done == 0
+    load.reactor.pump(lambda: load.service.finished)
+    assert load.done == 1 and len(load.filed) == 3 and load.ids() == ids[:3] + ids[4:]
+    assert spool_files(root, "corrupt") == sorted([ids[3], ids[3] + ".env"])
+    assert load.service.finished and load.service.progress() is None
+    assert load.service.loaded == 5
+    assert not (root / checkpoint.PIN).exists()  # finished: the pin is lifted
+    # the chunks and the last step's file work (a syncfs may wait on the disk) in a thread
+    assert load.reactor.pool.calls == ["read_chunk"] * 3 + ["settle"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: a thread reads")
+def test_worker_processes_give_the_same_chunks(tmp_path: Path, small_chunks) -> None:
+    root = tmp_path / "spool"
+    ids = spool_with(root, 7)
+    load = Load(root, workers=2)
+    names = list(load.recovery.names)
+    load.service.startService()
+    load.reactor.pump(lambda: load.service.finished)
+    assert load.ids() == ids and len(load.filed) == 4
+    assert all(a is b for a, b in zip(load.ids(), names, strict=True))  # not the copies
+    assert load.recovery.names == []  # handed over to the queue
+    assert not (root / checkpoint.PIN).exists()
+
+
+class BrokenPool:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        self.shut = True
+
+
+def test_a_broken_pool_leaves_the_rest_to_a_thread(
+    tmp_path: Path, small_chunks, monkeypatch
+) -> None:
+    def broken(*args: Any) -> Future:
+        future: Future = Future()
+        future.set_exception(BrokenProcessPool("a worker was killed"))
+        return future
+
+    monkeypatch.setattr(background, "background_pool", lambda workers: BrokenPool())
+    monkeypatch.setattr(background, "submit", broken)
+    root = tmp_path / "spool"
+    ids = spool_with(root, 5)
+    load = Load(root, workers=2)
+    load.service.startService()
+    load.reactor.pump(lambda: load.done == 1)
+    assert load.ids() == ids
+
+
+def test_a_stop_in_the_middle_leaves_the_rest_and_the_pin(tmp_path: Path, small_chunks) -> None:
+    root = tmp_path / "spool"
+    spool_with(root, 5)
+    load = Load(root)
+    load.service.startService()
+    load.reactor.pump(lambda: len(load.filed) == 1)
+    load.service.stopService()
+    for _ in range(5):
+        load.reactor.advance(0)
+    assert len(load.filed) == 1 and load.done == 0
+    assert (root / checkpoint.PIN).exists()  # the next start checks from the same window
+    assert load.service.progress() == {"loaded": 2, "of": 5, "failed": None}
+
+
+def test_a_failed_read_stops_the_load_and_says_so(
+    tmp_path: Path, small_chunks, monkeypatch
+) -> None:
+    def failing(*args: Any) -> Chunk:
+        raise OSError(5, "Input/output error")
+
+    root = tmp_path / "spool"
+    spool_with(root, 3)
+    load = Load(root)
+    monkeypatch.setattr(background, "read_chunk", failing)
+    load.service.startService()
+    load.reactor.pump(lambda: load.service.failed is not None)
+    assert load.done == 0 and load.filed == []
+    failed = "[Errno 5] Input/output error"
+    assert load.service.progress() == {"loaded": 0, "of": 3, "failed": failed}
+    assert (root / checkpoint.PIN).exists()
+    assert len(spool_files(root, "env")) == 3  # on disk, for the next start

@@ -1,0 +1,60 @@
+"""The start-up's reading of the queue in steps (mxbackup.queue.recoverysteps): what ``begin``
+decides from the listing it takes, what ``finish`` does, and when a queue is read in the
+background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import one_recipient_envelope, spool_files, sync_thread
+from mxbackup.queue import checkpoint, recoverysteps
+from mxbackup.queue.spool import Spool
+
+
+def queue(root: Path, count: int) -> list[str]:
+    spool = Spool(str(root), sync_thread)
+    spool.recover()
+    ids = []
+    for _ in range(count):
+        inc = spool.incoming()
+        inc.write(b"a message\r\n")
+        assert spool.commit(inc, one_recipient_envelope(inc.id, inc.size)).called
+        ids.append(inc.id)
+    return ids
+
+
+def test_leftovers_are_decided_from_the_listing_taken_at_the_beginning(tmp_path: Path) -> None:
+    """A message renamed into new/ while the load runs (its envelope comes next in the same
+    round) is not "a message without envelope": only what ``begin`` listed is removed."""
+    root = tmp_path / "spool"
+    ids = queue(root, 3)
+    (root / "env" / ids[0]).unlink()  # a removal a crash cut short: a message left alone
+    (root / "new" / ids[1]).unlink()  # a commit a crash cut short: an envelope left alone
+    recovery = Spool(str(root), sync_thread).begin_recovery()
+    assert recovery.names == [ids[2]]
+    assert spool_files(root, "env") == [ids[2]]  # the lone envelope went at once
+    (root / "new" / "LATER").write_bytes(b"accepted during the load\r\n")
+    chunks = list(recovery.read_here())
+    recovery.finish()
+    assert [q for c in chunks for q in c.qids] == [ids[2]]
+    assert spool_files(root, "new") == sorted([ids[2], "LATER"])  # ids[0]'s message went
+
+
+def test_finish_lifts_the_pin_after_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    queue(root, 1)
+    recovery = Spool(str(root), sync_thread).begin_recovery()
+    recovery.pin()
+    assert (root / checkpoint.PIN).exists()
+    list(recovery.read_here())
+    recovery.finish()
+    assert not (root / checkpoint.PIN).exists()
+
+
+def test_a_big_queue_is_read_in_the_background(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "spool"
+    queue(root, 3)
+    monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 3)
+    assert Spool(str(root), sync_thread).begin_recovery().in_background()
+    monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 4)
+    assert not Spool(str(root), sync_thread).begin_recovery().in_background()
