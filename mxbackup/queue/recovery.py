@@ -15,9 +15,11 @@ found, and holds none of the parsing's garbage.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
+import signal
 import threading
 import zlib
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ READERS_PER_CORE = 4
 MAX_READERS = 8
 CHUNK = 10_000
 BACKGROUND_NICE = 10  # the readers' niceness while the server accepts mail
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class Chunk(NamedTuple):
@@ -208,8 +211,11 @@ def read_all(
     done = 0
     if workers >= 2:
         context: Any = multiprocessing.get_context("fork")
+        start = (os.getpid(), 0)
         try:
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=context, initializer=start_reader, initargs=start
+            ) as pool:
                 mine = [_logged_for(batch, logged) for batch, _ in batches]
                 results = pool.map(
                     read_chunk,
@@ -236,18 +242,31 @@ def background_pool(workers: int) -> ProcessPoolExecutor | None:
         return None
     try:
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_yield_cpu)
+        start = (os.getpid(), BACKGROUND_NICE)
+        return ProcessPoolExecutor(
+            workers, mp_context=context, initializer=start_reader, initargs=start
+        )
     except (OSError, NotImplementedError, ValueError):
         return None
 
 
-def _yield_cpu() -> None:
-    """A background reader gives way to the server (``BACKGROUND_NICE``): eight of them on
-    two cores would otherwise take most of the CPU from the reactor while the queue loads."""
-    try:
-        os.nice(BACKGROUND_NICE)
-    except OSError:  # not allowed (a system call filter): at the same priority
-        pass
+def start_reader(server: int, niceness: int) -> None:
+    """In each reader process, first: it dies with the server's process (``server``), for a
+    pool's worker holds both ends of its own pipe and would wait for ever after a ``kill -9``
+    of the server (Linux's parent-death signal; it checks that the server did not die before
+    the signal was asked for); and a reader beside a running server gives way to it
+    (``niceness``: eight readers on two cores took most of the CPU from the reactor while the
+    queue loaded).  Where either is not allowed (a system call filter), it goes without."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:
+        os._exit(1)
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass
 
 
 def submit(

@@ -136,3 +136,34 @@ def test_readers_beside_a_running_server_give_way_to_it():
     finally:
         pool.shutdown()
     assert recovery.background_pool(1) is None  # one core: the reactor's thread pool reads
+
+
+_KILLED_SERVER = """
+import os, signal, sys
+from mxbackup.queue import recovery
+if __name__ == "__main__":
+    pool = recovery.background_pool(2)
+    pids = {pool.submit(os.getpid).result(60) for _ in range(20)}
+    print(" ".join(map(str, pids)), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no workers")
+def test_readers_die_with_a_server_killed_in_the_middle(tmp_path):
+    """Regression: a pool's worker holds both ends of its own pipe, so after a ``kill -9`` of
+    the server its readers waited for ever (50 of them were left by a day of tests)."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "server.py"
+    script.write_text(_KILLED_SERVER)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, env=env, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert out.returncode == -9 and pids, out.stderr
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{p}") for p in pids):  # polling for their exit
+        assert time.monotonic() < deadline, "readers outlived the server"
+        time.sleep(0.05)
