@@ -111,6 +111,7 @@ class MXBackupService(service.MultiService):
         """The background load is complete: what it left behind is collected and frozen
         (as ``startService`` does for a queue read before it), the C heap trimmed."""
         self.scheduler.loaded()
+        self.spool.try_log.rotating = True
         gc.collect()
         gc.freeze()
         heap.give_back()
@@ -369,6 +370,7 @@ def _load_queue(spool: Spool, scheduler: Scheduler) -> Recovery | None:
         recovery.finish()
         return None
     recovery.pin()  # before any round runs
+    spool.try_log.rotating = False  # its lines of messages not read yet stay till they are
     return recovery
 
 

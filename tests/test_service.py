@@ -226,10 +226,46 @@ def test_a_queue_loaded_in_the_background_is_probed_and_frozen() -> None:
             self.probed = True
 
     scheduler = Loading()
-    top = MXBackupService(Any, None, None, scheduler, None)  # type: ignore[arg-type]
+    spool = SimpleNamespace(try_log=SimpleNamespace(rotating=False))
+    top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
     gc.unfreeze()
     try:
         top._queue_loaded()
         assert scheduler.probed and gc.get_freeze_count() > 0
+        assert spool.try_log.rotating  # the try log's lines were all applied
     finally:
         gc.unfreeze()
+
+
+def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> None:
+    """``_load_queue``: a queue of ``BACKGROUND_FROM`` or more is not read before listening;
+    recovery's window is pinned first and the try log keeps its lines till the load ends.
+    A smaller one is read at once, as before."""
+    from helpers import one_recipient_envelope, sync_thread
+    from mxbackup import service as service_module
+    from mxbackup.queue import checkpoint, recoverysteps
+    from mxbackup.queue.spool import Spool
+
+    root = tmp_path / "spool"
+    spool = Spool(str(root), sync_thread)
+    spool.recover()
+    for _ in range(3):
+        inc = spool.incoming()
+        inc.write(b"m\r\n")
+        spool.commit(inc, one_recipient_envelope(inc.id, inc.size))
+
+    class Loads(StubScheduler):
+        def load(self, chunks: Any) -> None:
+            self.loaded = [q for chunk in chunks for q in chunk.qids]
+
+    monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 3)
+    big, scheduler = Spool(str(root), sync_thread), Loads()
+    recovery = service_module._load_queue(big, scheduler)  # type: ignore[arg-type]
+    assert recovery is not None and recovery.count == 3 and not hasattr(scheduler, "loaded")
+    assert (root / checkpoint.PIN).exists() and not big.try_log.rotating
+    checkpoint.unpin(str(root))
+    monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 4)
+    small, scheduler = Spool(str(root), sync_thread), Loads()
+    assert service_module._load_queue(small, scheduler) is None  # type: ignore[arg-type]
+    assert len(scheduler.loaded) == 3 and small.try_log.rotating
+    assert not (root / checkpoint.PIN).exists()

@@ -104,6 +104,10 @@ class TryLog:
         self._fd: int | None = None
         self._appended = 0  # octets since the last rotation (what is carried over excluded)
         self._torn = False  # a write was cut short: the next one starts on a new line
+        # False while a big queue is read in the background (``queue.background``): what the
+        # log holds of messages not read yet must stay until they are (one rotation would
+        # keep it in ``tries.1``, a second would drop it)
+        self.rotating = True
 
     def note(
         self, tries: Iterable[Tried], in_flight: Callable[[], Iterable[Tried]] | None, now: float
@@ -114,7 +118,7 @@ class TryLog:
         self._appended += self._append(
             b"".join(_line(qid, counts, now) for qid, counts in tries if counts)
         )
-        if in_flight is not None and self._appended >= self.rotate_at:
+        if in_flight is not None and self.rotating and self._appended >= self.rotate_at:
             self.close()
             os.rename(self.path, self.old)
             self._appended = 0

@@ -70,6 +70,20 @@ def test_what_is_carried_over_does_not_count_towards_the_next_rotation(tmp_path)
     assert b"A 1.000" in (tmp_path / tries.OLD).read_bytes()
 
 
+def test_no_rotation_while_a_big_queue_is_read_in_the_background(tmp_path):
+    """``queue.background``: the lines of a crash before, for messages not read yet, stay
+    until they are (two rotations would have dropped them: one retry more each)."""
+    log = tries.TryLog(str(tmp_path), rotate_at=13)  # one line
+    log.rotating = False
+    for n in range(4):
+        log.note([(f"Q{n}", ((0, 1),))], lambda: [], n)
+    assert not (tmp_path / tries.OLD).exists()
+    log.rotating = True
+    log.note([("Q9", ((0, 1),))], lambda: [], 9)
+    log.close()
+    assert b"Q0 0.000" in (tmp_path / tries.OLD).read_bytes()
+
+
 def test_a_write_cut_short_starts_the_next_on_a_new_line(tmp_path, monkeypatch):
     log = tries.TryLog(str(tmp_path))
     real_write = os.write
