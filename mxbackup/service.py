@@ -96,7 +96,12 @@ class MXBackupService(service.MultiService):
     def load_in_background(self, recovery: Recovery, workers: int) -> None:
         """A big queue is read while the server accepts mail (``queue.background``)."""
         load = BackgroundLoad(
-            self._reactor, recovery, self.scheduler.load_chunk, self._queue_loaded, workers
+            self._reactor,
+            recovery,
+            self.scheduler.load_chunk,
+            self._queue_loaded,
+            workers,
+            stopped=self._rotate_tries,
         )
         self.background_load = load
         self.scheduler.load_progress = load.progress
@@ -108,13 +113,16 @@ class MXBackupService(service.MultiService):
         return load.progress() if load is not None else None
 
     def _queue_loaded(self) -> None:
-        """The background load is complete: what it left behind is collected and frozen
-        (as ``startService`` does for a queue read before it), the C heap trimmed."""
+        """The background load is complete: every target with mail is probed, the try log
+        rotates again, the C heap's free pages go back.  (No collection and freeze as at
+        start-up: what the load added is not tracked by the cyclic GC, dicts of strings and
+        bytes, and freezing now would keep the live sessions' cycles for ever.)"""
         self.scheduler.loaded()
-        self.spool.try_log.rotating = True
-        gc.collect()
-        gc.freeze()
+        self._rotate_tries()
         heap.give_back()
+
+    def _rotate_tries(self) -> None:
+        self.spool.try_log.rotating = True
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""

@@ -215,9 +215,10 @@ def test_no_snapshot_while_the_queue_is_still_being_read(monkeypatch) -> None:
     assert [len(packed) for packed in spool.written] == [5]
 
 
-def test_a_queue_loaded_in_the_background_is_probed_and_frozen() -> None:
-    """As ``startService`` does for a queue read before it: the loaded queue is frozen out
-    of the cyclic GC's full collections, and every target with mail is probed."""
+def test_a_queue_loaded_in_the_background_is_probed_and_trimmed(monkeypatch) -> None:
+    """Every target with mail is probed (as after a load before listening), the try log
+    rotates again, the C heap is trimmed; nothing is frozen (live sessions would be)."""
+    from mxbackup import service as service_module
 
     class Loading(StubScheduler):
         probed = False
@@ -225,16 +226,15 @@ def test_a_queue_loaded_in_the_background_is_probed_and_frozen() -> None:
         def loaded(self) -> None:
             self.probed = True
 
+    trims: list[bool] = []
+    monkeypatch.setattr(service_module.heap, "give_back", lambda: trims.append(True))
     scheduler = Loading()
     spool = SimpleNamespace(try_log=SimpleNamespace(rotating=False))
     top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
     gc.unfreeze()
-    try:
-        top._queue_loaded()
-        assert scheduler.probed and gc.get_freeze_count() > 0
-        assert spool.try_log.rotating  # the try log's lines were all applied
-    finally:
-        gc.unfreeze()
+    top._queue_loaded()
+    assert scheduler.probed and trims == [True] and spool.try_log.rotating
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> None:

@@ -15,6 +15,7 @@ from itertools import islice
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from mxbackup.ops.status import View
 from mxbackup.outbound.admin import QueueAdmin
@@ -30,6 +31,10 @@ from mxbackup.turns import in_turns
 LIST_SNAPSHOT_TTL = 600.0
 PAGE_SLICE = 100  # messages described per turn of the reactor (~20 ms at a million queued)
 MAX_ERRORS = 100  # refusals listed in one answer (the rest are counted)
+LOADING = (
+    "the queue is still being read ({} more messages); try again once 'mxbackup status' no "
+    "longer says loading"
+)
 NO_SELECTOR = (
     "say which messages: IDs, ALL, --route, --sender, --recipient, --older-than, "
     "or - to read IDs from stdin"
@@ -189,11 +194,22 @@ class Commands:
         return self._one_or_each(selector, self.admin.bounce_now, "bounced")
 
     def _one_or_each(self, args: dict[str, Any], action: Any, done: str) -> Any:
+        loading = self.scheduler.load_progress()
+        left = loading["of"] - loading["loaded"] if loading else 0
         if set(args) == {"id"} and args["id"]:  # one message: its refusal is the answer
-            return action(args["id"])
+            qid = args["id"]
+            d = defer.maybeDeferred(action, qid)
+
+            def not_read_yet(failure: Failure) -> None:
+                failure.trap(KeyError)
+                raise KeyError(f"no message {qid} read yet: {LOADING.format(left)}")
+
+            return d.addErrback(not_read_yet) if left else d
         selector = Selector.from_request(args)
         if selector.empty:
             raise ValueError(NO_SELECTOR)
+        if left:  # a hold or delete that misses what is not read yet would mislead
+            raise ValueError(f"refused: {LOADING.format(left)}")
         return self._each(selector, action, done)
 
     @defer.inlineCallbacks

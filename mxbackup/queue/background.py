@@ -30,6 +30,7 @@ log = Logger()
 # Envelopes per chunk: filing one takes a turn of the reactor (10,000 took up to 80 ms with
 # 677,000 queued, a stall of acceptance), so smaller ones than a load before listening uses.
 CHUNK = 2_500
+RETRY_AFTER = 60.0  # seconds before a chunk whose reading failed is read again
 
 
 class BackgroundLoad(service.Service):
@@ -40,19 +41,23 @@ class BackgroundLoad(service.Service):
         file: Callable[[Chunk], None],
         done: Callable[[], None],
         workers: int,
+        stopped: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._recovery = recovery
         self._file = file
         self._done = done
+        self._stopped = stopped  # the load gave up: the rest waits for the next start-up
         self._workers = workers
         self.total = recovery.count
         self.loaded = 0  # envelopes read (filed, or set aside)
+        self.set_aside = 0  # of which unreadable or torn: moved to corrupt/
         self.finished = False
         self.failed: str | None = None  # why the load stopped short (logged)
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future | None] = []
         self._current: defer.Deferred | None = None
+        self._retry: Any = None  # a failed read, tried again later
         self._started = 0.0
 
     def startService(self) -> None:
@@ -76,6 +81,8 @@ class BackgroundLoad(service.Service):
 
     def stopService(self) -> Any:
         self._drop_pool()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         if self._current is not None:
             self._current.cancel()
         return super().stopService()
@@ -93,8 +100,8 @@ class BackgroundLoad(service.Service):
             self._finish()
             return
         d = self._read(index)
-        d.addCallback(self._take, index)
-        d.addErrback(self._failed, index)
+        d.addCallbacks(self._take, self._read_failed, (index,), None, (index,))
+        d.addErrback(self._filing_failed, index)
         self._current = d
 
     def _read(self, index: int) -> defer.Deferred:
@@ -105,7 +112,7 @@ class BackgroundLoad(service.Service):
         recovery = self._recovery
         pool = self._reactor.getThreadPool()
         args = (recovery.path("env"), names, recovery.recent, recovery.logged, span)
-        return threads.deferToThreadPool(self._reactor, pool, read_chunk, *args)
+        return threads.deferToThreadPool(self._reactor, pool, read_chunk, *args, own_process=False)
 
     def _from_future(self, future: Future, names: list[str]) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred(lambda _: future.cancel())
@@ -113,13 +120,14 @@ class BackgroundLoad(service.Service):
         def fire(f: Future) -> None:
             if d.called:
                 return  # cancelled meanwhile
-            error = None if f.cancelled() else f.exception()
-            if f.cancelled():
-                d.errback(defer.CancelledError())
-            elif error is not None:
-                d.errback(Failure(error))
+            try:
+                if f.cancelled():
+                    raise defer.CancelledError()
+                chunk = with_names(f.result(), names)
+            except BaseException:
+                d.errback(Failure())
             else:
-                d.callback(with_names(f.result(), names))
+                d.callback(chunk)
 
         future.add_done_callback(lambda f: self._reactor.callFromThread(fire, f))
         return d
@@ -130,9 +138,13 @@ class BackgroundLoad(service.Service):
         self._file(self._recovery.take(chunk))
         self._batches[index] = ([], None)  # its names are the queue's now
         self.loaded += len(chunk.qids) + len(chunk.unreadable)
+        self.set_aside += len(chunk.unreadable)
+        self.failed = None
         self._reactor.callLater(0, self._step, index + 1)  # the next in a turn of its own
 
-    def _failed(self, failure: Failure, index: int) -> None:
+    def _read_failed(self, failure: Failure, index: int) -> None:
+        """Reading a chunk failed (nothing of it filed): a broken pool leaves the rest to a
+        thread; a thread's failure is tried again after ``RETRY_AFTER``."""
         if failure.check(defer.CancelledError) or not self.running:
             return
         if self._pool is not None:  # a worker killed, or the pool broken: a thread goes on
@@ -142,15 +154,33 @@ class BackgroundLoad(service.Service):
             self._step(index)
             return
         self.failed = failure.getErrorMessage()
-        left = self.total - self.loaded
-        log.failure("queue load stopped: {left} queued messages wait on disk for the next "
-                    "start-up", failure, left=left)  # fmt: skip
+        log.failure("queue load: reading failed, tried again in {after:.0f} s; {left} queued "
+                    "messages wait on disk meanwhile", failure, after=RETRY_AFTER,
+                    left=self.total - self.loaded)  # fmt: skip
+        self._retry = self._reactor.callLater(RETRY_AFTER, self._step, index)
+
+    def _filing_failed(self, failure: Failure, index: int) -> None:
+        """Filing a chunk failed (part of it may be filed: never filed again): the rest
+        waits on disk for the next start-up."""
+        self._gave_up(failure, f"chunk {index}")
+
+    def _gave_up(self, failure: Failure, where: str) -> None:
+        self.failed = failure.getErrorMessage()
+        self._drop_pool()
+        log.failure("queue load stopped ({where}): {left} queued messages wait on disk for "
+                    "the next start-up", failure, where=where,
+                    left=self.total - self.loaded)  # fmt: skip
+        self._stopped()
 
     def _finish(self) -> None:
         self._drop_pool()
         self._batches, self._futures = [], []
-        self._done()
-        self._recovery.report()
+        try:
+            self._done()
+            self._recovery.report()
+        except Exception:
+            self._gave_up(Failure(), "at its end")
+            return
         pool = self._reactor.getThreadPool()
         d = threads.deferToThreadPool(self._reactor, pool, self._recovery.settle)
         d.addCallbacks(self._settled, self._unsettled)
@@ -159,8 +189,10 @@ class BackgroundLoad(service.Service):
     def _settled(self, _: None) -> None:
         self._current = None
         self.finished = True  # (a stop before this writes no snapshot: ``settle`` removes it)
-        log.info("queue loaded: {n} messages in {seconds:.1f} s while accepting mail",
-                 n=self.loaded, seconds=self._reactor.seconds() - self._started)  # fmt: skip
+        log.info("queue loaded: {n} messages in {seconds:.1f} s while accepting mail{aside}",
+                 n=self.loaded - self.set_aside,
+                 seconds=self._reactor.seconds() - self._started,
+                 aside=f" ({self.set_aside} set aside)" if self.set_aside else "")  # fmt: skip
 
     def _unsettled(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError):

@@ -15,6 +15,7 @@ found, and holds none of the parsing's garbage.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing
@@ -121,49 +122,73 @@ def read_chunk(
     recent: float | None = None,
     logged: Logged | None = None,
     in_snapshot: tuple[str, tuple[int, int]] | None = None,
+    own_process: bool = True,
 ) -> Chunk:
     """The envelopes ``names`` (sorted); ``in_snapshot``: the snapshot's path and the span of
-    its records for them (``snapshot.Snapshot.span``)."""
-    chunk, taken = Chunk([], [], [], {}, [], [], []), 0
+    its records for them (``snapshot.Snapshot.span``); ``own_process``: nothing else runs in
+    this process meanwhile (the cyclic GC is paused; not in a running server's thread)."""
     new_dir = os.path.join(os.path.dirname(env_path), "new")
     env_dir = os.open(env_path, os.O_RDONLY | os.O_DIRECTORY)
-    collecting = gc.isenabled()
-    gc.disable()  # many small objects, no cycles: no full collections meanwhile
     try:
-        entries = {}
-        if in_snapshot and names:
-            entries = snapshot.entries(*in_snapshot, names[0], names[-1])
-        for qid in names:
-            try:
-                counts = logged.get(qid) if logged else None
-                kept_one = entries.get(qid)
-                packed, held, targets, checked = read_one(
-                    env_dir, new_dir, qid, recent, counts, kept_one
-                )
-            except EnvelopeError as e:
-                chunk.unreadable.append((qid, str(e), written_since(env_dir, qid, recent)))
-                continue
-            taken += kept_one is not None and packed is kept_one.packed
-            chunk.qids.append(qid)
-            chunk.packed.append(packed)
-            if checked:
-                chunk.checked.append(qid)
-            if held:
-                chunk.held.append(qid)
-            for key, count, when, interrupted in targets:
-                if interrupted:
-                    chunk.interrupted.append((qid, key, count))
-                    continue
-                at = chunk.at.get(key)
-                if at is None:
-                    at = chunk.at[key] = ([], [], [])
-                at[0].append(qid)
-                at[1].append(count)
-                at[2].append(when)
+        with _collections_paused(own_process):
+            return _read_into(env_dir, new_dir, names, recent, logged, in_snapshot)
     finally:
         os.close(env_dir)
+
+
+@contextlib.contextmanager
+def _collections_paused(own_process: bool) -> Iterator[None]:
+    """Many small objects, no cycles: no full collections meanwhile (only where nothing
+    else runs in the process)."""
+    collecting = own_process and gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        yield
+    finally:
         if collecting:
             gc.enable()
+
+
+def _read_into(
+    env_dir: int,
+    new_dir: str,
+    names: list[str],
+    recent: float | None,
+    logged: Logged | None,
+    in_snapshot: tuple[str, tuple[int, int]] | None,
+) -> Chunk:
+    chunk, taken = Chunk([], [], [], {}, [], [], []), 0
+    entries = {}
+    if in_snapshot and names:
+        entries = snapshot.entries(*in_snapshot, names[0], names[-1])
+    for qid in names:
+        try:
+            counts = logged.get(qid) if logged else None
+            kept_one = entries.get(qid)
+            packed, held, targets, checked = read_one(
+                env_dir, new_dir, qid, recent, counts, kept_one
+            )
+        except EnvelopeError as e:
+            chunk.unreadable.append((qid, str(e), written_since(env_dir, qid, recent)))
+            continue
+        taken += kept_one is not None and packed is kept_one.packed
+        chunk.qids.append(qid)
+        chunk.packed.append(packed)
+        if checked:
+            chunk.checked.append(qid)
+        if held:
+            chunk.held.append(qid)
+        for key, count, when, interrupted in targets:
+            if interrupted:
+                chunk.interrupted.append((qid, key, count))
+                continue
+            at = chunk.at.get(key)
+            if at is None:
+                at = chunk.at[key] = ([], [], [])
+            at[0].append(qid)
+            at[1].append(count)
+            at[2].append(when)
     return chunk._replace(from_snapshot=taken)
 
 
@@ -258,7 +283,8 @@ def start_reader(server: int, niceness: int) -> None:
     (``niceness``: eight readers on two cores took most of the CPU from the reactor while the
     queue loaded).  Where either is not allowed (a system call filter), it goes without."""
     prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
-    if prctl is not None:
+    if prctl is not None:  # the signal comes when the *thread* that started this process
+        # ends: pools are started from the server's main thread (``BackgroundLoad``)
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != server:
         os._exit(1)

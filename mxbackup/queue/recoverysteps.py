@@ -122,7 +122,11 @@ class Recovery:
             log.info("spool recover: {taken} of {n} envelopes as the snapshot of the last "
                      "stop had them, the others read", taken=self._taken, n=self.count)  # fmt: skip
         for qid in sorted(self._messages):
-            log.warn("spool recover: removing message {id} without envelope", id=qid)
+            if self._set_aside_before(qid):
+                log.error("spool recover: {id} moved to corrupt/, beside its envelope set "
+                          "aside before a crash", id=qid)  # fmt: skip
+            else:
+                log.warn("spool recover: removing message {id} without envelope", id=qid)
 
     def settle(self) -> None:
         """The snapshot is used up, messages without envelope go, the recent commits found
@@ -130,7 +134,10 @@ class Recovery:
         background runs it in a thread, for a syncfs may wait on the disk)."""
         snapshot.discard(self.root)  # used once (or unreadable): never started from again
         for qid in self._messages:
-            unlink_quietly(self.path("new", qid))
+            if self._set_aside_before(qid):
+                os.replace(self.path("new", qid), self.path("corrupt", qid))
+            else:
+                unlink_quietly(self.path("new", qid))
         checkpoint.keep_durable(self.root, self._checked, self.sync)
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))
@@ -151,6 +158,11 @@ class Recovery:
                 log.warn("spool recover: removing envelope {id} without message", id=qid)
                 unlink_quietly(self.path("env", qid))
         return names, set(messages)
+
+    def _set_aside_before(self, qid: str) -> bool:
+        """A message without envelope whose envelope is in corrupt/: a crash came between
+        ``_set_aside``'s two renames (an unreadable envelope's message is the operator's)."""
+        return os.path.exists(self.path("corrupt", qid + ".env"))
 
     def _set_aside(self, qid: str, error: str, torn: bool) -> None:
         """An envelope that cannot be read, or a commit a crash tore (``torn``: written by a

@@ -270,3 +270,20 @@ def test_a_scan_whose_client_goes_away_is_cancelled(w, monkeypatch, cmd):
     assert len(slices(w)) == 1
     proto.connectionLost(None)
     assert slices(w) == []
+
+
+def test_bulk_actions_wait_for_a_queue_read_in_the_background(w):
+    """Review: ``hold --route X`` while a big queue loads acted on what was read so far and
+    said "held N": the messages read later were delivered.  Refused until the load ends; a
+    single id not read yet says so."""
+    env = w.queue()
+    w.scheduler.load_progress = lambda: {"loaded": 1, "of": 30_000, "failed": None}
+    for action in (w.commands.hold, w.commands.delete, w.commands.bounce, w.commands.release):
+        with pytest.raises(ValueError, match="still being read .29999 more"):
+            done(action(route="example.com"))
+    with pytest.raises(KeyError, match="no message NOPE read yet"):
+        done(w.commands.hold(id="NOPE"))
+    done(w.commands.hold(id=env.id))  # one that is read: as ever
+    assert w.scheduler.backlog.is_held(env.id)
+    w.scheduler.load_progress = lambda: None
+    assert done(w.commands.release(route="example.com"))["released"] == 1

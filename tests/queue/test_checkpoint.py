@@ -300,3 +300,22 @@ def test_no_pin_without_a_window(tmp_path: Path) -> None:
     root.mkdir()
     checkpoint.pin(str(root), None)
     assert not (root / checkpoint.PIN).exists()
+
+
+def test_fsync_mode_skips_a_commit_removed_since(tmp_path: Path, monkeypatch) -> None:
+    """Regression (review): a big queue read in the background makes its recent commits
+    durable at its end; one delivered meanwhile is gone, and must not stop the rest."""
+    root = tmp_path / "spool"
+    kept, gone = queue(root, b"kept\r\n", b"delivered meanwhile\r\n")
+    (root / "new" / gone).unlink()
+    (root / "env" / gone).unlink()
+    synced: list[str] = []
+    real = rounds.fsync_path
+
+    def fsync(path: str) -> None:
+        real(path)
+        synced.append(os.path.basename(path))
+
+    monkeypatch.setattr(rounds, "fsync_path", fsync)
+    checkpoint.keep_durable(str(root), [gone, kept], "fsync")
+    assert synced == [kept, kept]

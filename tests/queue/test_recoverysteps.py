@@ -58,3 +58,15 @@ def test_a_big_queue_is_read_in_the_background(tmp_path: Path, monkeypatch) -> N
     assert Spool(str(root), sync_thread).begin_recovery().in_background()
     monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 4)
     assert not Spool(str(root), sync_thread).begin_recovery().in_background()
+
+
+def test_a_message_whose_envelope_was_set_aside_before_a_crash_joins_it(tmp_path: Path) -> None:
+    """Review: setting aside is two renames; a crash between them left the message alone in
+    new/, and it was removed as "a message without envelope".  It goes to corrupt/ too."""
+    root = tmp_path / "spool"
+    qid, other = queue(root, 2)
+    (root / "env" / qid).rename(root / "corrupt" / (qid + ".env"))  # the first rename only
+    (root / "env" / other).unlink()  # a removal cut short: this one does go
+    Spool(str(root), sync_thread).recover()
+    assert spool_files(root, "corrupt") == sorted([qid, qid + ".env"])
+    assert spool_files(root, "new") == []
