@@ -19,6 +19,12 @@ commits are counted (``corrupt/``) and none of them had a 250.
 ``--hammer``: a thread fsyncs a file on the same file system every 0-2 ms, as SQLite or any
 other writer would: the journal then commits at arbitrary moments, also between a round's
 renames and its syncfs, which is what tears a commit (its name durable before its data).
+``--preload N`` queues N messages (durable) before the first start; ``--twice`` starts the server
+again after the cut, under the same load, and cuts again: with ``--preload 20000`` or more the
+second start reads the queue while it accepts mail (``queue.background``), so the second cut
+comes in the middle of that load, after its rounds moved the checkpoint past the commits the
+first cut may have torn (``checkpoint.pin``).  Checked besides: every preloaded message is live.
+
 Prints one JSON line per trial and a summary; exits 1 if any check failed.
 """
 
@@ -41,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import scale  # bench/scale.py: the spool generator
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -110,10 +118,10 @@ def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
 
-def fresh_fs(image: Path, mnt: Path) -> None:
+def fresh_fs(image: Path, mnt: Path, size: str = "1G") -> None:
     subprocess.run(["umount", str(mnt)], capture_output=True)
     mnt.mkdir(parents=True, exist_ok=True)
-    sh("truncate", "-s", "1G", str(image))
+    sh("truncate", "-s", size, str(image))
     sh("mkfs.ext4", "-q", "-F", str(image))
     sh("mount", "-o", "loop", str(image), str(mnt))
 
@@ -142,27 +150,12 @@ print(json.dumps({"live": [e.id for e in live], "corrupt": os.listdir(sys.argv[1
 """
 
 
-def trial(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    image, mnt = work / "powercut.img", work / "mnt"
-    fresh_fs(image, mnt)
-    spool = mnt / "spool"
-    config = work / "mx.yaml"
-    config.write_text(
-        f"""server:
-  hostname: mx2.example.net
-  listen:
-    - "tcp:{args.port}:interface=127.0.0.1"
-  spool: {spool}
-  min_free_space: 0
-routes:
-  - domain: example.com
-    target_host: 127.0.0.1
-    port: {args.port + 1}
-    addresses: all
-"""
-    )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(work / f"twistd-{n}.log", "wb") as log:
+def run_and_cut(
+    args: argparse.Namespace, work: Path, mnt: Path, config: Path, env: dict, log_path: Path
+) -> dict[str, str]:
+    """Start twistd on the spool, send under load, cut the power after 1-4 s, kill it: the
+    messages that got a 250."""
+    with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "mxbackup", "--config", str(config)],
             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -179,9 +172,43 @@ routes:
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-    acked = load.finish()
-    sh("umount", str(mnt))
-    sh("mount", "-o", "loop", str(image), str(mnt))
+    return load.finish()
+
+
+def trial(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    image, mnt = work / "powercut.img", work / "mnt"
+    fresh_fs(image, mnt, "3G" if args.preload else "1G")  # (inodes: 2 files a message)
+    spool = mnt / "spool"
+    preloaded: set[str] = set()
+    if args.preload:  # queued before the first start, durable (scale.generate syncs)
+        scale.generate(str(spool), args.preload, "example.com", "user@example.com", "a@s.test")
+        preloaded = set(os.listdir(spool / "env"))
+        (spool / ".synced").touch()  # a spool the server wrote: recovery checks from here
+    config = work / "mx.yaml"
+    config.write_text(
+        f"""server:
+  hostname: mx2.example.net
+  listen:
+    - "tcp:{args.port}:interface=127.0.0.1"
+  spool: {spool}
+  min_free_space: 0
+routes:
+  - domain: example.com
+    target_host: 127.0.0.1
+    port: {args.port + 1}
+    addresses: all
+"""
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    acked: dict[str, str] = {}
+    mid_load = []
+    for phase in range(2 if args.twice else 1):  # --twice: the second start reads the
+        # queue in the background (``--preload`` of 20,000 or more) and is cut meanwhile
+        log_path = work / f"twistd-{n}-{phase}.log"
+        acked.update(run_and_cut(args, work, mnt, config, env, log_path))
+        mid_load.append(b"queue loaded" not in log_path.read_bytes())
+        sh("umount", str(mnt))
+        sh("mount", "-o", "loop", str(image), str(mnt))
     out = subprocess.run(
         [sys.executable, "-c", RECOVER, str(spool)], env=env, capture_output=True, text=True
     )
@@ -190,7 +217,7 @@ routes:
     found = json.loads(out.stdout.strip().splitlines()[-1])
     live = set(found["live"])
     torn_live = []
-    for qid in sorted(live):
+    for qid in sorted(live - preloaded):  # (those were durable before the first start)
         data = (spool / "new" / qid).read_bytes()
         m = re.search(rb"Subject: (T[0-9a-f]{16})\r\n", data)
         rest = data[m.start() :] if m else b""
@@ -203,6 +230,8 @@ routes:
         "acked": len(acked),
         "live": len(live),
         "acked_lost": sorted(q for q in acked if q not in live),
+        "preloaded_lost": sorted(preloaded - live),
+        "cut_mid_load": mid_load,
         "torn_live": torn_live,
         "torn_to_corrupt": len(corrupt),
         "corrupt_acked": [q for q in corrupt if q in acked],
@@ -216,6 +245,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--hammer", action="store_true", help="another writer fsyncs meanwhile")
     ap.add_argument("--port", type=int, default=2725, help="mxbackup's; the next one: primary")
     ap.add_argument("--workdir", default="/var/tmp", help="where the image and logs go")
+    ap.add_argument("--preload", type=int, default=0, help="messages queued before the start")
+    ap.add_argument("--twice", action="store_true", help="start again after the cut, and cut again")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("powercut: must run as root (loop mounts)", file=sys.stderr)
@@ -231,7 +262,7 @@ def main(argv: list[str]) -> int:
     finally:
         subprocess.run(["umount", str(work / "mnt")], capture_output=True)
         (work / "powercut.img").unlink(missing_ok=True)
-    checks = ("error", "acked_lost", "torn_live", "corrupt_acked")
+    checks = ("error", "acked_lost", "torn_live", "corrupt_acked", "preloaded_lost")
     failed = [r for r in rows if any(r.get(k) for k in checks)]
     total = {k: sum(r.get(k, 0) for r in rows) for k in ("acked", "live", "torn_to_corrupt")}
     print(json.dumps({"trials": len(rows), **total, "failed_trials": [r["trial"] for r in failed]}))
