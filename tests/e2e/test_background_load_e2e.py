@@ -56,8 +56,8 @@ def test_mail_is_taken_while_a_big_queue_loads_and_all_of_it_delivered(tmp_path)
         deadline = time.monotonic() + 120
         while spool_files(spool, "env") and time.monotonic() < deadline:
             time.sleep(0.2)  # polling for the drain (the start-up probe's flush)
-        server.stop()
     finally:
+        server.stop()
         sink.kill()
         sink.wait()
     assert spool_files(spool, "env") == [] and spool_files(spool, "new") == []
@@ -93,17 +93,19 @@ def test_a_crash_in_the_middle_of_the_load_loses_nothing_and_rechecks_the_torn(t
     os.utime(spool / CHECKPOINT, (checkpoint_at, checkpoint_at))
     torn = torn_commit(spool, checkpoint_at + 1)
     server = Twistd(write_config(tmp_path, base_config(tmp_path)), tmp_path / "log")
-    server.start(timeout=60).wait_ready(60)
-    send(server, "ACCEPTED")  # a round: the checkpoint is now
-    assert (spool / CHECKPOINT).stat().st_mtime > checkpoint_at + 50
-    server.kill9()
-    assert "queue loaded" not in server.logtext()  # killed in the middle of the load
-    assert (spool / checkpoint.PIN).exists()
-    server.start(timeout=60).wait_ready(60)
-    assert wait_loaded(server) == COUNT + 1
-    status = request(str(spool / "control.sock"), "status")
-    assert status["queue"] == COUNT + 1 and "loading" not in status
-    server.stop()
+    try:
+        server.start(timeout=60).wait_ready(60)
+        send(server, "ACCEPTED")  # a round: the checkpoint is now
+        assert (spool / CHECKPOINT).stat().st_mtime > checkpoint_at + 50
+        server.kill9()
+        assert "queue loaded" not in server.logtext()  # killed in the middle of the load
+        assert (spool / checkpoint.PIN).exists()
+        server.start(timeout=60).wait_ready(60)
+        assert wait_loaded(server) == COUNT + 1
+        status = request(str(spool / "control.sock"), "status")
+        assert status["queue"] == COUNT + 1 and "loading" not in status
+    finally:
+        server.stop()  # (a failed assertion must not leave the server running)
     assert len(spool_files(spool, "env")) == COUNT + 1 == len(spool_files(spool, "new"))
     assert spool_files(spool, "corrupt") == sorted([torn, torn + ".env"])
     assert "a torn commit, never acknowledged" in server.logtext()
