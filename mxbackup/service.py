@@ -101,7 +101,7 @@ class MXBackupService(service.MultiService):
             self.scheduler.load_chunk,
             self._queue_loaded,
             workers,
-            stopped=self._rotate_tries,
+            gave_up=self._rotate_tries,
         )
         self.background_load = load
         self.scheduler.load_progress = load.progress

@@ -4,8 +4,10 @@
 processes (``recovery.background_pool``, or in a thread of the reactor's pool where there is no
 such pool, or once it broke), and hands each chunk, in queue-id order and one per turn of the
 reactor, to ``file`` (the scheduler: its messages are tried from then on), then calls
-``done`` and ``Recovery.finish``.  A stop in the middle leaves the rest on disk for the next
-start-up (the pin, the snapshot and the try log as they were).
+``done`` and ``Recovery.report``, and ``Recovery.settle`` in a thread.  A chunk whose reading
+failed is read again after ``RETRY_AFTER``; one whose filing failed (part of it may be queued)
+never is: the load gives up (``gave_up``) and the rest waits on disk for the next start-up.  A
+stop in the middle leaves the rest on disk likewise (the pin and the snapshot as they were).
 
 The reactor is injected; the worker processes' results come back through the pool's own
 thread and are passed to the reactor with ``callFromThread``.
@@ -41,13 +43,13 @@ class BackgroundLoad(service.Service):
         file: Callable[[Chunk], None],
         done: Callable[[], None],
         workers: int,
-        stopped: Callable[[], None] = lambda: None,
+        gave_up: Callable[[], None] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._recovery = recovery
         self._file = file
         self._done = done
-        self._stopped = stopped  # the load gave up: the rest waits for the next start-up
+        self._gave_up_hook = gave_up  # the rest waits on disk for the next start-up
         self._workers = workers
         self.total = recovery.count
         self.loaded = 0  # envelopes read (filed, or set aside)
@@ -170,7 +172,7 @@ class BackgroundLoad(service.Service):
         log.failure("queue load stopped ({where}): {left} queued messages wait on disk for "
                     "the next start-up", failure, where=where,
                     left=self.total - self.loaded)  # fmt: skip
-        self._stopped()
+        self._gave_up_hook()
 
     def _finish(self) -> None:
         self._drop_pool()

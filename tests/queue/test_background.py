@@ -217,7 +217,7 @@ def test_a_chunk_that_cannot_be_filed_is_never_filed_again(tmp_path: Path, small
             raise RuntimeError("a bug while filing")
 
     service = BackgroundLoad(
-        reactor, recovery_, file, lambda: None, 0, stopped=lambda: gave_up.append(True)
+        reactor, recovery_, file, lambda: None, 0, gave_up=lambda: gave_up.append(True)
     )
     service.startService()
     reactor.pump(lambda: bool(gave_up))
