@@ -119,6 +119,11 @@ class Commands:
                 yield
         return page
 
+    def loading(self) -> dict[str, Any] | None:
+        """How far a big queue's load in the background is (``queue.background``); None:
+        every queued message is read (what a listing shows is the whole queue)."""
+        return self.scheduler.load_progress()
+
     def count(self) -> int:
         """Messages in the queue: O(1) (``stats`` also finds the oldest, looking at all)."""
         return len(self.scheduler.queue)

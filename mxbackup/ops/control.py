@@ -34,7 +34,7 @@ GROUP = "mxbackup"  # the Debian package's system group: its members may use the
 
 _ALLOWED = {
     "list", "count", "show", "flush", "hold", "release", "delete", "bounce", "reload", "stats",
-    "pause", "resume", "status", "summary", "monitor",
+    "pause", "resume", "status", "summary", "monitor", "loading",
 }  # fmt: skip
 # Read-only commands made in turns of the reactor over the whole queue: worth nothing once
 # their client has gone (a monitor that polls with a short timeout must not pile them up).

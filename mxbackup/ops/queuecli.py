@@ -175,10 +175,14 @@ def _queue_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(messages, indent=2))
         return 0
-    if not messages:
+    status, loading = talk(args, "loading")
+    if not messages and not (loading and not status):
         print("Mail queue is empty")
         return 0
-    _print_messages(messages, getattr(args, "more", 0))
+    if messages:
+        _print_messages(messages, getattr(args, "more", 0))
+    if loading and not status:  # a big queue read while the server accepts mail
+        print(f"-- and {_loading(loading).removeprefix('loading: ')}: not listed yet")
     return 0
 
 

@@ -84,7 +84,9 @@ def test_queue_list_shows_why_the_target_is_down(monkeypatch, capsys):
     }
     message = {"id": "Q1", "age": 5, "size": 10, "sender": "s@x", "held": False}
     found = [{**message, "recipients": [rcpt]}]
-    monkeypatch.setattr(queuecli, "talk", lambda args, cmd, **kw: (0, found))
+    monkeypatch.setattr(
+        queuecli, "talk", lambda args, cmd, **kw: (0, None if cmd == "loading" else found)
+    )
     monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
     assert queuecli._queue_list(argparse.Namespace(json=False, all=True)) == 0
     out = capsys.readouterr().out
@@ -113,3 +115,26 @@ def test_status_says_how_much_of_a_big_queue_is_still_being_read(monkeypatch, ca
     monkeypatch.setattr(queuecli, "talk", lambda a, c, **k: (0, info))
     assert queuecli._status(argparse.Namespace(json=False)) == 0
     assert "loading" not in capsys.readouterr().out
+
+
+def test_a_listing_during_a_background_load_says_it_is_partial(monkeypatch, capsys) -> None:
+    """``queue.background``: what is not read yet is not listed; the listing says so (and an
+    empty one is not "Mail queue is empty")."""
+    import argparse
+
+    from mxbackup.ops import queuecli
+
+    message = {"id": "Q1", "age": 5, "size": 10, "sender": "s@x", "held": False}
+    loading = {"loaded": 10, "of": 25, "failed": None}
+    monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
+    for listed, progress, expected in [
+        ([], loading, "-- and 15 more queued message(s) being read from the spool: not listed"),
+        ([{**message, "recipients": []}], loading, "-- and 15 more queued message(s)"),
+        ([], None, "Mail queue is empty"),
+    ]:
+        replies = {"list": listed, "loading": progress}
+        monkeypatch.setattr(queuecli, "talk", lambda a, c, r=replies, **k: (0, r[c]))
+        assert queuecli._queue_list(argparse.Namespace(json=False, all=True)) == 0
+        out = capsys.readouterr().out
+        assert expected in out
+        assert ("Mail queue is empty" in out) == (progress is None)

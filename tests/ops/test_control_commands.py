@@ -106,9 +106,11 @@ def test_status_says_how_far_a_load_in_the_background_is(w):
     w.queue()
     assert "loading" not in done(w.commands.status())
     progress = {"loaded": 1, "of": 30_000, "failed": None}
+    assert w.commands.loading() is None
     w.scheduler.load_progress = lambda: progress
     status = done(w.commands.status())
     assert status["loading"] == progress and status["queue"] == 1
+    assert w.commands.loading() == progress  # what ``queue list`` asks (O(1))
 
 
 def test_list_shows_retries_left_and_the_real_next_try(w):
