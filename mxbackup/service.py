@@ -105,6 +105,7 @@ class MXBackupService(service.MultiService):
         )
         self.background_load = load
         self.scheduler.load_progress = load.progress
+        self.scheduler.loading()
         load.setServiceParent(self)
 
     def _loading(self) -> dict[str, Any] | None:
@@ -113,11 +114,11 @@ class MXBackupService(service.MultiService):
         return load.progress() if load is not None else None
 
     def _queue_loaded(self) -> None:
-        """The background load is complete: every target with mail is probed, the try log
-        rotates again, the C heap's free pages go back.  (No collection and freeze as at
+        """The background load is complete (its targets were probed as it met them): the
+        try log rotates again, the C heap's free pages go back.  (No collection and freeze as at
         start-up: what the load added is not tracked by the cyclic GC, dicts of strings and
         bytes, and freezing now would keep the live sessions' cycles for ever.)"""
-        self.scheduler.loaded()
+        self.scheduler.loading(False)
         self._rotate_tries()
         heap.give_back()
 

@@ -223,8 +223,8 @@ def test_a_queue_loaded_in_the_background_is_probed_and_trimmed(monkeypatch) -> 
     class Loading(StubScheduler):
         probed = False
 
-        def loaded(self) -> None:
-            self.probed = True
+        def loading(self, begins: bool = True) -> None:
+            self.probed = not begins  # (its targets were probed as they were met)
 
     trims: list[bool] = []
     monkeypatch.setattr(service_module.heap, "give_back", lambda: trims.append(True))

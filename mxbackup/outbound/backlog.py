@@ -216,19 +216,21 @@ class Backlog:
     def flush(self, keys: Iterable[str], now: float) -> int:
         """Make every message at ``keys`` due now, held ones aside; returns how many were
         rescheduled.  One in flight is due as soon as its outcome is recorded."""
-        count = 0
-        for key in keys:
-            flush_inflight = self.inflight.flush
-            qids = [
-                qid
-                for qid in self._by_target.get(key, ())
-                # held: not tried, so not flushed (nor counted as flushed)
-                if qid not in self._held and not flush_inflight(qid, key)
-            ]
-            if qids:
-                self.due.file_all_at(key, qids, now)
-                count += len(qids)
-        return count
+        return sum(self.flush_some(key, self._by_target.get(key, ()), now) for key in keys)
+
+    def flush_some(self, key: str, qids: Iterable[str], now: float) -> int:
+        """``flush`` of those of ``qids`` that wait at ``key`` (a batch read after the
+        target's flush: ``Scheduler.load_chunk``)."""
+        waiting, flush_inflight = self._by_target.get(key, {}), self.inflight.flush
+        chosen = [
+            qid
+            for qid in qids
+            # held: not tried, so not flushed (nor counted as flushed)
+            if qid in waiting and qid not in self._held and not flush_inflight(qid, key)
+        ]
+        if chosen:
+            self.due.file_all_at(key, chosen, now)
+        return len(chosen)
 
     def resume(self, key: str, now: float) -> None:
         """Delivery to ``key`` was paused: what fell due meanwhile (taken off the due queue

@@ -124,6 +124,10 @@ class Health:
         """Targets with mail at start-up: each is probed at the first tick."""
         self._startup = set(keys)
 
+    def probe_soon(self, keys: Iterable[str]) -> None:
+        """Targets met while a big queue is read: probed at the next tick, as at start-up."""
+        self._startup.update(keys)
+
     def startup_probes(self) -> Iterator[Target]:
         """The start-up probes still to make (each once), of targets neither probing nor
         down.  Lazy: the caller starts each probe before the next is looked at."""

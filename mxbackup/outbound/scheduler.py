@@ -85,8 +85,11 @@ class Scheduler:
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
         )
         self._loop: task.LoopingCall | None = None
-        # how far a big queue's load in the background is (``status``); None: complete
+        # a load in the background (``load_chunk``): how far (``status``; None: complete),
+        # the targets it met, those flushed meanwhile (None: no such load)
         self.load_progress: Callable[[], dict[str, Any] | None] = lambda: None
+        self._load_keys: set[str] = set()
+        self._load_flushed: set[str] | None = None
         self._kicked = False
         self._extra = False  # a tick asked for (``_kick``), not the clock's
         self.reconfigure(config)
@@ -112,9 +115,8 @@ class Scheduler:
 
     # -- the queue -----------------------------------------------------------------------------
     def load(self, envelopes: Iterable[Envelope | Chunk]) -> None:
-        """The queue at start-up (``Spool.recovered``: kept packed; or envelopes).  Every
-        target with mail is probed at the first tick and flushed if it answers; attempts a
-        crash interrupted are retried at once."""
+        """The queue at start-up (``Spool.recovered``, packed; or envelopes).  Each target is
+        probed at the first tick, flushed if it answers; interrupted tries are due at once."""
         now = self.clock.seconds()
         for item in envelopes:
             if isinstance(item, Envelope):
@@ -124,14 +126,24 @@ class Scheduler:
         self.health.probe_at_start(self.backlog.keys())
 
     def load_chunk(self, chunk: Chunk) -> None:
-        """Messages of a big queue read while the server accepts mail (``queue.background``):
-        tried from now on, at their own times."""
-        self.backlog.add_chunk(chunk, self.clock.seconds())
+        """Messages of a big queue read while the server accepts mail (``queue.background``).
+        A target first met is probed at the next tick (flushed if it answers, as ``load``
+        does); those of a target flushed since are due as they are read, as if they had been
+        there for that flush: an up primary gets its mail while the rest is being read."""
+        now = self.clock.seconds()
+        self.backlog.add_chunk(chunk, now)
+        keys = set(chunk.at).union(key for _, key, _ in chunk.interrupted)
+        self.health.probe_soon(keys - self._load_keys)
+        self._load_keys |= keys
+        flushed = [
+            k for k in chunk.at if k in (self._load_flushed or ()) and not self.health.get(k).down
+        ]
+        if sum(self.backlog.flush_some(key, chunk.at[key][0], now) for key in flushed):
+            self._kick()
 
-    def loaded(self) -> None:
-        """The background load is complete: every target with mail is probed at the next
-        tick (as ``load`` does), and flushed if it answers."""
-        self.health.probe_at_start(self.backlog.keys())
+    def loading(self, begins: bool = True) -> None:
+        """A big queue is about to be read in the background; or (False) it is read."""
+        self._load_keys, self._load_flushed = set(), set() if begins else None
 
     def add(self, envelope: Envelope) -> None:
         """A message entered the queue (accepted, or loaded at start-up): schedule it."""
@@ -163,6 +175,8 @@ class Scheduler:
         now = self.clock.seconds()
         keys = [key] if key is not None else self.backlog.keys()
         self.health.flushed(keys, now)
+        if self._load_flushed is not None:  # a big queue being read: the rest as it comes
+            self._load_flushed.update(keys)
         count = self.backlog.flush(keys, now)
         if count:
             self._kick()

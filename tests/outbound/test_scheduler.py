@@ -188,6 +188,67 @@ def test_restart_with_the_primary_up_delivers_at_once(tmp_path):
     assert w2.scheduler.stats.delivered == 1
 
 
+def chunks_of_one(w: World) -> list:
+    """The queue as a load in the background reads it (``queue.background``), a message a
+    chunk."""
+    from mxbackup.queue.recovery import read_chunk
+
+    recovery = w.spool.begin_recovery()
+    env = recovery.path("env")
+    return [
+        read_chunk(env, names, recovery.recent, recovery.logged, span)
+        for names, span in recovery.batches(1)
+    ]
+
+
+def test_a_big_queue_read_in_the_background_goes_back_as_it_is_read(tmp_path):
+    """The primary is up when the backup restarts with a big queue: the first target met is
+    probed at once and flushed, and the messages read after that flush are due as they come,
+    before the load ends (they had waited for ``loaded``: 11-60 s at a million)."""
+    w = World(tmp_path)
+    w.deliver.up = False
+    held = [w.queue() for _ in range(3)][-1]
+    w.advance(1)  # each tried once: next try in 15 minutes
+    w.admin.hold(held.id)
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.up = True
+    chunks = chunks_of_one(w2)  # (ids made in the same second: in no particular order)
+    (third,) = [c for c in chunks if c.qids == [held.id]]
+    first, second = [c for c in chunks if c is not third]
+    w2.scheduler.loading()
+    w2.scheduler.load_chunk(first)
+    w2.advance(2)  # the probe answers: flushed
+    assert w2.scheduler.stats.delivered == 1
+    w2.scheduler.load_chunk(second)
+    w2.clock.advance(0)
+    assert w2.scheduler.stats.delivered == 2  # due as it was read
+    w2.scheduler.load_chunk(third)  # held: not flushed, as a flush leaves it
+    w2.advance(2)
+    assert w2.scheduler.stats.delivered == 2 and w2.scheduler.backlog.is_held(held.id)
+    w2.scheduler.loading(False)
+
+
+def test_a_down_primary_s_mail_read_in_the_background_keeps_its_times(tmp_path):
+    w = World(tmp_path)
+    w.deliver.up = False
+    for _ in range(2):
+        w.queue()
+    w.advance(1)
+    w2 = World(tmp_path)
+    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
+    w2.deliver.up = False
+    first, second = chunks_of_one(w2)
+    w2.scheduler.loading()
+    w2.scheduler.load_chunk(first)
+    w2.advance(2)  # probed: down
+    w2.scheduler.load_chunk(second)
+    w2.advance(2)
+    assert w2.deliver.probes >= 1 and w2.scheduler.stats.delivered == 0
+    assert w2.scheduler.stats.deferred == 0  # not tried: their next try is still ahead
+    assert w2.scheduler.backlog.due.when((second.qids[0], "example.com")) > w2.clock.seconds()
+
+
 def test_attempt_interrupted_by_a_crash_is_retried_at_once(tmp_path):
     w = World(tmp_path)
     w.deliver.hold = True  # the attempt starts and never finishes: then the process dies
