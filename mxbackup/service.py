@@ -101,7 +101,7 @@ class MXBackupService(service.MultiService):
             self.scheduler.load_chunk,
             self._queue_loaded,
             workers,
-            gave_up=self._rotate_tries,
+            gave_up=self._queue_load_stopped,
         )
         self.background_load = load
         self.scheduler.load_progress = load.progress
@@ -121,6 +121,11 @@ class MXBackupService(service.MultiService):
         self.scheduler.loading(False)
         self._rotate_tries()
         heap.give_back()
+
+    def _queue_load_stopped(self) -> None:
+        """The load gave up: what it read is queued, as after a complete one."""
+        self.scheduler.loading(False)
+        self._rotate_tries()
 
     def _rotate_tries(self) -> None:
         self.spool.try_log.rotating = True

@@ -215,8 +215,8 @@ def test_no_snapshot_while_the_queue_is_still_being_read(monkeypatch) -> None:
     assert [len(packed) for packed in spool.written] == [5]
 
 
-def test_a_queue_loaded_in_the_background_is_probed_and_trimmed(monkeypatch) -> None:
-    """Every target with mail is probed (as after a load before listening), the try log
+def test_the_end_of_a_load_in_the_background(monkeypatch) -> None:
+    """The scheduler is told (it probes the targets met and never flushed), the try log
     rotates again, the C heap is trimmed; nothing is frozen (live sessions would be)."""
     from mxbackup import service as service_module
 
@@ -269,3 +269,25 @@ def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> 
     assert service_module._load_queue(small, scheduler) is None  # type: ignore[arg-type]
     assert len(scheduler.loaded) == 3 and small.try_log.rotating
     assert not (root / checkpoint.PIN).exists()
+
+
+def test_a_load_in_the_background_is_announced_to_the_scheduler() -> None:
+    """Without ``loading()`` a flush during the load would not cover what is read later."""
+    from mxbackup.queue.recoverysteps import Recovery
+
+    class Told(StubScheduler):
+        told: list[bool] = []
+
+        def loading(self, begins: bool = True) -> None:
+            self.told.append(begins)
+
+        def load_chunk(self, chunk: Any) -> None:
+            pass
+
+    scheduler = Told()
+    spool = SimpleNamespace(try_log=SimpleNamespace(rotating=False))
+    top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
+    top.load_in_background(Recovery("/nonexistent", "syncfs", None), 0)
+    assert scheduler.told == [True] and top.background_load is not None
+    top._queue_load_stopped()  # (the load gave up)
+    assert scheduler.told == [True, False] and spool.try_log.rotating

@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from mxbackup.ops.talk import Refused, Unreachable, socket_path, stream, talk
+from mxbackup.ops.talk import Refused, Unreachable, request, socket_path, stream, talk
 from mxbackup.ops.verifycli import route_counts
 from mxbackup.outbound.selection import parse_age
 
@@ -167,6 +167,7 @@ def _queue_list(args: argparse.Namespace) -> int:
         print(f"mxbackup: {e}", file=sys.stderr)
         return 2
     messages: list[dict[str, Any]] = []
+    unread = "" if args.json else _unread(args)
     for selector in requests:
         status, found = _fetch(args, selector)
         if status:
@@ -175,15 +176,32 @@ def _queue_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(messages, indent=2))
         return 0
-    status, loading = talk(args, "loading")
-    if not messages and not (loading and not status):
+    if not messages and not unread:
         print("Mail queue is empty")
         return 0
     if messages:
         _print_messages(messages, getattr(args, "more", 0))
-    if loading and not status:  # a big queue read while the server accepts mail
-        print(f"-- and {_loading(loading).removeprefix('loading: ')}: not listed yet")
+    if unread:
+        print(unread)
     return 0
+
+
+def _unread(args: argparse.Namespace) -> str:
+    """What a listing cannot show while a big queue is read (``queue.background``), asked
+    before it (an upper bound); nothing from a server that does not say."""
+    try:
+        loading = request(socket_path(args), "loading")
+    except (Unreachable, Refused, RuntimeError):
+        return ""
+    if not loading:
+        return ""
+    left = loading["of"] - loading["loaded"]
+    if loading["failed"]:
+        return (f"-- and {left} more queued message(s) not read: the load stopped "
+                f"({loading['failed']}); they wait on disk")  # fmt: skip
+    if not left:
+        return ""
+    return f"-- and {left} more queued message(s) of the whole queue still being read: not listed"
 
 
 LIST_LIMIT = 1000

@@ -142,7 +142,11 @@ class Scheduler:
             self._kick()
 
     def loading(self, begins: bool = True) -> None:
-        """A big queue is about to be read in the background; or (False) it is read."""
+        """A big queue is about to be read in the background; or (False) it is read: a
+        target the load met and never flushed (its first probe came while another ran) is
+        probed now, as ``load`` probes every target."""
+        if not begins and self._load_flushed is not None:
+            self.health.probe_soon(self._load_keys - self._load_flushed)
         self._load_keys, self._load_flushed = set(), set() if begins else None
 
     def add(self, envelope: Envelope) -> None:

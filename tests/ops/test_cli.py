@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import bcrypt
 
@@ -84,9 +85,8 @@ def test_queue_list_shows_why_the_target_is_down(monkeypatch, capsys):
     }
     message = {"id": "Q1", "age": 5, "size": 10, "sender": "s@x", "held": False}
     found = [{**message, "recipients": [rcpt]}]
-    monkeypatch.setattr(
-        queuecli, "talk", lambda args, cmd, **kw: (0, None if cmd == "loading" else found)
-    )
+    monkeypatch.setattr(queuecli, "talk", lambda args, cmd, **kw: (0, found))
+    monkeypatch.setattr(queuecli, "_unread", lambda args: "")  # no load in the background
     monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
     assert queuecli._queue_list(argparse.Namespace(json=False, all=True)) == 0
     out = capsys.readouterr().out
@@ -118,23 +118,31 @@ def test_status_says_how_much_of_a_big_queue_is_still_being_read(monkeypatch, ca
 
 
 def test_a_listing_during_a_background_load_says_it_is_partial(monkeypatch, capsys) -> None:
-    """``queue.background``: what is not read yet is not listed; the listing says so (and an
-    empty one is not "Mail queue is empty")."""
+    """``queue.background``: what is not read yet is not listed; the listing says so (asked
+    first: an upper bound), and an empty one is not "Mail queue is empty"."""
     import argparse
 
     from mxbackup.ops import queuecli
 
     message = {"id": "Q1", "age": 5, "size": 10, "sender": "s@x", "held": False}
-    loading = {"loaded": 10, "of": 25, "failed": None}
+    reading = {"loaded": 10, "of": 25, "failed": None}
     monkeypatch.setattr(queuecli, "_selection", lambda args: [{}])
     for listed, progress, expected in [
-        ([], loading, "-- and 15 more queued message(s) being read from the spool: not listed"),
-        ([{**message, "recipients": []}], loading, "-- and 15 more queued message(s)"),
+        ([], reading, "-- and 15 more queued message(s) of the whole queue still being read"),
+        ([{**message, "recipients": []}], reading, "-- and 15 more queued message(s)"),
+        ([], {**reading, "failed": "EIO"}, "not read: the load stopped (EIO); they wait on disk"),
+        ([], {**reading, "loaded": 25}, "Mail queue is empty"),  # read, being settled
         ([], None, "Mail queue is empty"),
+        ([], RuntimeError("unknown command"), "Mail queue is empty"),  # an older server
     ]:
-        replies = {"list": listed, "loading": progress}
-        monkeypatch.setattr(queuecli, "talk", lambda a, c, r=replies, **k: (0, r[c]))
-        assert queuecli._queue_list(argparse.Namespace(json=False, all=True)) == 0
-        out = capsys.readouterr().out
-        assert expected in out
-        assert ("Mail queue is empty" in out) == (progress is None)
+
+        def answer(path: str, cmd: str, progress: Any = progress, **kw: Any) -> Any:
+            if isinstance(progress, Exception):
+                raise progress
+            return progress
+
+        monkeypatch.setattr(queuecli, "request", answer)
+        monkeypatch.setattr(queuecli, "talk", lambda a, c, r=listed, **k: (0, r))
+        assert queuecli._queue_list(argparse.Namespace(json=False, all=True, socket="s")) == 0
+        out = capsys.readouterr()
+        assert expected in out.out and out.err == ""
