@@ -35,6 +35,7 @@ from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.jobs import job_for
 from mxbackup.outbound.liveness import QuickChecks
+from mxbackup.outbound.loading import BackgroundFiling
 from mxbackup.outbound.nexthop import NextHop
 from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.pause import Pauses
@@ -85,11 +86,9 @@ class Scheduler:
             self.backlog, self.health, spool, self.dsn, clock, self.stats, config
         )
         self._loop: task.LoopingCall | None = None
-        # a load in the background (``load_chunk``): how far (``status``; None: complete),
-        # the targets it met, those flushed meanwhile (None: no such load)
+        # a load in the background: how far (``status``; None: complete), and its filing
         self.load_progress: Callable[[], dict[str, Any] | None] = lambda: None
-        self._load_keys: set[str] = set()
-        self._load_flushed: set[str] | None = None
+        self.filing = BackgroundFiling(self.backlog, self.health)
         self._kicked = False
         self._extra = False  # a tick asked for (``_kick``), not the clock's
         self.reconfigure(config)
@@ -126,28 +125,16 @@ class Scheduler:
         self.health.probe_at_start(self.backlog.keys())
 
     def load_chunk(self, chunk: Chunk) -> None:
-        """Messages of a big queue read while the server accepts mail (``queue.background``).
-        A target first met is probed at the next tick (flushed if it answers, as ``load``
-        does); those of a target flushed since are due as they are read, as if they had been
-        there for that flush: an up primary gets its mail while the rest is being read."""
-        now = self.clock.seconds()
-        self.backlog.add_chunk(chunk, now)
-        keys = set(chunk.at).union(key for _, key, _ in chunk.interrupted)
-        self.health.probe_soon(keys - self._load_keys)
-        self._load_keys |= keys
-        flushed = [
-            k for k in chunk.at if k in (self._load_flushed or ()) and not self.health.get(k).down
-        ]
-        if sum(self.backlog.flush_some(key, chunk.at[key][0], now) for key in flushed):
+        """Messages of a big queue read while the server accepts mail (``loading``)."""
+        if self.filing.file(chunk, self.clock.seconds()):
             self._kick()
 
     def loading(self, begins: bool = True) -> None:
-        """A big queue is about to be read in the background; or (False) it is read: a
-        target the load met and never flushed (its first probe came while another ran) is
-        probed now, as ``load`` probes every target."""
-        if not begins and self._load_flushed is not None:
-            self.health.probe_soon(self._load_keys - self._load_flushed)
-        self._load_keys, self._load_flushed = set(), set() if begins else None
+        """A big queue is about to be read in the background; or (False) it is read."""
+        if begins:
+            self.filing.begin()
+        else:
+            self.filing.end()
 
     def add(self, envelope: Envelope) -> None:
         """A message entered the queue (accepted, or loaded at start-up): schedule it."""
@@ -179,8 +166,7 @@ class Scheduler:
         now = self.clock.seconds()
         keys = [key] if key is not None else self.backlog.keys()
         self.health.flushed(keys, now)
-        if self._load_flushed is not None:  # a big queue being read: the rest as it comes
-            self._load_flushed.update(keys)
+        self.filing.note_flush(keys)  # a big queue being read: the rest as it comes
         count = self.backlog.flush(keys, now)
         if count:
             self._kick()
