@@ -190,18 +190,14 @@ def _unread(args: argparse.Namespace) -> str:
     """What a listing cannot show while a big queue is read (``queue.background``), asked
     before it (an upper bound); nothing from a server that does not say."""
     try:
-        loading = request(socket_path(args), "loading")
+        loading = request(socket_path(args), "loading") or {"of": 0, "loaded": 0, "failed": None}
     except (Unreachable, Refused, RuntimeError):
         return ""
-    if not loading:
-        return ""
-    left = loading["of"] - loading["loaded"]
-    if loading["failed"]:
-        return (f"-- and {left} more queued message(s) not read: the load stopped "
-                f"({loading['failed']}); they wait on disk")  # fmt: skip
-    if not left:
-        return ""
-    return f"-- and {left} more queued message(s) of the whole queue still being read: not listed"
+    left, failed = loading["of"] - loading["loaded"], loading["failed"]
+    more = f"-- and {left} more queued message(s)"
+    if failed:
+        return f"{more} not read: the load stopped ({failed}); they wait on disk"
+    return f"{more} of the whole queue still being read: not listed" if left else ""
 
 
 LIST_LIMIT = 1000
