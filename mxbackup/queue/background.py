@@ -33,6 +33,7 @@ log = Logger()
 # 677,000 queued, a stall of acceptance), so smaller ones than a load before listening uses.
 CHUNK = 2_500
 RETRY_AFTER = 60.0  # seconds before a chunk whose reading failed is read again
+AHEAD_PER_READER = 2  # chunks given to the readers ahead of the filing, per reader process
 
 
 class BackgroundLoad(service.Service):
@@ -68,15 +69,12 @@ class BackgroundLoad(service.Service):
         recovery = self._recovery
         self._batches = recovery.batches(CHUNK)
         self._pool = background_pool(self._workers)
-        if self._pool is not None:
-            env = recovery.path("env")
-            try:
-                self._futures = [
-                    submit(self._pool, env, batch, recovery.recent, recovery.logged)
-                    for batch in self._batches
-                ]
-            except Exception:  # a pool that cannot start its processes: a thread reads
-                self._drop_pool()
+        self._futures = [None] * len(self._batches)
+        try:
+            for index in range(AHEAD_PER_READER * self._workers):
+                self._submit(index)
+        except Exception:  # a pool that cannot start its processes: a thread reads
+            self._drop_pool()
         how = f"{self._workers} worker processes" if self._pool else "a thread"
         recovery.announce(how + ", while accepting mail")
         self._step(0)
@@ -110,11 +108,27 @@ class BackgroundLoad(service.Service):
         names, span = self._batches[index]
         if self._pool is not None:
             future, self._futures[index] = self._futures[index], None  # nor its result after
-            return self._from_future(future, names)
+            try:
+                self._submit(index + AHEAD_PER_READER * self._workers)
+            except Exception as e:  # the pool broke: this chunk and the rest in a thread
+                log.warn("queue load: the reader processes failed ({error}); reading the "
+                         "rest in a thread", error=e)  # fmt: skip
+                self._drop_pool()
+            if future is not None and self._pool is not None:
+                return self._from_future(future, names)
         recovery = self._recovery
         pool = self._reactor.getThreadPool()
         args = (recovery.path("env"), names, recovery.recent, recovery.logged, span)
         return threads.deferToThreadPool(self._reactor, pool, read_chunk, *args, own_process=False)
+
+    def _submit(self, index: int) -> None:
+        """Chunk ``index`` to the readers (only so many ahead of the filing: results the
+        reactor has not filed yet are held twice, their ids copied through the pipe)."""
+        if self._pool is not None and index < len(self._batches):
+            recovery = self._recovery
+            batch = self._batches[index]
+            env = recovery.path("env")
+            self._futures[index] = submit(self._pool, env, batch, recovery.recent, recovery.logged)
 
     def _from_future(self, future: Future, names: list[str]) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred(lambda _: future.cancel())

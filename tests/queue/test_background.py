@@ -126,14 +126,18 @@ def test_a_thread_files_every_chunk_in_order_one_per_turn(tmp_path: Path, small_
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: a thread reads")
-def test_worker_processes_give_the_same_chunks(tmp_path: Path, small_chunks) -> None:
+def test_worker_processes_give_the_same_chunks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(background, "CHUNK", 1)
     root = tmp_path / "spool"
     ids = spool_with(root, 7)
     load = Load(root, workers=2)
     names = list(load.recovery.names)
-    load.service.startService()
+    load.service.startService()  # (the first chunk is awaited at once)
+    ahead = background.AHEAD_PER_READER * 2
+    given = [f is not None for f in load.service._futures]
+    assert given == [False] + [True] * ahead + [False] * (6 - ahead)  # only so many ahead
     load.reactor.pump(lambda: load.service.finished)
-    assert load.ids() == ids and len(load.filed) == 4
+    assert load.ids() == ids and len(load.filed) == 7
     assert all(a is b for a, b in zip(load.ids(), names, strict=True))  # not the copies
     assert load.reactor.pool.calls == ["settle"]  # every chunk read by the processes
     assert load.recovery.names == []  # handed over to the queue
