@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -274,16 +275,33 @@ class StallProbe(threading.Thread):
         return took, self.worst
 
 
+@contextlib.contextmanager
+def on_spool(a: argparse.Namespace, **out: Any) -> Iterator[tuple[run.Processes, Server, dict]]:
+    """A work directory, the spool (generated, or ``--spool`` reused) and a server on it (not
+    started), with the results so far; every process stopped and the work directory removed
+    after (unless ``--keep``)."""
+    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
+    procs = run.Processes()
+    try:
+        spool = Path(a.spool) if a.spool else work / "spool"
+        out = {"count": a.count, **out, "generate": generate(spool, a.count)}
+        yield procs, Server(procs, work, spool), out
+    finally:
+        procs.cleanup()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def start_sink(procs: run.Processes, port: int) -> Any:
+    """``smtp-sink`` as the primary on ``port`` (as nobody: it refuses root)."""
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    return procs.popen(["smtp-sink", *user, f"127.0.0.1:{port}", "1000"])
+
+
 def serve(a: argparse.Namespace) -> dict[str, Any]:
     from mxbackup.ops.talk import request
 
-    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
-    procs = run.Processes()
-    out: dict[str, Any] = {"count": a.count}
-    try:
-        spool = Path(a.spool) if a.spool else work / "spool"
-        out["generate"] = generate(spool, a.count)
-        srv = Server(procs, work, spool)
+    with on_spool(a) as (procs, srv, out):
         out["ready_seconds"] = round(srv.start(), 2)
         # a big queue is read while the server accepts mail: measured once it is all read
         out["loaded_seconds"] = round(out["ready_seconds"] + srv.wait_loaded(0), 2)
@@ -315,30 +333,20 @@ def serve(a: argparse.Namespace) -> dict[str, Any]:
             out["drain"] = drain(procs, srv, a.drain)
         srv.stop()
         if a.accept:
-            empty = Server(procs, work, work / "empty")
+            empty = Server(procs, srv.work, srv.work / "empty")
             empty.start()
             out["accept_empty_msg_s"] = round(empty.accept(a.accept), 1)
             empty.stop()
             out["accept_ratio"] = round(out["accept_full_msg_s"] / out["accept_empty_msg_s"], 2)
         return out
-    finally:
-        procs.cleanup()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def restart(a: argparse.Namespace) -> dict[str, Any]:
     """Start-up reading every envelope file, a clean stop (which leaves the snapshot), then
     start-up from the snapshot; with ``--cold`` the page cache is dropped before each start
     (as after a reboot: needs root)."""
-    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
-    procs = run.Processes()
-    out: dict[str, Any] = {"count": a.count, "cold": a.cold}
-    try:
-        spool = Path(a.spool) if a.spool else work / "spool"
-        out["generate"] = generate(spool, a.count)
-        (spool / "snapshot").unlink(missing_ok=True)
-        srv = Server(procs, work, spool)
+    with on_spool(a, cold=a.cold) as (procs, srv, out):
+        (srv.spool / "snapshot").unlink(missing_ok=True)
         for start in ("files", "snapshot"):
             if a.cold:
                 os.sync()
@@ -366,15 +374,11 @@ def restart(a: argparse.Namespace) -> dict[str, Any]:
             out[f"stop_after_{start}_seconds"] = round(time.monotonic() - t, 2)
             with contextlib.suppress(FileNotFoundError):
                 out[f"snapshot_after_{start}_mb"] = round(
-                    (spool / "snapshot").stat().st_size / 2**20, 1
+                    (srv.spool / "snapshot").stat().st_size / 2**20, 1
                 )
         lines = srv.log.read_text().splitlines()
         out["log"] = [line.split("] ", 1)[-1] for line in lines if "snapshot" in line]
         return out
-    finally:
-        procs.cleanup()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def comeback(a: argparse.Namespace) -> dict[str, Any]:
@@ -382,15 +386,8 @@ def comeback(a: argparse.Namespace) -> dict[str, Any]:
     the first delivery and to the queue being loaded (a big queue is read while the server
     accepts and delivers), and how many were delivered by then; the server is stopped then.
     It delivers from the spool: pass its new count next time."""
-    work = Path(tempfile.mkdtemp(prefix="million-", dir=a.workdir))
-    procs = run.Processes()
-    out: dict[str, Any] = {"count": a.count}
-    try:
-        spool = Path(a.spool) if a.spool else work / "spool"
-        out["generate"] = generate(spool, a.count)
-        srv = Server(procs, work, spool)
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses root
-        procs.popen(["smtp-sink", *user, f"127.0.0.1:{srv.primary}", "1000"])
+    with on_spool(a) as (procs, srv, out):
+        start_sink(procs, srv.primary)
         t0 = time.monotonic()
         out["ready_seconds"] = round(srv.start(), 2)
         delivered = b"outcome=delivered"
@@ -401,10 +398,6 @@ def comeback(a: argparse.Namespace) -> dict[str, Any]:
         out["delivered_when_loaded"] = srv.log.read_bytes().count(delivered)
         srv.stop()
         return out
-    finally:
-        procs.cleanup()
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
@@ -416,8 +409,7 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
         return int(request(sock, "count"))
 
     before = queued()
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []  # smtp-sink refuses root
-    sink = procs.popen(["smtp-sink", *user, f"127.0.0.1:{srv.primary}", "1000"])
+    sink = start_sink(procs, srv.primary)
     cpu0 = srv.cpu()
     try:
         t0 = time.monotonic()

@@ -118,16 +118,12 @@ class MXBackupService(service.MultiService):
         try log rotates again, the C heap's free pages go back.  (No collection and freeze as at
         start-up: what the load added is not tracked by the cyclic GC, dicts of strings and
         bytes, and freezing now would keep the live sessions' cycles for ever.)"""
-        self.scheduler.loading(False)
-        self._rotate_tries()
+        self._queue_load_stopped()
         heap.give_back()
 
     def _queue_load_stopped(self) -> None:
-        """The load gave up: what it read is queued, as after a complete one."""
+        """The load ended (or gave up: what it read is queued, as after a complete one)."""
         self.scheduler.loading(False)
-        self._rotate_tries()
-
-    def _rotate_tries(self) -> None:
         self.spool.try_log.rotating = True
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:

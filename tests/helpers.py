@@ -218,6 +218,20 @@ def sync_thread(fn: Any, *args: Any) -> defer.Deferred:
     return defer.maybeDeferred(fn, *args)
 
 
+def committed(root: Path, count: int) -> list[str]:
+    """A spool at ``root`` with ``count`` messages committed (a round each, the checkpoint
+    set), as the server leaves them; their ids."""
+    spool = Spool(str(root), sync_thread)
+    spool.recover()
+    ids = []
+    for _ in range(count):
+        inc = spool.incoming()
+        inc.write(b"a message\r\n")
+        assert spool.commit(inc, one_recipient_envelope(inc.id, inc.size)).called
+        ids.append(inc.id)
+    return ids
+
+
 class Harness:
     """One ``SMTPServer`` on a ``StringTransport`` with an injected ``Clock``."""
 

@@ -241,18 +241,13 @@ def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> 
     """``_load_queue``: a queue of ``BACKGROUND_FROM`` or more is not read before listening;
     recovery's window is pinned first and the try log keeps its lines till the load ends.
     A smaller one is read at once, as before."""
-    from helpers import one_recipient_envelope, sync_thread
+    from helpers import committed, sync_thread
     from mxbackup import service as service_module
     from mxbackup.queue import checkpoint, recoverysteps
     from mxbackup.queue.spool import Spool
 
     root = tmp_path / "spool"
-    spool = Spool(str(root), sync_thread)
-    spool.recover()
-    for _ in range(3):
-        inc = spool.incoming()
-        inc.write(b"m\r\n")
-        spool.commit(inc, one_recipient_envelope(inc.id, inc.size))
+    committed(root, 3)
 
     class Loads(StubScheduler):
         def load(self, chunks: Any) -> None:

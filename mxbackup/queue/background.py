@@ -111,9 +111,7 @@ class BackgroundLoad(service.Service):
             try:
                 self._submit(index + AHEAD_PER_READER * self._workers)
             except Exception as e:  # the pool broke: this chunk and the rest in a thread
-                log.warn("queue load: the reader processes failed ({error}); reading the "
-                         "rest in a thread", error=e)  # fmt: skip
-                self._drop_pool()
+                self._to_thread(str(e))
             if future is not None and self._pool is not None:
                 return self._from_future(future, names)
         recovery = self._recovery
@@ -164,9 +162,7 @@ class BackgroundLoad(service.Service):
         if failure.check(defer.CancelledError) or not self.running:
             return
         if self._pool is not None:  # a worker killed, or the pool broken: a thread goes on
-            log.warn("queue load: the reader processes failed ({error}); reading the rest "
-                     "in a thread", error=failure.getErrorMessage())  # fmt: skip
-            self._drop_pool()
+            self._to_thread(failure.getErrorMessage())
             self._step(index)
             return
         self.failed = failure.getErrorMessage()
@@ -215,6 +211,11 @@ class BackgroundLoad(service.Service):
             return
         self.failed = failure.getErrorMessage()  # every message is queued; the pin stays
         log.failure("queue load: the spool could not be settled", failure)
+
+    def _to_thread(self, error: str) -> None:
+        log.warn("queue load: the reader processes failed ({error}); reading the rest in a "
+                 "thread", error=error)  # fmt: skip
+        self._drop_pool()
 
     def _drop_pool(self) -> None:
         if self._pool is not None:

@@ -53,6 +53,7 @@ class Recovery:
         self.names: list[str] = []  # the live messages, sorted
         self._count: int | None = None  # how many, once ``batches`` handed them out
         self._messages: set[str] = set()  # messages without envelope: removed by ``finish``
+        self._rejoin: set[str] = set()  # ...whose envelope was set aside: joining it there
         self.logged: tries.Logged = {}  # tries a crash may have interrupted
         self.kept: snapshot.Snapshot | None = None  # the last clean stop's snapshot
         self._checked: list[str] = []  # recent commits, found whole
@@ -66,6 +67,8 @@ class Recovery:
         for name in os.listdir(self.path("tmp")):
             unlink_quietly(self.path("tmp", name))
         self.names, self._messages = self._with_message(set(os.listdir(self.path("new"))))
+        self._rejoin = {q for q in self._messages if self._set_aside_before(q)}
+        self._messages -= self._rejoin
         self.kept = snapshot.Snapshot.open(root)
         self.logged = tries.read(root)
         return self
@@ -126,23 +129,21 @@ class Recovery:
         if self.kept is not None:
             log.info("spool recover: {taken} of {n} envelopes as the snapshot of the last "
                      "stop had them, the others read", taken=self._taken, n=self.count)  # fmt: skip
+        for qid in sorted(self._rejoin):
+            log.error("spool recover: {id} moved to corrupt/, beside its envelope set aside "
+                      "before a crash", id=qid)  # fmt: skip
         for qid in sorted(self._messages):
-            if self._set_aside_before(qid):
-                log.error("spool recover: {id} moved to corrupt/, beside its envelope set "
-                          "aside before a crash", id=qid)  # fmt: skip
-            else:
-                log.warn("spool recover: removing message {id} without envelope", id=qid)
+            log.warn("spool recover: removing message {id} without envelope", id=qid)
 
     def settle(self) -> None:
         """The snapshot is used up, messages without envelope go, the recent commits found
         whole are made durable, then the pin is lifted (file work only: a load in the
         background runs it in a thread, for a syncfs may wait on the disk)."""
         snapshot.discard(self.root)  # used once (or unreadable): never started from again
+        for qid in self._rejoin:
+            os.replace(self.path("new", qid), self.path("corrupt", qid))
         for qid in self._messages:
-            if self._set_aside_before(qid):
-                os.replace(self.path("new", qid), self.path("corrupt", qid))
-            else:
-                unlink_quietly(self.path("new", qid))
+            unlink_quietly(self.path("new", qid))
         checkpoint.keep_durable(self.root, self._checked, self.sync)
         for sub in ("tmp", "new", "env", "corrupt"):
             fsync_dir(self.path(sub))

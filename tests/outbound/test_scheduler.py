@@ -150,13 +150,25 @@ def test_tick_cost_follows_what_is_due_not_queue_size(w, monkeypatch):
     assert w.scheduler.backlog.due.filed() == pops_before  # nothing taken or scanned
 
 
-def restarted(tmp_path, w: World, primary_up: bool) -> World:
-    """A new process on the same spool, at the same time."""
+def restarted(tmp_path, w: World, primary_up: bool, load: bool = True) -> World:
+    """A new process on the same spool, at the same time (its queue read before listening;
+    with ``load=False`` not yet: the test feeds it as a load in the background does)."""
     w2 = World(tmp_path)
     w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
     w2.deliver.up = primary_up
-    w2.scheduler.load(w2.spool.recover())
+    if load:
+        w2.scheduler.load(w2.spool.recover())
     return w2
+
+
+def tried_while_down(tmp_path, count: int) -> tuple[World, list]:
+    """``count`` messages queued while the primary is down, each tried once (next try in 15
+    minutes)."""
+    w = World(tmp_path)
+    w.deliver.up = False
+    envs = [w.queue() for _ in range(count)]
+    w.advance(1)
+    return w, envs
 
 
 def test_restart_resumes_from_the_envelopes(tmp_path):
@@ -205,14 +217,10 @@ def test_a_big_queue_read_in_the_background_goes_back_as_it_is_read(tmp_path):
     """The primary is up when the backup restarts with a big queue: the first target met is
     probed at once and flushed, and the messages read after that flush are due as they come,
     before the load ends (they had waited for ``loaded``: 11-60 s at a million)."""
-    w = World(tmp_path)
-    w.deliver.up = False
-    held = [w.queue() for _ in range(3)][-1]
-    w.advance(1)  # each tried once: next try in 15 minutes
+    w, envs = tried_while_down(tmp_path, 3)
+    held = envs[-1]
     w.admin.hold(held.id)
-    w2 = World(tmp_path)
-    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
-    w2.deliver.up = True
+    w2 = restarted(tmp_path, w, primary_up=True, load=False)
     chunks = chunks_of_one(w2)  # (ids made in the same second: in no particular order)
     (third,) = [c for c in chunks if c.qids == [held.id]]
     first, second = [c for c in chunks if c is not third]
@@ -230,14 +238,8 @@ def test_a_big_queue_read_in_the_background_goes_back_as_it_is_read(tmp_path):
 
 
 def test_a_down_primary_s_mail_read_in_the_background_keeps_its_times(tmp_path):
-    w = World(tmp_path)
-    w.deliver.up = False
-    for _ in range(2):
-        w.queue()
-    w.advance(1)
-    w2 = World(tmp_path)
-    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
-    w2.deliver.up = False
+    w, _ = tried_while_down(tmp_path, 2)
+    w2 = restarted(tmp_path, w, primary_up=False, load=False)
     first, second = chunks_of_one(w2)
     w2.scheduler.loading()
     w2.scheduler.load_chunk(first)
@@ -252,14 +254,8 @@ def test_a_down_primary_s_mail_read_in_the_background_keeps_its_times(tmp_path):
 def test_mail_read_after_its_flushed_target_went_down_keeps_its_times(tmp_path):
     """Flushed, then down: what is read next is not made due (each would get a failed try
     counted without connecting); the target's probes decide."""
-    w = World(tmp_path)
-    w.deliver.up = False
-    for _ in range(2):
-        w.queue()
-    w.advance(1)
-    w2 = World(tmp_path)
-    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
-    w2.deliver.up = True
+    w, _ = tried_while_down(tmp_path, 2)
+    w2 = restarted(tmp_path, w, primary_up=True, load=False)
     first, second = chunks_of_one(w2)
     w2.scheduler.loading()
     w2.scheduler.load_chunk(first)
@@ -276,13 +272,8 @@ def test_mail_read_after_its_flushed_target_went_down_keeps_its_times(tmp_path):
 def test_a_target_met_during_another_probe_is_probed_when_the_load_ends(tmp_path):
     """Review: the load's first probe of a target is skipped while another probe of it (one
     that does not flush) runs; the end of the load probes what it met and never flushed."""
-    w = World(tmp_path)
-    w.deliver.up = False
-    w.queue()
-    w.advance(1)
-    w2 = World(tmp_path)
-    w2.clock.advance(w.clock.seconds() - w2.clock.seconds())
-    w2.deliver.up = True
+    w, _ = tried_while_down(tmp_path, 1)
+    w2 = restarted(tmp_path, w, primary_up=True, load=False)
     (only,) = chunks_of_one(w2)
     w2.scheduler.loading()
     w2.scheduler.load_chunk(only)

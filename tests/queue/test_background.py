@@ -17,7 +17,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from helpers import one_recipient_envelope, spool_files, sync_thread
+from helpers import committed, spool_files, sync_thread
 from mxbackup.queue import background, checkpoint, recovery
 from mxbackup.queue.background import BackgroundLoad
 from mxbackup.queue.recovery import Chunk
@@ -71,18 +71,6 @@ class Reactor(Clock):
             fn(*args)
 
 
-def spool_with(root: Path, count: int) -> list[str]:
-    spool = Spool(str(root), sync_thread)
-    spool.recover()
-    ids = []
-    for _ in range(count):
-        inc = spool.incoming()
-        inc.write(b"a message\r\n")
-        assert spool.commit(inc, one_recipient_envelope(inc.id, inc.size)).called
-        ids.append(inc.id)
-    return ids
-
-
 class Load:
     def __init__(self, root: Path, workers: int = 0) -> None:
         self.reactor = Reactor()
@@ -108,7 +96,7 @@ def small_chunks(monkeypatch) -> None:
 
 def test_a_thread_files_every_chunk_in_order_one_per_turn(tmp_path: Path, small_chunks) -> None:
     root = tmp_path / "spool"
-    ids = spool_with(root, 5)
+    ids = committed(root, 5)
     (root / "env" / ids[3]).write_bytes(b"{unreadable")
     load = Load(root)
     load.service.startService()
@@ -129,7 +117,7 @@ def test_a_thread_files_every_chunk_in_order_one_per_turn(tmp_path: Path, small_
 def test_worker_processes_give_the_same_chunks(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(background, "CHUNK", 1)
     root = tmp_path / "spool"
-    ids = spool_with(root, 7)
+    ids = committed(root, 7)
     load = Load(root, workers=2)
     names = list(load.recovery.names)
     load.service.startService()  # (the first chunk is awaited at once)
@@ -160,7 +148,7 @@ def test_a_broken_pool_leaves_the_rest_to_a_thread(
     monkeypatch.setattr(background, "background_pool", lambda workers: BrokenPool())
     monkeypatch.setattr(background, "submit", broken)
     root = tmp_path / "spool"
-    ids = spool_with(root, 5)
+    ids = committed(root, 5)
     load = Load(root, workers=2)
     load.service.startService()
     load.reactor.pump(lambda: load.done == 1)
@@ -169,7 +157,7 @@ def test_a_broken_pool_leaves_the_rest_to_a_thread(
 
 def test_a_stop_in_the_middle_leaves_the_rest_and_the_pin(tmp_path: Path, small_chunks) -> None:
     root = tmp_path / "spool"
-    spool_with(root, 5)
+    committed(root, 5)
     load = Load(root)
     load.service.startService()
     load.reactor.pump(lambda: len(load.filed) == 1)
@@ -191,7 +179,7 @@ def test_a_failed_read_is_tried_again_a_minute_later(tmp_path: Path, small_chunk
         return recovery.read_chunk(*args, **kwargs)
 
     root = tmp_path / "spool"
-    ids = spool_with(root, 3)
+    ids = committed(root, 3)
     load = Load(root)
     monkeypatch.setattr(background, "read_chunk", failing_once)
     load.service.startService()
@@ -209,7 +197,7 @@ def test_a_chunk_that_cannot_be_filed_is_never_filed_again(tmp_path: Path, small
     """Review: a failure while filing (part of the chunk may be in the queue, even in flight
     by then) was taken for the readers' and the chunk read and filed again."""
     root = tmp_path / "spool"
-    spool_with(root, 5)
+    committed(root, 5)
     reactor = Reactor()
     recovery_ = Spool(str(root), sync_thread).begin_recovery()
     filed: list[Chunk] = []

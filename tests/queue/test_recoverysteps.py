@@ -6,28 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import one_recipient_envelope, spool_files, sync_thread
+from helpers import committed, spool_files, sync_thread
 from mxbackup.queue import checkpoint, recoverysteps
 from mxbackup.queue.spool import Spool
-
-
-def queue(root: Path, count: int) -> list[str]:
-    spool = Spool(str(root), sync_thread)
-    spool.recover()
-    ids = []
-    for _ in range(count):
-        inc = spool.incoming()
-        inc.write(b"a message\r\n")
-        assert spool.commit(inc, one_recipient_envelope(inc.id, inc.size)).called
-        ids.append(inc.id)
-    return ids
 
 
 def test_leftovers_are_decided_from_the_listing_taken_at_the_beginning(tmp_path: Path) -> None:
     """A message renamed into new/ while the load runs (its envelope comes next in the same
     round) is not "a message without envelope": only what ``begin`` listed is removed."""
     root = tmp_path / "spool"
-    ids = queue(root, 3)
+    ids = committed(root, 3)
     (root / "env" / ids[0]).unlink()  # a removal a crash cut short: a message left alone
     (root / "new" / ids[1]).unlink()  # a commit a crash cut short: an envelope left alone
     recovery = Spool(str(root), sync_thread).begin_recovery()
@@ -42,7 +30,7 @@ def test_leftovers_are_decided_from_the_listing_taken_at_the_beginning(tmp_path:
 
 def test_finish_lifts_the_pin_after_the_rest(tmp_path: Path) -> None:
     root = tmp_path / "spool"
-    queue(root, 1)
+    committed(root, 1)
     recovery = Spool(str(root), sync_thread).begin_recovery()
     recovery.pin()
     assert (root / checkpoint.PIN).exists()
@@ -53,7 +41,7 @@ def test_finish_lifts_the_pin_after_the_rest(tmp_path: Path) -> None:
 
 def test_a_big_queue_is_read_in_the_background(tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "spool"
-    queue(root, 3)
+    committed(root, 3)
     monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 3)
     assert Spool(str(root), sync_thread).begin_recovery().in_background()
     monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 4)
@@ -64,7 +52,7 @@ def test_a_message_whose_envelope_was_set_aside_before_a_crash_joins_it(tmp_path
     """Review: setting aside is two renames; a crash between them left the message alone in
     new/, and it was removed as "a message without envelope".  It goes to corrupt/ too."""
     root = tmp_path / "spool"
-    qid, other = queue(root, 2)
+    qid, other = committed(root, 2)
     (root / "env" / qid).rename(root / "corrupt" / (qid + ".env"))  # the first rename only
     (root / "env" / other).unlink()  # a removal cut short: this one does go
     Spool(str(root), sync_thread).recover()
