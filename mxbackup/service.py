@@ -124,7 +124,7 @@ class MXBackupService(service.MultiService):
     def _queue_load_stopped(self) -> None:
         """The load ended (or gave up: what it read is queued, as after a complete one)."""
         self.scheduler.loading(False)
-        self.spool.try_log.rotating = True
+        self.spool.try_log.carried = {}
 
     def listen(self, endpoint: Any, factory: Any, what: str, on_bound: Any = None) -> None:
         """Listen on ``endpoint`` while the service runs; ``what`` names it in errors."""
@@ -380,7 +380,7 @@ def _load_queue(spool: Spool, scheduler: Scheduler) -> Recovery | None:
         recovery.finish()
         return None
     recovery.pin()  # before any round runs
-    spool.try_log.rotating = False  # its lines of messages not read yet stay till they are
+    spool.try_log.carried = recovery.logged  # its lines of messages not read yet stay
     return recovery
 
 

@@ -229,11 +229,11 @@ def test_the_end_of_a_load_in_the_background(monkeypatch) -> None:
     trims: list[bool] = []
     monkeypatch.setattr(service_module.heap, "give_back", lambda: trims.append(True))
     scheduler = Loading()
-    spool = SimpleNamespace(try_log=SimpleNamespace(rotating=False))
+    spool = SimpleNamespace(try_log=SimpleNamespace(carried={"Q1": {0: 1}}))
     top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
     gc.unfreeze()
     top._queue_loaded()
-    assert scheduler.probed and trims == [True] and spool.try_log.rotating
+    assert scheduler.probed and trims == [True] and spool.try_log.carried == {}
     assert gc.get_freeze_count() == 0
 
 
@@ -257,12 +257,12 @@ def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> 
     big, scheduler = Spool(str(root), sync_thread), Loads()
     recovery = service_module._load_queue(big, scheduler)  # type: ignore[arg-type]
     assert recovery is not None and recovery.count == 3 and not hasattr(scheduler, "loaded")
-    assert (root / checkpoint.PIN).exists() and not big.try_log.rotating
+    assert (root / checkpoint.PIN).exists() and big.try_log.carried is recovery.logged
     checkpoint.unpin(str(root))
     monkeypatch.setattr(recoverysteps, "BACKGROUND_FROM", 4)
     small, scheduler = Spool(str(root), sync_thread), Loads()
     assert service_module._load_queue(small, scheduler) is None  # type: ignore[arg-type]
-    assert len(scheduler.loaded) == 3 and small.try_log.rotating
+    assert len(scheduler.loaded) == 3 and small.try_log.carried == {}
     assert not (root / checkpoint.PIN).exists()
 
 
@@ -280,9 +280,9 @@ def test_a_load_in_the_background_is_announced_to_the_scheduler() -> None:
             pass
 
     scheduler = Told()
-    spool = SimpleNamespace(try_log=SimpleNamespace(rotating=False))
+    spool = SimpleNamespace(try_log=SimpleNamespace(carried={"Q1": {0: 1}}))
     top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
     top.load_in_background(Recovery("/nonexistent", "syncfs", None), 0)
     assert scheduler.told == [True] and top.background_load is not None
     top._queue_load_stopped()  # (the load gave up)
-    assert scheduler.told == [True, False] and spool.try_log.rotating
+    assert scheduler.told == [True, False] and spool.try_log.carried == {}

@@ -195,7 +195,7 @@ def _unread(args: argparse.Namespace) -> str:
         return ""
     left, failed = loading["of"] - loading["loaded"], loading["failed"]
     more = f"-- and {left} more queued message(s)"
-    if failed:
+    if failed and not loading.get("retrying"):
         return f"{more} not read: the load stopped ({failed}); they wait on disk"
     return f"{more} of the whole queue still being read: not listed" if left else ""
 
@@ -318,7 +318,9 @@ def _loading(loading: dict[str, Any]) -> str:
     """A big queue read while the server accepts mail (``queue.background``)."""
     left = loading["of"] - loading["loaded"]
     line = f"loading: {left} more queued message(s) being read from the spool"
-    if loading["failed"]:
+    if loading["failed"] and loading.get("retrying"):
+        line += f"; the last read failed: {loading['failed']} (tried again every minute)"
+    elif loading["failed"]:
         line += f"; STOPPED: {loading['failed']} (they wait for the next start)"
     return line
 

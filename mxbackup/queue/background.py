@@ -57,6 +57,7 @@ class BackgroundLoad(service.Service):
         self.set_aside = 0  # of which unreadable or torn: moved to corrupt/
         self.finished = False
         self.failed: str | None = None  # why the load stopped short (logged)
+        self.retrying = False  # ``failed`` is a read tried again after RETRY_AFTER
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future | None] = []
         self._current: defer.Deferred | None = None
@@ -88,10 +89,13 @@ class BackgroundLoad(service.Service):
         return super().stopService()
 
     def progress(self) -> dict[str, Any] | None:
-        """For ``status``: None once the whole queue is loaded."""
+        """For ``status``: None once the whole queue is loaded.  ``failed``: why the load
+        stopped (the rest waits for the next start-up), or, with ``retrying``, why the last
+        read failed (it is tried again)."""
         if self.finished:
             return None
-        return {"loaded": self.loaded, "of": self.total, "failed": self.failed}
+        return {"loaded": self.loaded, "of": self.total, "failed": self.failed,
+                "retrying": self.retrying}  # fmt: skip
 
     def _step(self, index: int) -> None:
         if not self.running:
@@ -153,7 +157,7 @@ class BackgroundLoad(service.Service):
         self._batches[index] = ([], None)  # its names are the queue's now
         self.loaded += len(chunk.qids) + len(chunk.unreadable)
         self.set_aside += len(chunk.unreadable)
-        self.failed = None
+        self.failed, self.retrying = None, False
         self._reactor.callLater(0, self._step, index + 1)  # the next in a turn of its own
 
     def _read_failed(self, failure: Failure, index: int) -> None:
@@ -165,7 +169,7 @@ class BackgroundLoad(service.Service):
             self._to_thread(failure.getErrorMessage())
             self._step(index)
             return
-        self.failed = failure.getErrorMessage()
+        self.failed, self.retrying = failure.getErrorMessage(), True
         log.failure("queue load: reading failed, tried again in {after:.0f} s; {left} queued "
                     "messages wait on disk meanwhile", failure, after=RETRY_AFTER,
                     left=self.total - self.loaded)  # fmt: skip
@@ -177,7 +181,7 @@ class BackgroundLoad(service.Service):
         self._gave_up(failure, f"chunk {index}")
 
     def _gave_up(self, failure: Failure, where: str) -> None:
-        self.failed = failure.getErrorMessage()
+        self.failed, self.retrying = failure.getErrorMessage(), False
         self._drop_pool()
         log.failure("queue load stopped ({where}): {left} queued messages wait on disk for "
                     "the next start-up", failure, where=where,
@@ -209,7 +213,7 @@ class BackgroundLoad(service.Service):
     def _unsettled(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError):
             return
-        self.failed = failure.getErrorMessage()  # every message is queued; the pin stays
+        self.failed, self.retrying = failure.getErrorMessage(), False  # all queued; pin stays
         log.failure("queue load: the spool could not be settled", failure)
 
     def _to_thread(self, error: str) -> None:

@@ -112,9 +112,15 @@ class Recovery:
             yield self.take(chunk)
 
     def take(self, chunk: Chunk) -> Chunk:
-        """A chunk as read: what cannot be read (or was torn) goes to corrupt/."""
+        """A chunk as read: what cannot be read (or was torn) goes to corrupt/.  Its
+        messages' lines of the try log are applied now: they leave ``logged`` (which the try
+        log carries while the rest is read, ``tries.TryLog.carried``)."""
         for qid, error, torn in chunk.unreadable:
             self._set_aside(qid, error, torn)
+            self.logged.pop(qid, None)
+        if self.logged:
+            for qid in chunk.qids:
+                self.logged.pop(qid, None)
         self._checked += chunk.checked
         self._taken += chunk.from_snapshot
         return chunk

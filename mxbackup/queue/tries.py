@@ -104,10 +104,11 @@ class TryLog:
         self._fd: int | None = None
         self._appended = 0  # octets since the last rotation (what is carried over excluded)
         self._torn = False  # a write was cut short: the next one starts on a new line
-        # False while a big queue is read in the background (``queue.background``): what the
-        # log holds of messages not read yet must stay until they are (one rotation would
-        # keep it in ``tries.1``, a second would drop it)
-        self.rotating = True
+        # While a big queue is read in the background (``queue.background``): the lines the
+        # start-up found, carried into every new log, for those of messages not read yet
+        # must stay until they are (two rotations would drop them).  Carrying the others
+        # too is harmless: a line whose count the envelope already shows is a no-op.
+        self.carried: Logged = {}
 
     def note(
         self, tries: Iterable[Tried], in_flight: Callable[[], Iterable[Tried]] | None, now: float
@@ -118,11 +119,13 @@ class TryLog:
         self._appended += self._append(
             b"".join(_line(qid, counts, now) for qid, counts in tries if counts)
         )
-        if in_flight is not None and self.rotating and self._appended >= self.rotate_at:
+        if in_flight is not None and self._appended >= self.rotate_at:
             self.close()
             os.rename(self.path, self.old)
             self._appended = 0
-            self._append(b"".join(_line(q, counts, now) for q, counts in in_flight() if counts))
+            carried = [(q, tuple(counts.items())) for q, counts in self.carried.items()]
+            kept = [*carried, *in_flight()]  # in flight last: a recipient's last line wins
+            self._append(b"".join(_line(q, counts, now) for q, counts in kept if counts))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -107,6 +107,10 @@ def test_status_says_how_much_of_a_big_queue_is_still_being_read(monkeypatch, ca
     for loading, line in [
         ({"loaded": 10, "of": 25, "failed": None}, "loading: 15 more queued message(s)"),
         ({"loaded": 10, "of": 25, "failed": "I/O error"}, "STOPPED: I/O error"),
+        (
+            {"loaded": 10, "of": 25, "failed": "I/O error", "retrying": True},
+            "the last read failed: I/O error (tried again every minute)",
+        ),
     ]:
         reply = {**info, "loading": loading}
         monkeypatch.setattr(queuecli, "talk", lambda a, c, reply=reply, **k: (0, reply))
@@ -131,6 +135,7 @@ def test_a_listing_during_a_background_load_says_it_is_partial(monkeypatch, caps
         ([], reading, "-- and 15 more queued message(s) of the whole queue still being read"),
         ([{**message, "recipients": []}], reading, "-- and 15 more queued message(s)"),
         ([], {**reading, "failed": "EIO"}, "not read: the load stopped (EIO); they wait on disk"),
+        ([], {**reading, "failed": "EIO", "retrying": True}, "of the whole queue still being read"),
         ([], {**reading, "loaded": 25}, "Mail queue is empty"),  # read, being settled
         ([], None, "Mail queue is empty"),
         ([], RuntimeError("unknown command"), "Mail queue is empty"),  # an older server

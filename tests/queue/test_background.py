@@ -100,7 +100,7 @@ def test_a_thread_files_every_chunk_in_order_one_per_turn(tmp_path: Path, small_
     (root / "env" / ids[3]).write_bytes(b"{unreadable")
     load = Load(root)
     load.service.startService()
-    assert load.service.progress() == {"loaded": 0, "of": 5, "failed": None}
+    assert load.service.progress() == {"loaded": 0, "of": 5, "failed": None, "retrying": False}
     load.reactor.pump(lambda: len(load.filed) == 1)
     assert load.ids() == ids[:2] and load.done == 0
     load.reactor.pump(lambda: load.service.finished)
@@ -166,7 +166,7 @@ def test_a_stop_in_the_middle_leaves_the_rest_and_the_pin(tmp_path: Path, small_
         load.reactor.advance(0)
     assert len(load.filed) == 1 and load.done == 0
     assert (root / checkpoint.PIN).exists()  # the next start checks from the same window
-    assert load.service.progress() == {"loaded": 2, "of": 5, "failed": None}
+    assert load.service.progress() == {"loaded": 2, "of": 5, "failed": None, "retrying": False}
 
 
 def test_a_failed_read_is_tried_again_a_minute_later(tmp_path: Path, small_chunks, monkeypatch):
@@ -186,7 +186,7 @@ def test_a_failed_read_is_tried_again_a_minute_later(tmp_path: Path, small_chunk
     load.reactor.pump(lambda: load.service.failed is not None)
     assert load.done == 0 and load.filed == []
     failed = "[Errno 5] Input/output error"
-    assert load.service.progress() == {"loaded": 0, "of": 3, "failed": failed}
+    assert load.service.progress() == {"loaded": 0, "of": 3, "failed": failed, "retrying": True}
     assert (root / checkpoint.PIN).exists()
     load.reactor.advance(background.RETRY_AFTER)
     load.reactor.pump(lambda: load.service.finished)

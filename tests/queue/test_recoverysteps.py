@@ -58,3 +58,17 @@ def test_a_message_whose_envelope_was_set_aside_before_a_crash_joins_it(tmp_path
     Spool(str(root), sync_thread).recover()
     assert spool_files(root, "corrupt") == sorted([qid, qid + ".env"])
     assert spool_files(root, "new") == []
+
+
+def test_a_chunk_taken_leaves_the_try_log_lines_carried_meanwhile(tmp_path: Path) -> None:
+    """``take``: a message's lines of the try log are applied once it is read; the try log
+    carries only those of messages still to be read (``tries.TryLog.carried``)."""
+    root = tmp_path / "spool"
+    ids = committed(root, 2)
+    (root / "tries").write_bytes(f"{ids[0]} 5.000 0:2\n{ids[1]} 5.000 0:3\n".encode())
+    recovery = Spool(str(root), sync_thread).begin_recovery()
+    carried = recovery.logged
+    assert set(carried) == set(ids)
+    chunks = recovery.read_here()
+    next(chunks)  # (one chunk: both read)
+    assert carried == {}

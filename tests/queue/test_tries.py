@@ -70,18 +70,23 @@ def test_what_is_carried_over_does_not_count_towards_the_next_rotation(tmp_path)
     assert b"A 1.000" in (tmp_path / tries.OLD).read_bytes()
 
 
-def test_no_rotation_while_a_big_queue_is_read_in_the_background(tmp_path):
-    """``queue.background``: the lines of a crash before, for messages not read yet, stay
-    until they are (two rotations would have dropped them: one retry more each)."""
+def test_while_a_big_queue_is_read_its_start_up_lines_outlive_rotations(tmp_path):
+    """``queue.background``: the lines a crash left, for messages not read yet, stay until
+    they are (two rotations would have dropped them: one retry more each), and the log still
+    rotates (it grew without bound while a read kept failing).  A try in flight is written
+    after them: a recipient's last line wins."""
     log = tries.TryLog(str(tmp_path), rotate_at=13)  # one line
-    log.rotating = False
+    log.carried = {"C1": {0: 2, 1: 3}, "Q2": {0: 1}}
     for n in range(4):
-        log.note([(f"Q{n}", ((0, 1),))], lambda: [], n)
-    assert not (tmp_path / tries.OLD).exists()
-    log.rotating = True
-    log.note([("Q9", ((0, 1),))], lambda: [], 9)
+        log.note([(f"Q{n}", ((0, 1),))], lambda: [("Q2", ((0, 2),))], n)
     log.close()
-    assert b"Q0 0.000" in (tmp_path / tries.OLD).read_bytes()
+    assert b"Q0 0.000" not in (tmp_path / tries.OLD).read_bytes()  # rotated twice at least
+    assert tries.read(str(tmp_path)) == {"C1": {0: 2, 1: 3}, "Q2": {0: 2}, "Q3": {0: 1}}
+    log.carried = {}  # the load ended: the next rotations drop them
+    for n in range(5, 7):
+        log.note([(f"Q{n}", ((0, 1),))], lambda: [], n)
+    log.close()
+    assert "C1" not in tries.read(str(tmp_path))
 
 
 def test_a_write_cut_short_starts_the_next_on_a_new_line(tmp_path, monkeypatch):
