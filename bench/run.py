@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -556,6 +557,8 @@ class MXBackup:
         self.log_path = self.dir / "twistd.log"
         self.probe_interval = probe_interval
         self.proc: subprocess.Popen[Any] | None = None
+        self._log_offset = 0  # where the last start's lines begin in the log
+        self._started = 0.0  # monotonic time of the last start
 
     def setup(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -600,8 +603,8 @@ delivery:
         if fresh and self.spool.exists():
             set_aside(self.spool, self.dir.parent / "trash", recreate=False)
         log = open(self.log_path, "ab")  # noqa: SIM115
-        offset = log.tell()
-        t0 = time.monotonic()
+        offset = self._log_offset = log.tell()
+        t0 = self._started = time.monotonic()
         self.proc = self.procs.popen(
             [str(TWISTD), "--nodaemon", "--pidfile=", "mxbackup", "--config", str(self.config)],
             stdout=log,
@@ -637,6 +640,18 @@ delivery:
             "start_seconds": round(t_up - t0, 3),
             "ready_line": ready_line,
         }
+
+    def queue_loaded(self, timeout: float) -> float:
+        """Seconds from the last start to "queue loaded" (a big queue read while the server
+        accepts mail, ``queue.background``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                if b"queue loaded:" in f.read():
+                    return round(time.monotonic() - self._started, 3)
+            time.sleep(0.02)
+        raise BenchError(f"the queue was not loaded after {timeout:.0f}s")
 
     def stop(self) -> None:
         if self.stop in self.procs.cleanups:
@@ -1079,18 +1094,23 @@ class Bench:
             with self.running(mx, fresh=False) as info:
                 out["recovery_seconds"] = info["ready_seconds"]
                 out["ready_line"] = info["ready_line"]
+                out["loaded_seconds"] = out["recovery_seconds"]
+                if "more being read" in info["ready_line"]:  # read while accepting mail
+                    out["loaded_seconds"] = mx.queue_loaded(120 + n * 0.001)
                 time.sleep(2.0)
                 mem = mx.rss_kb()
                 out["rss_mb"] = _mb(mem["VmRSS"])
                 out["peak_rss_mb"] = _mb(mem["VmHWM"])
                 out["queued_after_start"] = mx.queued()
-            if f"{n} messages in the queue" not in out["ready_line"]:
+            said = re.findall(r"(\d+) messages in the queue(?: \((\d+) more being read\))?",
+                              out["ready_line"])  # fmt: skip
+            if not said or sum(int(x or 0) for x in said[0]) != n:
                 self.notes.append(
                     f"scale: the ready line does not say {n} messages: {out['ready_line']!r}"
                 )
             say(
-                f"scale: recovery {out['recovery_seconds']} s with {n} queued, "
-                f"RSS {out['rss_mb']} MB"
+                f"scale: ready {out['recovery_seconds']} s with {n} queued, whole queue read "
+                f"{out['loaded_seconds']} s, RSS {out['rss_mb']} MB"
             )
         except Exception as e:  # noqa: BLE001
             self.error("scale start-up", e)
@@ -1343,6 +1363,13 @@ def build_table(r: dict[str, Any]) -> list[dict[str, Any]]:
     sc = r.get("scale", {})
     n = sc.get("messages") or 0
     add(f"start-up with {n:,} queued → ready", "s", "lower", None, sc.get("recovery_seconds"))
+    add(
+        f"start-up with {n:,} queued → whole queue read",
+        "s",
+        "lower",
+        None,
+        sc.get("loaded_seconds"),
+    )
     add("start-up with an empty queue → ready", "s", "lower", None, sc.get("startup_empty_seconds"))
     add(f"resident memory with {n:,} queued", "MB (VmRSS)", "lower", None, sc.get("rss_mb"))
     tick = sc.get("tick", {})
@@ -1600,7 +1627,9 @@ def default_notes(bench: Bench) -> list[str]:
         "deletions, and every drain deletes its queue).",
         f"Scale (mxbackup only): {p['scale_messages']:,} messages written straight into a spool "
         "(format of Envelope.to_json(), ids from new_queue_id, next attempt in the future); "
-        "start-up = process start to the 'mxbackup ready' log line, warm page cache. The tick "
+        "start-up = process start to the 'mxbackup ready' log line (from 20,000 queued the "
+        "rest is read while mail is accepted: 'whole queue read' is the 'queue loaded' line), "
+        "warm page cache. The tick "
         "is timed in-process with a Clock and disk work stubbed out.",
         "Figures are from a shared 2-core machine: differences under ~20 % are noise; compare "
         "only figures from the same run.",
