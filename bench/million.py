@@ -6,6 +6,7 @@ Run with the project's venv from the repository's root (``PYTHONPATH=.``); no ro
     python bench/million.py serve --count 100000 [--workdir /var/tmp] [--accept 2000] [--drain 60]
     python bench/million.py restart --count 1000000 --spool /var/tmp/m1/spool [--cold]
     python bench/million.py comeback --count 1000000 --spool /var/tmp/m1/spool
+    python bench/million.py accept --count 1000000 --spool /var/tmp/m1/spool [--rounds 5]
 
 ``memory`` (in-process, no server): writes N queued messages into a spool (``scale.generate``:
 the server's own on-disk format), then times ``Scheduler.load(Spool.recovered())`` (as the
@@ -26,7 +27,9 @@ burst, and ``--count 20000``, sustained: see the README), and the server's CPU p
 message over the whole drain (twistd and the spool process, from the primary's return to a
 second after the last removal).  ``restart``: start-up to ``mxbackup ready`` reading every
 envelope file, the clean stop's time (it writes the snapshot, ``queue.snapshot``), start-up from
-the snapshot; with ``--cold``, after dropping the page cache (root).  Prints one JSON object.
+the snapshot; with ``--cold``, after dropping the page cache (root).  ``accept``: acceptance
+with the queue loaded and on an empty server, in alternating turns, each measured while the
+other server is stopped.  Prints one JSON object.
 Figures taken on a shared machine are noise: run it alone.
 """
 
@@ -38,6 +41,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -64,7 +68,7 @@ def rss_kb(key: str = "VmRSS", pid: int | str = "self") -> int:
 
 
 def write_config(d: Path, spool: Path, port: int, primary: int, tick: float = 1.0) -> Path:
-    cfg = d / "mx.yaml"
+    cfg = d / f"mx-{spool.name}.yaml"  # one per spool: two servers may share the directory
     cfg.write_text(
         f"""\
 server:
@@ -341,6 +345,38 @@ def serve(a: argparse.Namespace) -> dict[str, Any]:
         return out
 
 
+def accept(a: argparse.Namespace) -> dict[str, Any]:
+    """Acceptance with the big queue loaded against an empty server, in ``--rounds`` turns
+    (full, empty, full, ...): the other server is stopped (SIGSTOP) while one is measured,
+    so the VM's drift over minutes and the full server's own work (tries at the down
+    primary) do not land on one side."""
+    with on_spool(a) as (procs, full, out):
+        out["ready_seconds"] = round(full.start(), 2)
+        out["loaded_seconds"] = round(out["ready_seconds"] + full.wait_loaded(0), 2)
+        if a.paused:  # delivery stopped: no tries at the down primary meanwhile
+            full.cli("pause")
+        empty = Server(procs, full.work, full.work / "empty")
+        empty.start()
+        rates: dict[str, list[float]] = {"full": [], "empty": []}
+        for _ in range(a.rounds):
+            for name, this, other in (("full", full, empty), ("empty", empty, full)):
+                assert other.proc is not None
+                os.killpg(other.proc.pid, signal.SIGSTOP)
+                try:
+                    time.sleep(0.5)
+                    rates[name].append(round(this.accept(a.messages), 1))
+                finally:
+                    os.killpg(other.proc.pid, signal.SIGCONT)
+        out["accept_full_msg_s"], out["accept_empty_msg_s"] = rates["full"], rates["empty"]
+        medians = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+        out["accept_ratio_of_medians"] = round(medians["full"] / medians["empty"], 2)
+        out["accept_ratios"] = [round(f / e, 2) for f, e in zip(*rates.values(), strict=True)]
+        out["mem_mb"] = full.mem()
+        if a.paused:
+            full.cli("resume")  # (pause survives a restart)
+        return out
+
+
 def restart(a: argparse.Namespace) -> dict[str, Any]:
     """Start-up reading every envelope file, a clean stop (which leaves the snapshot), then
     start-up from the snapshot; with ``--cold`` the page cache is dropped before each start
@@ -448,7 +484,7 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("memory", "serve", "restart", "comeback"):
+    for name in ("memory", "serve", "restart", "comeback", "accept"):
         s = sub.add_parser(name)
         s.add_argument("--count", type=int, default=100_000)
         s.add_argument("--workdir", default="/var/tmp")
@@ -460,13 +496,18 @@ def main(argv: list[str]) -> int:
     s.add_argument("--all", action="store_true", help="also time queue list --all")
     s.add_argument("--accept", type=int, default=0, help="messages for the acceptance runs")
     s.add_argument("--drain", type=float, default=0.0, help="seconds of draining to measure")
+    s = sub.choices["accept"]
+    s.add_argument("--rounds", type=int, default=5, help="turns of full and empty")
+    s.add_argument("--messages", type=int, default=5000, help="messages per turn")
+    s.add_argument("--paused", action="store_true", help="delivery paused on the full one")
     sub.choices["restart"].add_argument("--cold", action="store_true", help="drop caches first")
     sub.choices["restart"].add_argument(
         "--window", type=float, default=20.0, help="seconds after ready the NOOP probe runs"
     )
     a = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
-        commands = {"memory": memory, "serve": serve, "restart": restart, "comeback": comeback}
+        commands = {"memory": memory, "serve": serve, "restart": restart, "comeback": comeback,
+                    "accept": accept}  # fmt: skip
         json.dump(commands[a.cmd](a), sys.stdout, indent=1)
         print()
     return 0

@@ -17,6 +17,7 @@ from mxbackup.outbound.health import target_key
 from mxbackup.outbound.inflight import Entry, InFlight
 from mxbackup.queue.envelope import Envelope, Recipient, Targets, id_time, pending_targets
 from mxbackup.queue.recovery import Chunk
+from mxbackup.queue.tries import Tried, tried
 from mxbackup.turns import at_once
 
 SCAN_SLICE = 50_000  # ids looked at per turn of the reactor by the scans of status and stats
@@ -175,6 +176,13 @@ class Backlog:
         return now - (envelope.received_at if envelope is not None else id_time(oldest))
 
     # -- when ----------------------------------------------------------------------------------
+    def tries(self) -> Iterator[Tried]:
+        """Every try under way (what a rotation of the try log keeps)."""
+        for qid in self.inflight.busy_ids():
+            envelope = self.envelopes.loaded(qid)
+            if envelope is not None:  # packed: waiting, no try under way
+                yield qid, tried(envelope)
+
     def due_now(self, now: float, room: Callable[[str], float] | None = None) -> Iterator[Entry]:
         """The entries due at ``now`` (at most ``room(target)`` of a target's), except those
         in flight (already being tried)."""

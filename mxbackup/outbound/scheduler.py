@@ -20,7 +20,7 @@ has ended), and the session's ``Attempt`` tells the target's health.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from twisted.internet import defer, task
@@ -31,6 +31,7 @@ from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.batches import APPLY_EVERY, Batches
 from mxbackup.outbound.concurrency import RETRY_SOON, Concurrency
 from mxbackup.outbound.dialer import Check, Dialer, no_wait
+from mxbackup.outbound.downpace import DownPace
 from mxbackup.outbound.envelopes import Envelopes
 from mxbackup.outbound.health import Health, Target, target_key
 from mxbackup.outbound.jobs import job_for
@@ -45,7 +46,7 @@ from mxbackup.queue.envelope import Envelope
 from mxbackup.queue.prefetch import Prefetcher
 from mxbackup.queue.recovery import Chunk
 from mxbackup.queue.spool import Spool
-from mxbackup.queue.tries import Tried, tried
+from mxbackup.queue.tries import tried
 from mxbackup.routes import table_for as route_table
 from mxbackup.stats import Stats
 from mxbackup.wire.contract import Attempt, Deliver, Job
@@ -53,7 +54,6 @@ from mxbackup.wire.contract import Attempt, Deliver, Job
 __all__ = ["APPLY_EVERY", "Scheduler", "target_key"]
 
 log = Logger(namespace="mxbackup.scheduler")
-DOWN_PER_TICK = 1_000  # due tries at a target that is down, taken per tick of the clock
 
 
 class Scheduler:
@@ -91,6 +91,7 @@ class Scheduler:
         self.filing = BackgroundFiling(self.backlog, self.health)
         self._kicked = False
         self._extra = False  # a tick asked for (``_kick``), not the clock's
+        self.down = DownPace(clock, self._down_turn)  # tries at targets that are down
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -204,6 +205,7 @@ class Scheduler:
         written."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        self.down.stop()
         if self.prefetcher is not None:
             self.prefetcher.stop()
         return self.recorder.save_counts()
@@ -219,9 +221,7 @@ class Scheduler:
     def _tick(self) -> None:
         now = self.clock.seconds()
         started: set[str] = set()
-        for qid, key in self.backlog.due_now(now, self._room):
-            if self._take(qid, key):
-                started.add(key)
+        more_down = self._take_due(now, started)
         for key in started:
             self._start_connections(self.health.get(key))
         for target in self.health.startup_probes():
@@ -232,6 +232,23 @@ class Scheduler:
         self.quick.run(now, self.backlog.has_mail)  # a check that connects probes at once
         if not self._extra:  # the clock's ticks only: a drain asks for one per connection
             self.backlog.compact()  # what waits is kept packed
+            self.down.ticked(more_down)
+
+    def _take_due(self, now: float, started: set[str]) -> bool:
+        """Take what is due (``_room``); True if a target's share of the turn was full."""
+        untried: dict[str, int] = {}
+        for qid, key in self.backlog.due_now(now, self._room):
+            if self._take(qid, key):
+                started.add(key)
+            else:
+                untried[key] = untried.get(key, 0) + 1
+        return self.down.full(untried)
+
+    def _down_turn(self) -> bool:
+        """A later turn's share of the tries at targets that are down (``downpace``)."""
+        more = self._take_due(self.clock.seconds(), set())
+        self.backlog.compact()
+        return more
 
     def _room(self, key: str) -> int:
         """How many due entries of ``key`` a tick takes: twice what its connections carry
@@ -239,11 +256,13 @@ class Scheduler:
         is taken a few thousand at a time: no long tick, nor a million entries in flight);
         a connection that finds nothing waiting asks for the next tick at once.  Tries at a
         target that is down (no connection, a log line each) are taken by the clock's own
-        ticks only, ``DOWN_PER_TICK`` at a time: a restart with a million overdue behind a
-        dead primary must not stall acceptance, whose every message asks for a tick."""
+        ticks only, paced (``downpace``): a restart with a million overdue behind a dead
+        primary must not stall acceptance, whose every message asks for a tick."""
         target = self.health.targets.get(key)
         if target is not None and target.down:
-            return 0 if self._extra else DOWN_PER_TICK
+            return self.down.share(self._extra)
+        if self.down.later:
+            return 0
         most = 2 * self.ceiling * self.delivery.max_messages_per_connection
         return most - self.backlog.inflight.waiting(key)
 
@@ -284,7 +303,7 @@ class Scheduler:
             # The tries are noted before the connection (``queue.tries``); the envelopes
             # are written with the outcomes.
             tries = [(j.qid, tried(self.queue[j.qid])) for j in jobs]
-            self.spool.note_tries(tries, self._tries, self.clock.seconds())
+            self.spool.note_tries(tries, self.backlog.tries, self.clock.seconds())
             delivery = yield self.dialer.dial(key, jobs, no_wait)
             batches = Batches(self.recorder, key, jobs, delivery)
             attempt = yield delivery.done
@@ -309,13 +328,6 @@ class Scheduler:
                 key, self.clock.seconds()
             ):
                 self._kick()  # what is due and was left by the tick (``_room``)
-
-    def _tries(self) -> Iterator[Tried]:
-        """Every try under way (what a rotation of the try log keeps)."""
-        for qid in self.backlog.inflight.busy_ids():
-            envelope = self.backlog.envelopes.loaded(qid)
-            if envelope is not None:  # packed: waiting, no try under way
-                yield qid, tried(envelope)
 
     def _jobs(self, key: str, qids: list[str]) -> list[Job]:
         """The connection's jobs, each try counted (``Recorder.begin``) before it is made."""

@@ -586,10 +586,10 @@ def test_a_big_flush_is_taken_a_few_at_a_time_without_waiting_for_ticks(tmp_path
 def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path, monkeypatch):
     """A restart with a big overdue queue behind a dead primary: each accepted message asks
     for a tick, and those ticks must not work through the overdue tries (a stall per
-    message); the clock's ticks take them DOWN_PER_TICK at a time."""
-    from mxbackup.outbound import scheduler as scheduler_module
+    message); the clock's ticks take them ``downpace.PER_TICK`` at a time."""
+    from mxbackup.outbound import downpace
 
-    monkeypatch.setattr(scheduler_module, "DOWN_PER_TICK", 3)
+    monkeypatch.setattr(downpace, "PER_TICK", 3)
     w = World(tmp_path)
     w.deliver.up = False
     envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
@@ -603,6 +603,36 @@ def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path,
     w.advance(1)
     assert sum(e.recipients[0].attempts for e in envs) <= attempts + 3
     w.advance(5)
+    assert all(e.recipients[0].attempts == 2 for e in envs)
+
+
+def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypatch):
+    """A tick's share of the tries at a dead target is taken ``PER_TURN`` per turn of the
+    reactor (a thousand in one turn stalled acceptance for ~60-100 ms every second behind a
+    dead primary with a million queued); a turn that takes less than its share is the last."""
+    from mxbackup.outbound import downpace
+
+    monkeypatch.setattr(downpace, "PER_TICK", 6)
+    monkeypatch.setattr(downpace, "PER_TURN", 2)
+    w = World(tmp_path)
+    w.deliver.up = False
+    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
+    w.advance(1)  # the first try: the target is down now
+    turns: list[int] = []
+    take_due = w.scheduler._take_due
+
+    def counted(now: float, started: set[str]) -> bool:
+        before = sum(e.recipients[0].attempts for e in envs)
+        more = take_due(now, started)
+        turns.append(sum(e.recipients[0].attempts for e in envs) - before)
+        return more
+
+    w.scheduler._take_due = counted  # type: ignore[method-assign]
+    w.clock.advance(15 * MINUTE)  # one tick, all ten overdue
+    assert turns == [2, 2, 2]
+    turns.clear()
+    w.clock.advance(1)
+    assert turns == [2, 2, 0]
     assert all(e.recipients[0].attempts == 2 for e in envs)
 
 
