@@ -41,7 +41,9 @@ class DownPace:
         return any(n >= min(PER_TURN, PER_TICK) for n in untried.values())
 
     def ticked(self, full: bool) -> None:
-        """The clock's tick took the first share; the rest of the tick's in the next turns."""
+        """The clock's tick took the first share; the rest of the tick's in the next turns
+        (what an earlier tick left to come is dropped: one tick's share at a time)."""
+        self.stop()
         if full:
             self._next(max(1, PER_TICK // PER_TURN) - 1)
 
