@@ -22,7 +22,6 @@ from mxbackup.config import ConfigError, load
 from mxbackup.ops import queuecli
 from mxbackup.ops.talk import talk
 from mxbackup.ops.verifycli import add_verify_parser
-from mxbackup.preflight import preflight
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +90,8 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 1
+    from mxbackup.preflight import preflight  # (Twisted's endpoints: only for this command)
+
     checked = preflight(config)  # what the server checks before it listens
     for line in checked.errors:
         print(line, file=sys.stderr)

@@ -20,7 +20,6 @@ from typing import Any
 
 from mxbackup.ops.talk import Refused, Unreachable, request, socket_path, stream, talk
 from mxbackup.ops.verifycli import route_counts
-from mxbackup.outbound.selection import parse_age
 
 IDS_PER_REQUEST = 1000  # a request line stays well below the socket's 64 KiB limit
 ACTIONS = {  # command: (help, the word for what was done)
@@ -88,6 +87,8 @@ def add_commands(commands: Any) -> None:
 
 
 def _age_arg(text: str) -> float:
+    from mxbackup.outbound.selection import parse_age  # (Twisted: not for every command)
+
     try:
         return parse_age(text)
     except ValueError as e:

@@ -151,3 +151,17 @@ def test_a_listing_during_a_background_load_says_it_is_partial(monkeypatch, caps
         assert queuecli._queue_list(argparse.Namespace(json=False, all=True, socket="s")) == 0
         out = capsys.readouterr()
         assert expected in out.out and out.err == ""
+
+
+def test_the_command_starts_without_twisted() -> None:
+    """``mxbackup status``, ``queue list``... import neither Twisted nor OpenSSL (0.38 s to
+    start before, 0.12 s now); ``check-config`` and ``--older-than`` load what they need."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mxbackup.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('twisted', 'OpenSSL'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
