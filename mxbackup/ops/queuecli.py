@@ -320,7 +320,7 @@ def _loading(loading: dict[str, Any]) -> str:
     left = loading["of"] - loading["loaded"]
     line = f"loading: {left} more queued message(s) being read from the spool"
     if loading["failed"] and loading.get("retrying"):
-        line += f"; the last read failed: {loading['failed']} (tried again every minute)"
+        line += f"; the last read failed: {loading['failed']} (it is tried again)"
     elif loading["failed"]:
         line += f"; STOPPED: {loading['failed']} (they wait for the next start)"
     return line

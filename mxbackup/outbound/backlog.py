@@ -96,9 +96,10 @@ class Backlog:
         """The message has recipients pending at ``key`` (without unpacking it)."""
         return qid in self._by_target.get(key, ())
 
-    def compact(self) -> int:
-        """Pack envelopes nobody is using (a tick's share); how many were packed."""
-        return self.envelopes.compact(lambda qid: not self.inflight.busy(qid))
+    def compact(self, limit: int | None = None) -> int:
+        """Pack envelopes nobody is using (a tick's share, or ``limit``); how many were
+        packed."""
+        return self.envelopes.compact(lambda qid: not self.inflight.busy(qid), limit)
 
     def pending(self, qid: str, key: str) -> tuple[Envelope | None, list[Recipient]]:
         """The message (if still queued) and its recipients still pending at ``key``."""

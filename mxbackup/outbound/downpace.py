@@ -19,6 +19,8 @@ from twisted.logger import Logger
 
 log = Logger(namespace="mxbackup.scheduler")
 
+# Per target that is down (a turn with several takes a share of each); PER_TICK is meant to
+# be a multiple of PER_TURN (a remainder is not taken).
 PER_TICK = 1_000  # a down target's due tries taken per tick of the clock
 PER_TURN = 100  # ... of which one turn of the reactor takes at most
 

@@ -235,19 +235,20 @@ class Scheduler:
             self.down.ticked(more_down)
 
     def _take_due(self, now: float, started: set[str]) -> bool:
-        """Take what is due (``_room``); True if a target's share of the turn was full."""
+        """Take what is due (``_room``); True if a down target's share of the turn was full."""
         untried: dict[str, int] = {}
+        targets = self.health.targets
         for qid, key in self.backlog.due_now(now, self._room):
             if self._take(qid, key):
                 started.add(key)
-            else:
+            elif key in targets and targets[key].down:
                 untried[key] = untried.get(key, 0) + 1
         return self.down.full(untried)
 
     def _down_turn(self) -> bool:
         """A later turn's share of the tries at targets that are down (``downpace``)."""
         more = self._take_due(self.clock.seconds(), set())
-        self.backlog.compact()
+        self.backlog.compact(limit=self.down.share(extra=False))  # the next tick: the rest
         return more
 
     def _room(self, key: str) -> int:

@@ -106,8 +106,9 @@ class TryLog:
         self._torn = False  # a write was cut short: the next one starts on a new line
         # While a big queue is read in the background (``queue.background``): the lines the
         # start-up found, carried into every new log, for those of messages not read yet
-        # must stay until they are (two rotations would drop them).  Carrying the others
-        # too is harmless: a line whose count the envelope already shows is a no-op.
+        # must stay until they are (two rotations would drop them).  ``Recovery.take`` drops
+        # a message's lines once it is read: carried after a newer line of it (a try made
+        # since), an old one would win and lower its count.
         self.carried: Logged = {}
 
     def note(

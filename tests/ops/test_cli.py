@@ -109,7 +109,7 @@ def test_status_says_how_much_of_a_big_queue_is_still_being_read(monkeypatch, ca
         ({"loaded": 10, "of": 25, "failed": "I/O error"}, "STOPPED: I/O error"),
         (
             {"loaded": 10, "of": 25, "failed": "I/O error", "retrying": True},
-            "the last read failed: I/O error (tried again every minute)",
+            "the last read failed: I/O error (it is tried again)",
         ),
     ]:
         reply = {**info, "loading": loading}

@@ -636,6 +636,33 @@ def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypa
     assert all(e.recipients[0].attempts == 2 for e in envs)
 
 
+def test_a_later_turn_takes_only_tries_at_down_targets_and_a_stop_ends_them(
+    tmp_path, monkeypatch
+):
+    """Review: in a tick's later turns an up target gets no room (its entries would be
+    taken into flight with no connection started for them), and ``stop`` cancels the turns
+    still to come (no try is counted after it)."""
+    from mxbackup.outbound import downpace
+
+    monkeypatch.setattr(downpace, "PER_TICK", 6)
+    monkeypatch.setattr(downpace, "PER_TURN", 2)
+    w = World(tmp_path)
+    w.deliver.up = False
+    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
+    w.advance(1)  # the first try: the target is down now
+    down_key = next(iter(w.scheduler.health.targets))
+    w.scheduler.down.later = True
+    assert w.scheduler._room(down_key) == 2 and w.scheduler._room("up.example") == 0
+    w.scheduler.down.later = False
+    assert w.scheduler._room("up.example") > 0
+    before = sum(e.recipients[0].attempts for e in envs)
+    w.clock.rightNow += 15 * MINUTE  # all overdue; the clock's own calls not run yet
+    w.scheduler.tick()  # the tick's own turn: 2, the rest to come
+    w.scheduler.stop()
+    w.clock.advance(0)
+    assert sum(e.recipients[0].attempts for e in envs) == before + 2
+
+
 def test_a_connection_has_its_messages_warmed_before_it_dials(w):
     """``queue.prefetch``: the files of a connection's jobs, in the order they will be sent,
     are handed to the prefetcher before the connection is made (a cold file read on the
