@@ -636,9 +636,7 @@ def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypa
     assert all(e.recipients[0].attempts == 2 for e in envs)
 
 
-def test_a_later_turn_takes_only_tries_at_down_targets_and_a_stop_ends_them(
-    tmp_path, monkeypatch
-):
+def test_a_later_turn_takes_only_tries_at_down_targets_and_a_stop_ends_them(tmp_path, monkeypatch):
     """Review: in a tick's later turns an up target gets no room (its entries would be
     taken into flight with no connection started for them), and ``stop`` cancels the turns
     still to come (no try is counted after it)."""
