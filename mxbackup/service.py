@@ -247,7 +247,7 @@ class MXBackupService(service.MultiService):
     def stopService(self) -> Any:
         """No new deliveries, listeners closed, then the spool process finishes the rounds
         it was sent (outcomes being recorded) before the reactor lets go of its pipes."""
-        counts = self.scheduler.stop()  # try counts kept in memory, written before the end
+        counts = self.scheduler.stop(self._snapshot_due())  # counts kept in memory
         stopped = defer.maybeDeferred(super().stopService)
         stopped.addCallback(lambda _: counts)
         if self.spool_process is not None:
@@ -256,14 +256,17 @@ class MXBackupService(service.MultiService):
         stopped.addCallback(lambda _: self._write_snapshot())  # not after a failed stop
         return stopped
 
+    def _snapshot_due(self) -> bool:
+        """Whether a stop now writes the snapshot (a big queue, read whole)."""
+        return len(self.scheduler.queue) >= SNAPSHOT_FROM and self._loading() is None
+
     def _write_snapshot(self) -> None:
         """A big queue's envelopes for the next start-up (``queue.snapshot``), once no round
         runs any more; failing to write it never fails the stop."""
         queue = self.scheduler.queue
-        if len(queue) < SNAPSHOT_FROM:
-            return
-        if self._loading() is not None:  # the last one stays, still valid
-            log.info("stop: no snapshot of the queue: it was still being read")
+        if not (self._snapshot_due() or self.scheduler.recorder.left_to_snapshot):
+            if self._loading() is not None:  # the last one stays, still valid
+                log.info("stop: no snapshot of the queue: it was still being read")
             return
         started = time.monotonic()  # a duration for the log, not a schedule
         try:
@@ -272,6 +275,10 @@ class MXBackupService(service.MultiService):
         except OSError as e:
             log.warn("stop: no snapshot of the queue ({error}): the next start reads every "
                      "envelope file", error=e)  # fmt: skip
+            if left := self.scheduler.recorder.left_to_snapshot:
+                log.warn("stop: the try counts of {n} messages, kept in memory for the "
+                         "snapshot, are lost (one retry more for each try since their last "
+                         "write, never mail)", n=left)  # fmt: skip
             return
         log.info("stop: snapshot of {count} of {n} envelopes written in {seconds:.1f} s",
                  count=count, n=len(queue), seconds=time.monotonic() - started)  # fmt: skip

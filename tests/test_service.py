@@ -12,12 +12,15 @@ from mxbackup.service import MXBackupService
 
 class StubScheduler:
     started = False
+    queue: Any = {}
+    recorder = SimpleNamespace(left_to_snapshot=0)
+    for_snapshot: bool | None = None
 
     def start(self) -> None:
         self.started = True
 
-    def stop(self) -> None:
-        self.started = False
+    def stop(self, for_snapshot: bool = False) -> None:
+        self.started, self.for_snapshot = False, for_snapshot
 
 
 def test_start_freezes_what_lives_as_long_as_the_server() -> None:
@@ -174,10 +177,11 @@ def test_a_clean_stop_leaves_a_big_queue_s_snapshot(monkeypatch) -> None:
 
     monkeypatch.setattr(service_module, "SNAPSHOT_FROM", 3)
     for n, snapshots in [(3, 1), (2, 0)]:
-        spool = SnapshotSpool()
-        top = MXBackupService(CONFIG, spool, None, QueueScheduler(_queue(n)), None)  # type: ignore[arg-type]
+        spool, scheduler = SnapshotSpool(), QueueScheduler(_queue(n))
+        top = MXBackupService(CONFIG, spool, None, scheduler, None)  # type: ignore[arg-type]
         top.stopService()
         assert [len(packed) for packed in spool.written] == [n] * snapshots
+        assert scheduler.for_snapshot is bool(snapshots)  # its try counts: left to it
 
 
 def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -> None:
@@ -189,14 +193,19 @@ def test_a_snapshot_that_cannot_be_written_does_not_fail_the_stop(monkeypatch) -
     seen: list[dict] = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        spool = SnapshotSpool(OSError(28, "No space left on device"))
-        top = MXBackupService(CONFIG, spool, None, QueueScheduler(_queue(2)), None)  # type: ignore[arg-type]
+        spool, scheduler = (
+            SnapshotSpool(OSError(28, "No space left on device")),
+            QueueScheduler(_queue(2)),
+        )
+        scheduler.recorder = SimpleNamespace(left_to_snapshot=2)
+        top = MXBackupService(CONFIG, spool, None, scheduler, None)  # type: ignore[arg-type]
         results: list[Any] = []
         top.stopService().addBoth(results.append)
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert results == [None]
     assert any("no snapshot of the queue" in e.get("log_format", "") for e in seen)
+    assert any("kept in memory for the snapshot, are lost" in e.get("log_format", "") for e in seen)
 
 
 def test_no_snapshot_while_the_queue_is_still_being_read(monkeypatch) -> None:

@@ -87,6 +87,10 @@ class Envelopes(Mapping[str, Envelope]):
         doubted = self.doubted
         return [item for item in self._packed.items() if item[0] not in doubted]
 
+    def snapshot_keeps(self, qid: str) -> bool:
+        """Whether ``packed_items`` holds it now (packed, not doubted)."""
+        return qid in self._packed and qid not in self.doubted
+
     def doubt(self, qid: str) -> None:
         """A change to the envelope in memory may not be in its file (writing it, or a DSN
         it was waiting for, failed): the snapshot of a clean stop leaves it out, for good in

@@ -23,6 +23,7 @@ from mxbackup.outbound.backlog import Backlog
 from mxbackup.outbound.health import Health, target_key
 from mxbackup.outbound.notify import DsnQueue
 from mxbackup.outbound.policy import RetryRule
+from mxbackup.queue import tries
 from mxbackup.queue.envelope import Envelope, Recipient
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolStopping
@@ -58,6 +59,7 @@ class Recorder:
         # Messages whose try counts changed in memory only (``fail_untried``): written at a
         # clean stop (``save_counts``), so a restart goes on counting from there.
         self.unsaved: set[str] = set()
+        self.left_to_snapshot = 0  # of them, at a clean stop: for its snapshot to carry
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -208,12 +210,21 @@ class Recorder:
 
         return self.spool.update(envelope).addErrback(doubt)
 
-    def save_counts(self) -> defer.Deferred:
+    def save_counts(self, for_snapshot: bool = False) -> defer.Deferred:
         """Write the envelopes whose try counts are in memory only (at a clean stop): the
         next process logs and counts ``attempt=N+1``, not ``attempt=1`` again, and the
         route's ``retries`` hold across restarts.  A crash still forgets them (one more
-        retry each, never mail)."""
+        retry each, never mail).  ``for_snapshot``: those the stop's snapshot carries to
+        the next start-up (packed, not doubted, no line in the try log) are left to it
+        (``left_to_snapshot``): after a long outage with a big queue that is nearly all of
+        it, and writing a million took minutes.  (One whose file a round rewrote in the
+        last seconds is read from that file instead: it may lose a try's count.)"""
         qids, self.unsaved = self.unsaved, set()
+        if for_snapshot:
+            logged, keeps = tries.read(self.spool.root), self.backlog.envelopes.snapshot_keeps
+            left = {qid for qid in qids if keeps(qid) and qid not in logged}
+            qids -= left
+            self.left_to_snapshot = len(left)
         writes = [  # read, not unpacked for good: an update serialises it at once
             self.update(envelope)
             for envelope in (self.backlog.envelopes.peek(qid) for qid in sorted(qids))

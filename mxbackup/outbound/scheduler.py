@@ -200,15 +200,15 @@ class Scheduler:
         self._loop.clock = self.clock
         return self._loop.start(self.delivery.tick, now=True)
 
-    def stop(self) -> defer.Deferred:
+    def stop(self, for_snapshot: bool = False) -> defer.Deferred:
         """No more ticks nor warming; fires once the try counts kept in memory only are
-        written."""
+        written (``for_snapshot``: but those the stop's snapshot carries)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self.down.stop()
         if self.prefetcher is not None:
             self.prefetcher.stop()
-        return self.recorder.save_counts()
+        return self.recorder.save_counts(for_snapshot)
 
     def tick(self) -> None:
         """Never raises (a LoopingCall stops for good when its callable does) and never

@@ -606,6 +606,42 @@ def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path,
     assert all(e.recipients[0].attempts == 2 for e in envs)
 
 
+def test_a_stop_that_writes_the_snapshot_leaves_the_try_counts_to_it(tmp_path, monkeypatch):
+    """Issue 17 (goal 4): after a long outage nearly every queued message has try counts in
+    memory only, and a stop rewrote every such envelope (a million: minutes, and systemd
+    kills a stop after 90 s).  The stop's snapshot carries them: only a message the next
+    start-up will read from its file (here one with a line in the try log) is written."""
+    import os
+    import time
+
+    from helpers import sync_thread
+    from mxbackup.outbound import envelopes
+    from mxbackup.queue import tries
+    from mxbackup.queue.spool import Spool
+
+    monkeypatch.setattr(envelopes, "KEEP", 0)  # every idle envelope packed
+    w = World(tmp_path)
+    w.deliver.up = False
+    a, b = w.queue().id, w.queue().id  # (no reference kept: they can be packed)
+    w.advance(1)  # the first try: written (attempts 1)
+    w.advance(46 * MINUTE)  # three more, without connecting: in memory only
+    w.scheduler.backlog.compact()
+    assert w.scheduler.queue.objects() == 0  # both packed
+    # the first tries' lines gone with rotations but b's: b's file will be read, not taken
+    (tmp_path / "spool" / tries.FILE).write_bytes(f"{b} 1.000 0:1\n".encode())
+    done: list = []
+    w.scheduler.stop(for_snapshot=True).addCallback(done.append)
+    assert done and w.scheduler.recorder.left_to_snapshot == 1
+    env = tmp_path / "spool" / "env"
+    assert b'"attempts":1' in (env / a).read_bytes()  # left to the snapshot
+    assert b'"attempts":4' in (env / b).read_bytes()
+    old = time.time() - 3600  # (a file written in the last seconds is read, not taken)
+    os.utime(env / a, (old, old))
+    w.spool.write_snapshot(w.scheduler.queue.packed_items())
+    recovered = Spool(str(tmp_path / "spool"), sync_thread).recover()  # the next start-up
+    assert [e.recipients[0].attempts for e in recovered] == [4, 4]
+
+
 def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypatch):
     """A tick's share of the tries at a dead target is taken ``PER_TURN`` per turn of the
     reactor (a thousand in one turn stalled acceptance for ~60-100 ms every second behind a
