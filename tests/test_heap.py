@@ -66,7 +66,7 @@ class _Scheduler:
     def start(self) -> None:
         pass
 
-    def stop(self) -> None:
+    def stop(self, for_snapshot: bool = False) -> None:
         pass
 
 
