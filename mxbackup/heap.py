@@ -10,7 +10,9 @@ whole free page (``MADV_DONTNEED``): nothing in use moves, nothing is lost, the 
 allocations simply fault fresh pages in.  Not glibc (musl, macOS): nothing is done.
 
 No reactor here: ``trimming`` is given the clock (``service``: at start-up, after the
-queue's load, then every ``EVERY`` seconds; a trim costs a few milliseconds).
+queue's load, then every ``EVERY`` seconds; a trim costs a few milliseconds).  A big queue
+read in the background is trimmed as it goes too (``queue.background.TRIM_EVERY``): its
+peak with a million had been 33-37 MB above what it left.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ class MXBackupService(service.MultiService):
             self._queue_loaded,
             workers,
             gave_up=self._queue_load_stopped,
+            trim=heap.give_back,
         )
         self.background_load = load
         self.scheduler.load_progress = load.progress

@@ -34,6 +34,10 @@ log = Logger()
 CHUNK = 2_500
 RETRY_AFTER = 60.0  # seconds before a chunk whose reading failed is read again
 AHEAD_PER_READER = 2  # chunks given to the readers ahead of the filing, per reader process
+# Chunks filed between two calls of ``trim`` (``heap.give_back``, a few ms): what filing
+# frees (the readers' lists, tables that grew) stays resident in the C heap until trimmed,
+# and a million's load peaked 35-40 MB above what it left once trimmed at its end.
+TRIM_EVERY = 20
 
 
 class BackgroundLoad(service.Service):
@@ -45,6 +49,7 @@ class BackgroundLoad(service.Service):
         done: Callable[[], None],
         workers: int,
         gave_up: Callable[[], None] = lambda: None,
+        trim: Callable[[], object] = lambda: None,
     ) -> None:
         self._reactor = reactor
         self._recovery = recovery
@@ -52,6 +57,7 @@ class BackgroundLoad(service.Service):
         self._done = done
         self._gave_up_hook = gave_up  # the rest waits on disk for the next start-up
         self._workers = workers
+        self._trim = trim
         self.total = recovery.count
         self.loaded = 0  # envelopes read (filed, or set aside)
         self.set_aside = 0  # of which unreadable or torn: moved to corrupt/
@@ -158,6 +164,8 @@ class BackgroundLoad(service.Service):
         self.loaded += len(chunk.qids) + len(chunk.unreadable)
         self.set_aside += len(chunk.unreadable)
         self.failed, self.retrying = None, False
+        if index % TRIM_EVERY == TRIM_EVERY - 1:
+            self._trim()
         self._reactor.callLater(0, self._step, index + 1)  # the next in a turn of its own
 
     def _read_failed(self, failure: Failure, index: int) -> None:

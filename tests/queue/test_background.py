@@ -78,9 +78,13 @@ class Load:
         self.recovery.pin()
         self.filed: list[Chunk] = []
         self.done = 0
+        self.trims = 0
         self.service = BackgroundLoad(
-            self.reactor, self.recovery, self.filed.append, self._done, workers
+            self.reactor, self.recovery, self.filed.append, self._done, workers, trim=self._trim
         )
+
+    def _trim(self) -> None:
+        self.trims += 1
 
     def _done(self) -> None:
         self.done += 1
@@ -217,3 +221,14 @@ def test_a_chunk_that_cannot_be_filed_is_never_filed_again(tmp_path: Path, small
         reactor.advance(0)
     assert len(filed) == 2 and service.failed == "a bug while filing"
     assert not service.finished
+
+
+def test_the_c_heap_is_trimmed_as_the_load_goes(tmp_path: Path, small_chunks, monkeypatch):
+    """What filing frees stayed resident in the C heap until the load's end: a million's
+    load peaked 33-37 MB above what it left (VmHWM 492.5-495.3 MB against 458-461)."""
+    monkeypatch.setattr(background, "TRIM_EVERY", 2)
+    committed(root := tmp_path / "spool", 9)  # 5 chunks of 2
+    load = Load(root)
+    load.service.startService()
+    load.reactor.pump(lambda: load.done == 1)
+    assert load.trims == 2
