@@ -642,6 +642,31 @@ def test_a_stop_that_writes_the_snapshot_leaves_the_try_counts_to_it(tmp_path, m
     assert [e.recipients[0].attempts for e in recovered] == [4, 4]
 
 
+def test_what_waited_for_a_connection_when_the_target_went_down_is_counted_by_paced_ticks(
+    tmp_path, monkeypatch
+):
+    """A restart with a big overdue queue: the first tick gives thousands to connections, the
+    first connection fails, and failing all those waiting in that one turn stalled every
+    client for 200-300 ms.  They are due again, their tries counted by the paced ticks."""
+    from mxbackup.outbound import downpace
+
+    monkeypatch.setattr(downpace, "PER_TICK", 4)
+    monkeypatch.setattr(downpace, "PER_TURN", 2)
+    w = World(tmp_path)
+    w.deliver.up = False
+    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(6)]
+    key = next(iter(w.scheduler.backlog.keys()))
+    for qid, k in list(w.scheduler.backlog.due_now(w.clock.seconds(), lambda _: 100)):
+        w.scheduler.backlog.inflight.wait(qid, k)  # taken by a tick, waiting for connections
+    w.scheduler._mark_down(w.scheduler.health.get(key), "connection refused")
+    assert w.scheduler.backlog.inflight.waiting(key) == 0
+    assert all(e.recipients[0].attempts == 0 for e in envs)  # nothing counted in that turn
+    w.clock.advance(1)  # a tick: 4 of them, 2 per turn
+    assert sorted(e.recipients[0].attempts for e in envs) == [0, 0, 1, 1, 1, 1]
+    w.clock.advance(1)
+    assert all(e.recipients[0].attempts == 1 for e in envs)
+
+
 def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypatch):
     """A tick's share of the tries at a dead target is taken ``PER_TURN`` per turn of the
     reactor (a thousand in one turn stalled acceptance for ~60-100 ms every second behind a
