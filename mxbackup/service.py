@@ -115,10 +115,9 @@ class MXBackupService(service.MultiService):
         return load.progress() if load is not None else None
 
     def _queue_loaded(self) -> None:
-        """The background load is complete (its targets were probed as it met them): the
-        try log rotates again, the C heap's free pages go back.  (No collection and freeze as at
-        start-up: what the load added is not tracked by the cyclic GC, dicts of strings and
-        bytes, and freezing now would keep the live sessions' cycles for ever.)"""
+        """The background load is complete: the C heap's free pages go back.  (No freeze as
+        at start-up: what the load added is not tracked by the cyclic GC, and freezing now
+        would keep the live sessions' cycles for ever.)"""
         self._queue_load_stopped()
         heap.give_back()
 
@@ -134,8 +133,7 @@ class MXBackupService(service.MultiService):
         internet.StreamServerEndpointService(listener, factory).setServiceParent(self)
 
     def watch(self, listening: Any, what: str) -> None:
-        """A listening service built elsewhere (``strports.service``): its endpoint is
-        wrapped like those of ``listen``."""
+        """A listening service built elsewhere (``strports.service``), wrapped as ``listen``."""
         listening.endpoint = Listener(listening.endpoint, what)
         self.listeners.append(listening.endpoint)
 

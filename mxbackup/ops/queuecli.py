@@ -1,12 +1,9 @@
 """The ``mxbackup`` commands that talk to the running server: ``queue ...``, ``status``,
-``pause``/``resume``, ``monitor``, ``reload``.
-
-Message commands take a selector, as ``postsuper`` does: queue IDs, ``ALL``, ``-`` (IDs read
-from stdin, whitespace-separated), and filters ``--route``, ``--sender``, ``--recipient``,
-``--older-than`` (seconds, or 90m, 1h, 2d, 1w); filters narrow the IDs given, or choose
-among the whole queue.  Exit status: 0 done, 1 refused (or some messages refused), 2 usage,
-3 the server cannot be reached.
-"""
+``pause``/``resume``, ``monitor``, ``reload``.  Message commands take a selector, as
+``postsuper`` does: queue IDs, ``ALL``, ``-`` (IDs read from stdin, whitespace-separated),
+and filters ``--route``, ``--sender``, ``--recipient``, ``--older-than`` (seconds, or 90m,
+1h, 2d, 1w); filters narrow the IDs given, or choose among the whole queue.  Exit status: 0
+done, 1 refused (or some messages refused), 2 usage, 3 the server cannot be reached."""
 
 from __future__ import annotations
 

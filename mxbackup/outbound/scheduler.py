@@ -142,8 +142,7 @@ class Scheduler:
         self.backlog.add(envelope, self.clock.seconds())
 
     def wakeup(self, envelope: Envelope) -> None:
-        """Called by the SMTP side after a commit: the first try starts at once (in the next
-        reactor turn, shared with whatever else arrives meanwhile), not at the next tick."""
+        """After a commit (the SMTP side): the first try in the next turn, not tick."""
         self.add(envelope)
         self._kick()
 
@@ -253,12 +252,9 @@ class Scheduler:
 
     def _room(self, key: str) -> int:
         """How many due entries of ``key`` a tick takes: twice what its connections carry
-        at once, less what already waits for one.  The rest stays due (a flush of a million
-        is taken a few thousand at a time: no long tick, nor a million entries in flight);
-        a connection that finds nothing waiting asks for the next tick at once.  Tries at a
-        target that is down (no connection, a log line each) are taken by the clock's own
-        ticks only, paced (``downpace``): a restart with a million overdue behind a dead
-        primary must not stall acceptance, whose every message asks for a tick."""
+        at once, less what already waits for one; the rest stays due (a flush of a million:
+        no long tick, nor a million in flight).  Tries at a target that is down (no
+        connection) are paced by the clock's ticks (``downpace``), never by arrivals'."""
         target = self.health.targets.get(key)
         if target is not None and target.down:
             return self.down.share(self._extra)
@@ -389,9 +385,8 @@ class Scheduler:
         now = self.clock.seconds()
         if self.health.failed(target, error, now, self.delivery.probe_interval):  # paced
             log.info("target {key} is down: {error}", key=target.key, error=error)
-        # What waited for a connection there is due again, its try counted by the paced
-        # ticks (``downpace``): thousands failed in this one turn had stalled every client
-        # for 200-300 ms when a restart found the primary down.
+        # What waited for a connection there is due again, counted by the paced ticks
+        # (``downpace``), not failed in this turn (thousands at a restart: a long stall).
         for qid in self.backlog.inflight.drain(target.key):
             self.backlog.inflight.release(qid, target.key, None)
             if qid in self.backlog.envelopes:
@@ -402,6 +397,5 @@ class Scheduler:
         return self.backlog.depth_by_target()
 
     def oldest_age_steps(self) -> Generator[None, None, float]:
-        """How long ago the oldest message arrived, a slice of a big queue per turn
-        (``turns.in_turns``)."""
+        """How long ago the oldest message arrived, a slice per turn (``turns.in_turns``)."""
         return self.backlog.oldest_age_steps(self.clock.seconds())
