@@ -256,8 +256,10 @@ class MXBackupService(service.MultiService):
         return stopped
 
     def _snapshot_due(self) -> bool:
-        """Whether a stop now writes the snapshot (a big queue, read whole)."""
-        return len(self.scheduler.queue) >= SNAPSHOT_FROM and self._loading() is None
+        """Whether a stop now writes the snapshot: a queue read whole, big or started from
+        one (whose try counts are in memory only: ``Recorder.save_counts``)."""
+        big = len(self.scheduler.queue) >= SNAPSHOT_FROM or self.spool.from_snapshot
+        return big and self._loading() is None
 
     def _write_snapshot(self) -> None:
         """A big queue's envelopes for the next start-up (``queue.snapshot``), once no round

@@ -62,6 +62,7 @@ def test_free_memory_inside_the_heap_leaves_the_resident_size() -> None:
 
 class _Scheduler:
     queue: list[str] = []
+    recorder = SimpleNamespace(left_to_snapshot=0)
 
     def start(self) -> None:
         pass
@@ -75,7 +76,7 @@ def test_the_service_trims_at_start_then_every_minute(monkeypatch) -> None:
     monkeypatch.setattr(heap, "_TRIM", lambda pad: calls.append(pad) or 0)
     clock = Clock()
     config = SimpleNamespace(routes=[], source="mx.yaml")
-    spool = SimpleNamespace(root="spool")
+    spool = SimpleNamespace(root="spool", from_snapshot=False)
     top = MXBackupService(config, spool, None, _Scheduler(), None, reactor=clock)  # type: ignore[arg-type]
     old_hup = signal.getsignal(signal.SIGHUP)
     try:

@@ -92,6 +92,7 @@ class Scheduler:
         self._kicked = False
         self._extra = False  # a tick asked for (``_kick``), not the clock's
         self.down = DownPace(clock, self._down_turn)  # tries at targets that are down
+        self._stopped = False
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -202,6 +203,7 @@ class Scheduler:
     def stop(self, for_snapshot: bool = False) -> defer.Deferred:
         """No more ticks nor warming; fires once the try counts kept in memory only are
         written (``for_snapshot``: but those the stop's snapshot carries)."""
+        self._stopped = True  # no tick nor connection after this (probes may still end)
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self.down.stop()
@@ -212,6 +214,8 @@ class Scheduler:
     def tick(self) -> None:
         """Never raises (a LoopingCall stops for good when its callable does) and never
         returns in-flight work (it would wait for it)."""
+        if self._stopped:  # (a kick, a probe's flush or a connection's end after ``stop``)
+            return
         try:
             self._tick()
         except Exception:  # noqa: BLE001
@@ -281,6 +285,8 @@ class Scheduler:
 
     # -- connections ---------------------------------------------------------------------------
     def _start_connections(self, target: Target) -> None:
+        if self._stopped:
+            return
         limit = self.window.limit(target.key, target.proven, self.ceiling)
         inflight = self.backlog.inflight
         while inflight.waiting(target.key) and target.active < limit and not target.down:

@@ -121,6 +121,9 @@ class Spool:
         self._opened = False
         self._recent: float | None = None  # ``checkpoint.recent_since`` at the first open()
         self.try_log = tries.TryLog(self.root)
+        # this run started from the last stop's snapshot: try counts it carried are in memory
+        # only, so this run's stop writes one too, however small the queue (``service``)
+        self.from_snapshot = False
         self._tries_failing = False
 
     # -- paths ---------------------------------------------------------------------------
@@ -291,7 +294,9 @@ class Spool:
         """The first step of ``recovered`` (``recoverysteps``), for a caller that reads the
         envelopes itself (in the background: ``queue.background``)."""
         self.open()
-        return Recovery.begin(self.root, self.sync, self._recent)
+        recovery = Recovery.begin(self.root, self.sync, self._recent)
+        self.from_snapshot = self.from_snapshot or recovery.kept is not None
+        return recovery
 
     def write_snapshot(self, packed: list[tuple[str, bytes]], keep_free: int = 0) -> int:
         """At a clean stop, once no round runs any more: the envelopes the server holds

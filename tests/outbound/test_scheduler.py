@@ -667,6 +667,20 @@ def test_what_waited_for_a_connection_when_the_target_went_down_is_counted_by_pa
     assert all(e.recipients[0].attempts == 1 for e in envs)
 
 
+def test_nothing_is_tried_after_the_stop(tmp_path):
+    """Review: a kick, a probe's flush or a connection's end ran ticks and started
+    connections after ``stop`` (whose outcomes the stopping spool process then refused, and
+    which unpacked envelopes the snapshot was to carry)."""
+    w = World(tmp_path)
+    w.deliver.up = True
+    w.queue()
+    w.scheduler.stop()
+    w.scheduler.flush()
+    w.clock.advance(0)
+    w.advance(5)
+    assert w.deliver.calls == [] and len(w.scheduler.queue) == 1
+
+
 def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypatch):
     """A tick's share of the tries at a dead target is taken ``PER_TURN`` per turn of the
     reactor (a thousand in one turn stalled acceptance for ~60-100 ms every second behind a

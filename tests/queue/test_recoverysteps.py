@@ -72,3 +72,20 @@ def test_a_chunk_taken_leaves_the_try_log_lines_carried_meanwhile(tmp_path: Path
     chunks = recovery.read_here()
     next(chunks)  # (one chunk: both read)
     assert carried == {}
+
+
+def test_the_spool_knows_it_started_from_a_snapshot(tmp_path: Path) -> None:
+    """``Spool.from_snapshot``: a run that started from the last stop's snapshot writes one
+    at its own stop too (``service``), for the try counts it carried."""
+    from mxbackup.queue.packed import pack
+    from mxbackup.queue.spool import Spool as SpoolType
+
+    root = tmp_path / "spool"
+    committed(root, 2)
+    first = SpoolType(str(root), sync_thread)
+    envelopes = first.recover()
+    assert not first.from_snapshot
+    first.write_snapshot([(e.id, pack(e)) for e in envelopes])
+    second = SpoolType(str(root), sync_thread)
+    second.recover()
+    assert second.from_snapshot
