@@ -196,6 +196,7 @@ class Scheduler:
 
     # -- the clock -----------------------------------------------------------------------------
     def start(self) -> defer.Deferred:
+        self._stopped = False
         self._loop = task.LoopingCall(self.tick)
         self._loop.clock = self.clock
         return self._loop.start(self.delivery.tick, now=True)

@@ -679,6 +679,9 @@ def test_nothing_is_tried_after_the_stop(tmp_path):
     w.clock.advance(0)
     w.advance(5)
     assert w.deliver.calls == [] and len(w.scheduler.queue) == 1
+    w.scheduler.start()  # (a service started again in the same process)
+    w.advance(1)
+    assert w.deliver.calls and len(w.scheduler.queue) == 0
 
 
 def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypatch):
