@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -216,6 +217,9 @@ def test_monitor_follows_events_and_ends_cleanly(server):
         [sys.executable, "-m", "mxbackup.ops.cli", "monitor", "--json",
          "--config", str(server.config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+        # as typed in a terminal: a suite run in the background (``cmd &`` in a script)
+        # passes SIGINT on ignored, and Ctrl-C would then do nothing
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         assert "following" in proc.stderr.readline()  # connected: events come from now on
