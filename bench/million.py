@@ -374,6 +374,8 @@ def accept(a: argparse.Namespace) -> dict[str, Any]:
         out["mem_mb"] = full.mem()
         if a.paused:
             full.cli("resume")  # (pause survives a restart)
+        empty.stop()
+        full.stop()  # a clean stop (its snapshot): the clean-up's kill allows only 3 s
         return out
 
 
