@@ -215,6 +215,14 @@ class Backlog:
         if envelope is not None:
             self.schedule(qid, key, when)
 
+    def due_again(self, key: str, now: float) -> None:
+        """What waited for a connection at ``key`` is due at ``now`` instead (the target
+        went down: none will be sent), no longer in flight."""
+        for qid in self.inflight.drain(key):
+            self.inflight.release(qid, key, None)
+            if qid in self.envelopes:
+                self.schedule(qid, key, now)
+
     def retry_soon(self, qids: Iterable[str], key: str, when: float) -> None:
         """What a push-back left of these messages at ``key`` is due at ``when`` (not in
         flight any more: their outcome was recorded)."""

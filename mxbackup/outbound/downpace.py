@@ -34,13 +34,18 @@ class DownPace:
         self.later = False  # in a later turn of a tick: the tries at down targets only
         self._call: Any = None  # that turn, while one is to come
 
+    @staticmethod
+    def per_turn() -> int:
+        """A down target's share of one turn."""
+        return min(PER_TURN, PER_TICK)
+
     def share(self, extra: bool) -> int:
         """A down target's share of this turn (of a tick an arrival asked for: none)."""
-        return 0 if extra else min(PER_TURN, PER_TICK)
+        return 0 if extra else self.per_turn()
 
     def full(self, untried: dict[str, int]) -> bool:
         """Whether a target took its whole share (``untried``: tries taken per target)."""
-        return any(n >= min(PER_TURN, PER_TICK) for n in untried.values())
+        return any(n >= self.per_turn() for n in untried.values())
 
     def ticked(self, full: bool) -> None:
         """The clock's tick took the first share; the rest of the tick's in the next turns

@@ -252,7 +252,7 @@ class Scheduler:
     def _down_turn(self) -> bool:
         """A later turn's share of the tries at targets that are down (``downpace``)."""
         more = self._take_due(self.clock.seconds(), set())
-        self.backlog.compact(limit=self.down.share(extra=False))  # the next tick: the rest
+        self.backlog.compact(limit=self.down.per_turn())  # the next tick packs the rest
         return more
 
     def _room(self, key: str) -> int:
@@ -392,12 +392,9 @@ class Scheduler:
         now = self.clock.seconds()
         if self.health.failed(target, error, now, self.delivery.probe_interval):  # paced
             log.info("target {key} is down: {error}", key=target.key, error=error)
-        # What waited for a connection there is due again, counted by the paced ticks
-        # (``downpace``), not failed in this turn (thousands at a restart: a long stall).
-        for qid in self.backlog.inflight.drain(target.key):
-            self.backlog.inflight.release(qid, target.key, None)
-            if qid in self.backlog.envelopes:
-                self.backlog.schedule(qid, target.key, now)
+        # counted by the paced ticks (``downpace``), not failed in this turn (thousands at
+        # a restart with an overdue queue: a long stall)
+        self.backlog.due_again(target.key, now)
 
     # -- monitoring ----------------------------------------------------------------------------
     def depth_by_target(self) -> dict[str, int]:

@@ -171,6 +171,14 @@ def tried_while_down(tmp_path, count: int) -> tuple[World, list]:
     return w, envs
 
 
+def paced(monkeypatch, per_tick: int, per_turn: int = 100) -> None:
+    """Small shares for the tries at a down target (``downpace``)."""
+    from mxbackup.outbound import downpace
+
+    monkeypatch.setattr(downpace, "PER_TICK", per_tick)
+    monkeypatch.setattr(downpace, "PER_TURN", per_turn)
+
+
 def test_restart_resumes_from_the_envelopes(tmp_path):
     w = World(tmp_path)
     w.deliver.up = False
@@ -587,13 +595,8 @@ def test_tries_at_a_dead_target_are_paced_by_the_clock_not_by_arrivals(tmp_path,
     """A restart with a big overdue queue behind a dead primary: each accepted message asks
     for a tick, and those ticks must not work through the overdue tries (a stall per
     message); the clock's ticks take them ``downpace.PER_TICK`` at a time."""
-    from mxbackup.outbound import downpace
-
-    monkeypatch.setattr(downpace, "PER_TICK", 3)
-    w = World(tmp_path)
-    w.deliver.up = False
-    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
-    w.advance(1)  # the first try: the target is down now
+    paced(monkeypatch, per_tick=3)
+    w, envs = tried_while_down(tmp_path, 10)
     w.advance(15 * MINUTE)  # all ten are due again at once (overdue)
     attempts = sum(e.recipients[0].attempts for e in envs)
     for i in range(3):  # arrivals meanwhile: their ticks take nothing of the dead target's
@@ -648,10 +651,7 @@ def test_what_waited_for_a_connection_when_the_target_went_down_is_counted_by_pa
     """A restart with a big overdue queue: the first tick gives thousands to connections, the
     first connection fails, and failing all those waiting in that one turn stalled every
     client for 200-300 ms.  They are due again, their tries counted by the paced ticks."""
-    from mxbackup.outbound import downpace
-
-    monkeypatch.setattr(downpace, "PER_TICK", 4)
-    monkeypatch.setattr(downpace, "PER_TURN", 2)
+    paced(monkeypatch, per_tick=4, per_turn=2)
     w = World(tmp_path)
     w.deliver.up = False
     envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(6)]
@@ -688,14 +688,8 @@ def test_a_ticks_tries_at_a_dead_target_are_spread_over_turns(tmp_path, monkeypa
     """A tick's share of the tries at a dead target is taken ``PER_TURN`` per turn of the
     reactor (a thousand in one turn stalled acceptance for ~60-100 ms every second behind a
     dead primary with a million queued); a turn that takes less than its share is the last."""
-    from mxbackup.outbound import downpace
-
-    monkeypatch.setattr(downpace, "PER_TICK", 6)
-    monkeypatch.setattr(downpace, "PER_TURN", 2)
-    w = World(tmp_path)
-    w.deliver.up = False
-    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
-    w.advance(1)  # the first try: the target is down now
+    paced(monkeypatch, per_tick=6, per_turn=2)
+    w, envs = tried_while_down(tmp_path, 10)
     turns: list[int] = []
     take_due = w.scheduler._take_due
 
@@ -718,14 +712,8 @@ def test_a_later_turn_takes_only_tries_at_down_targets_and_a_stop_ends_them(tmp_
     """Review: in a tick's later turns an up target gets no room (its entries would be
     taken into flight with no connection started for them), and ``stop`` cancels the turns
     still to come (no try is counted after it)."""
-    from mxbackup.outbound import downpace
-
-    monkeypatch.setattr(downpace, "PER_TICK", 6)
-    monkeypatch.setattr(downpace, "PER_TURN", 2)
-    w = World(tmp_path)
-    w.deliver.up = False
-    envs = [w.queue(rcpts=(f"u{i}@example.com",)) for i in range(10)]
-    w.advance(1)  # the first try: the target is down now
+    paced(monkeypatch, per_tick=6, per_turn=2)
+    w, envs = tried_while_down(tmp_path, 10)
     down_key = next(iter(w.scheduler.health.targets))
     w.scheduler.down.later = True
     assert w.scheduler._room(down_key) == 2 and w.scheduler._room("up.example") == 0
