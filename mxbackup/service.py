@@ -33,7 +33,7 @@ from mxbackup.outbound.scheduler import Scheduler
 from mxbackup.preflight import endpoint as preflight_endpoint
 from mxbackup.preflight import preflight
 from mxbackup.queue.background import BackgroundLoad
-from mxbackup.queue.prefetch import Prefetcher
+from mxbackup.queue.prefetchproc import Prefetcher
 from mxbackup.queue.recovery import readers
 from mxbackup.queue.recoverysteps import Recovery
 from mxbackup.queue.snapshot import SNAPSHOT_FROM
@@ -318,7 +318,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         deliver=functools.partial(client.deliver, reactor),
         stats=stats,
         check=functools.partial(reach.reachable, reactor),
-        prefetcher=Prefetcher(),
+        prefetcher=Prefetcher(reactor),
     )
     try:
         recovery = _load_queue(spool, scheduler)

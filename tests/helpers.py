@@ -197,6 +197,34 @@ def start_smtp_sink(port: int, dump: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def children_of(pid: int, cmdline: bytes = b"") -> list[int]:
+    """The processes whose parent is ``pid`` (and whose command line holds ``cmdline``)."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            line = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and cmdline in line:
+            found.append(int(entry))
+    return found
+
+
+def process_gone(pid: int, limit: float = 10.0) -> bool:
+    """Whether ``pid`` ends (or is a zombie) within ``limit`` seconds: polls at the kernel's
+    pace, not waiting for time to pass."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True  # dead, a zombie until its parent or init reaps it
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def spool_files(spool: Path, sub: str) -> list[str]:
     d = spool / sub
     return sorted(os.listdir(d)) if d.exists() else []

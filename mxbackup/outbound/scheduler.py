@@ -43,7 +43,7 @@ from mxbackup.outbound.pause import Pauses
 from mxbackup.outbound.reasons import with_address
 from mxbackup.outbound.recorder import RECORD_RETRY, Recorder, logged
 from mxbackup.queue.envelope import Envelope
-from mxbackup.queue.prefetch import Prefetcher
+from mxbackup.queue.prefetchproc import Prefetcher
 from mxbackup.queue.recovery import Chunk
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.tries import tried

@@ -186,11 +186,12 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             return  # the server is gone (it stopped while this round ran): nobody waits
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int, who: str = "spool") -> None:
+    """Be killed when ``parent`` (the server) dies; exit now if it is gone already."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            print("mxbackup spool: prctl(PR_SET_PDEATHSIG) failed", file=sys.stderr, flush=True)
+            print(f"mxbackup {who}: prctl(PR_SET_PDEATHSIG) failed", file=sys.stderr, flush=True)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
@@ -198,7 +199,7 @@ def _die_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> None:
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent(int(argv[1]))
+    die_with_parent(int(argv[1]))
     for fd in (0, 1):  # the requests, and the answers (both ends share each pipe's buffer)
         widen_pipe(fd)
     with open(0, "rb", buffering=0, closefd=False) as stdin:  # raw: select sees what waits

@@ -754,10 +754,12 @@ def test_a_connection_has_its_messages_warmed_before_it_dials(w):
 
 
 def test_the_stop_ends_the_prefetcher(w):
-    """``queue.prefetch``: its threads end with the ticks (nothing is warmed after them)."""
-    from mxbackup.queue.prefetch import Prefetcher
+    """``queue.prefetch``: its process ends with the ticks (nothing is warmed after them)."""
+    from mxbackup.queue.prefetchproc import Prefetcher
 
-    w.scheduler.prefetcher = Prefetcher(threads=1)
+    spawned: list[Any] = []
+    w.clock.spawnProcess = lambda *a, **k: spawned.append(a)  # type: ignore[attr-defined]
+    w.scheduler.prefetcher = Prefetcher(w.clock)
     w.scheduler.stop()
     w.scheduler.prefetcher([("/nonexistent", 1)])
-    assert not w.scheduler.prefetcher.started
+    assert spawned == [] and not w.scheduler.prefetcher.started

@@ -20,7 +20,9 @@ from twisted.trial.unittest import TestCase
 from helpers import (
     Twistd,
     base_config,
+    children_of,
     one_recipient_envelope,
+    process_gone,
     spool_files,
     spool_frame,
     spool_replies,
@@ -30,6 +32,8 @@ from mxbackup.queue import rounds, spoolchild
 from mxbackup.queue.rounds import RoundOp, run_round
 from mxbackup.queue.spool import Spool
 from mxbackup.queue.spoolproc import SpoolProcess, SpoolProcessError, SpoolStopping
+
+SPOOLCHILD = b"mxbackup.queue.spoolchild"  # (the prefetch process is a child too)
 
 
 def test_serve_runs_rounds_in_order_and_answers_a_bad_request(tmp_path: Path) -> None:
@@ -283,18 +287,6 @@ class RealProcessTests(TestCase):
         assert spool_files(root, "tmp") == []
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
     """kill -9 of twistd takes the spool process with it (PR_SET_PDEATHSIG): no orphan can
     rename files into a spool that a restarted server has already recovered."""
@@ -304,20 +296,10 @@ def test_the_spool_process_dies_with_the_server(tmp_path: Path) -> None:
         with server.smtp() as c:  # one message, so the spool process is surely running
             c.sendmail("s@sender.test", ["u@example.com"], b"Subject: x\r\n\r\nbody\r\n")
         assert server.proc is not None
-        (child,) = children_of(server.proc.pid)
-        assert b"mxbackup.queue.spoolchild" in Path(f"/proc/{child}/cmdline").read_bytes()
+        (child,) = children_of(server.proc.pid, SPOOLCHILD)
     finally:
         server.kill9()
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling for the kernel to reap it, not waiting for time to pass
-        try:
-            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
-                break  # dead, a zombie until init reaps it
-        except FileNotFoundError:
-            break
-    stat = Path(f"/proc/{child}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    assert process_gone(child)
 
 
 def test_a_killed_spool_process_is_replaced(tmp_path: Path) -> None:
@@ -330,7 +312,7 @@ def test_a_killed_spool_process_is_replaced(tmp_path: Path) -> None:
         with server.smtp() as c:
             c.sendmail("s@sender.test", ["u@example.com"], msg)
         assert server.proc is not None
-        (child,) = children_of(server.proc.pid)
+        (child,) = children_of(server.proc.pid, SPOOLCHILD)
         os.kill(child, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while "spool process ended" not in server.logtext():  # the server noticed
@@ -339,7 +321,7 @@ def test_a_killed_spool_process_is_replaced(tmp_path: Path) -> None:
         with server.smtp() as c:
             c.sendmail("s@sender.test", ["u@example.com"], msg)
         assert len(spool_files(tmp_path / "spool", "new")) == 2
-        (new_child,) = children_of(server.proc.pid)
+        (new_child,) = children_of(server.proc.pid, SPOOLCHILD)
         assert new_child != child
     finally:
         server.stop()
