@@ -41,8 +41,9 @@ class Batches:
         if len(self._batch) >= APPLY_EVERY:
             batch, self._batch = self._batch, []
             self._recorded.update(batch)
-            for j in batch:
-                logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
+            with self.recorder.spool.together():  # their removals: one request
+                for j in batch:
+                    logged(self.recorder.record(self.key, self.results[j]))  # type: ignore[arg-type]
 
     @defer.inlineCallbacks
     def rest(self, local_error: bool = False, untried: bool = False) -> Any:

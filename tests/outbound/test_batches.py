@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 from twisted.internet import defer
@@ -10,9 +11,21 @@ from mxbackup.outbound.batches import APPLY_EVERY, Batches
 from mxbackup.wire.contract import Delivery, Job, JobResult, Outcome
 
 
+class FakeSpool:
+    def __init__(self, recorded: list) -> None:
+        self.recorded = recorded
+
+    @contextlib.contextmanager
+    def together(self):
+        self.recorded.append("(")
+        yield
+        self.recorded.append(")")
+
+
 class FakeRecorder:
     def __init__(self) -> None:
         self.recorded: list[str] = []
+        self.spool = FakeSpool(self.recorded)
         self.backlog = SimpleNamespace(requeue=lambda *a: self.recorded.append(("requeue", a)))
         self.clock = SimpleNamespace(seconds=lambda: 100.0)
 
@@ -37,13 +50,14 @@ def test_results_that_come_while_the_connection_goes_on_are_recorded_in_batches(
         delivery.results[i].callback(result(js[i]))
     assert recorder.recorded == []
     delivery.results[APPLY_EVERY - 1].callback(result(js[APPLY_EVERY - 1]))
-    assert recorder.recorded == [j.qid for j in js[:APPLY_EVERY]]
+    # together: their removals go to the spool process as one request
+    assert recorder.recorded == ["(", *[j.qid for j in js[:APPLY_EVERY]], ")"]
     delivery.results[APPLY_EVERY + 1].callback(result(js[APPLY_EVERY + 1]))
     delivery.results[APPLY_EVERY].callback(result(js[APPLY_EVERY]))
     delivery.done.callback(None)
-    assert len(recorder.recorded) == APPLY_EVERY
+    assert len(recorder.recorded) == APPLY_EVERY + 2
     batches.rest()  # in job order, each once
-    assert recorder.recorded[APPLY_EVERY:] == ["Q50", "Q51"]
+    assert recorder.recorded[APPLY_EVERY + 2 :] == ["Q50", "Q51"]
 
 
 def test_results_of_a_session_that_has_ended_are_all_recorded_at_the_end():

@@ -154,6 +154,54 @@ def test_a_merging_runner_gets_each_change_at_once_and_answers_each(tmp_path):
     assert len(spool_files(tmp_path / "spool", "new")) == 3
 
 
+def test_changes_made_together_go_to_a_merging_runner_as_one_request(tmp_path):
+    """``together``: a connection's batch of outcomes is one request (one pickle, one frame,
+    one answer), sent as the block ends; each waiter still hears its own outcome."""
+    sent: list[tuple[defer.Deferred, object, tuple]] = []
+
+    class Merging:
+        merges = True
+
+        def __call__(self, fn, *args):
+            d: defer.Deferred = defer.Deferred()
+            sent.append((d, fn, args))
+            return d
+
+    s = Spool(str(tmp_path / "spool"), Merging())
+    s.open()
+    with s.together():
+        results = [commit(s)[1] for _ in range(3)]
+        with s.together():  # nested: the outer block sends
+            results.append(commit(s)[1])
+        assert sent == []  # held until the block ends
+    ((d, fn, args),) = sent
+    assert len(args[-1]) == 4
+    outcomes = fn(*args)
+    outcomes[1] = OSError(28, "No space left on device")  # one of them failed
+    d.callback(outcomes)
+    failed: list = []
+    results[1].addErrback(failed.append)
+    assert [r.called for r in results] == [True] * 4 and failed
+    assert all(getattr(r, "result", None) is None for i, r in enumerate(results) if i != 1)
+    commit(s)  # after the block: at once, as before
+    assert len(sent) == 2 and len(sent[1][2][-1]) == 1
+
+
+def test_together_changes_nothing_for_a_runner_that_does_not_merge(tmp_path):
+    calls: list[int] = []
+
+    def inline(fn, *args):
+        calls.append(len(args[-1]))
+        return defer.succeed(fn(*args))
+
+    s = Spool(str(tmp_path / "spool"), inline)
+    s.open()
+    with s.together():
+        results = [commit(s)[1] for _ in range(2)]
+        assert calls == [1, 1]  # each its own round at once
+    assert all(r.called for r in results)
+
+
 def test_the_next_round_starts_before_the_last_one_s_waiters_are_answered(tmp_path):
     order: list[str] = []
     waiting: list[tuple[defer.Deferred, object, tuple]] = []
