@@ -318,7 +318,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
         deliver=functools.partial(client.deliver, reactor),
         stats=stats,
         check=functools.partial(reach.reachable, reactor),
-        prefetcher=Prefetcher(reactor),
+        prefetcher=(prefetcher := Prefetcher(reactor)),
     )
     try:
         recovery = _load_queue(spool, scheduler)
@@ -369,6 +369,7 @@ def make_service(config: Config, reactor: Any) -> MXBackupService:
     )
     add_monitoring(config, top, reactor)
     reactor.callWhenRunning(spool_process.start)
+    reactor.callWhenRunning(prefetcher.start)
     log.info(
         "mxbackup starting: {routes} routes, {queued} messages in the queue{how}, spool {spool}",
         routes=len(config.routes),

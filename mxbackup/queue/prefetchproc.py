@@ -9,10 +9,11 @@ on a drain of 620,000 half-cold files, 1,755 msg/s with them, 1,955 without any 
 
 Only hints, never the reactor's concern: a batch is sent as one frame and forgotten (at most
 ``AHEAD_BATCHES`` unanswered: when the child is behind, a batch is not sent and its files are
-read as before), nothing waits for an answer, the child is started at the first use, and
-if it dies it is started again at a later use (after ``RESTART_AFTER`` seconds), counted in
-``failures`` (``mxbackup_prefetch_failures_total``) and logged.  It ends when its stdin
-closes (``stop``) or with the server (the parent-death signal).
+read as before), nothing waits for an answer, the child is started with the reactor
+(``start``; else at the first use), and if it dies it is started again at a later use
+(after ``RESTART_AFTER`` seconds), counted in ``failures``
+(``mxbackup_prefetch_failures_total``) and logged.  It ends when its stdin closes (``stop``)
+or with the server (the parent-death signal).
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class Prefetcher(protocol.ProcessProtocol):
         payload = pickle.dumps(list(files), protocol=pickle.HIGHEST_PROTOCOL)
         self._transport.writeSequence([FRAME.pack(len(payload)), payload])
         self.unanswered += 1
+
+    def start(self) -> None:
+        """Start the child now (the service does, as the reactor starts, as it does the spool
+        process's): its Python start-up does not compete with the first deliveries."""
+        if prefetch._WILLNEED is not None and not self._stopped:
+            self._running()
 
     def _running(self) -> bool:
         if self._transport is not None:

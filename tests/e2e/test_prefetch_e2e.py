@@ -1,4 +1,4 @@
-"""The prefetch process in the real server: started by a delivery, quiet at a stop where
+"""The prefetch process in the real server: started with it, quiet at a stop where
 systemd signals every process of the service, gone with a killed server."""
 
 from __future__ import annotations

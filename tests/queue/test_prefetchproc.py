@@ -67,6 +67,20 @@ def test_nothing_is_started_before_the_first_use_and_batches_go_in_order() -> No
     assert p.started and p.unanswered == 2
 
 
+def test_start_starts_the_child_once_and_not_after_the_stop() -> None:
+    r = FakeReactor()
+    p = Prefetcher(r)
+    p.start()
+    p.start()
+    assert len(r.children) == 1 and p.started
+    p([("/m", 1)])
+    assert r.children[0].frames == [[("/m", 1)]]
+    stopped = Prefetcher(r)
+    stopped.stop()
+    stopped.start()
+    assert len(r.children) == 1
+
+
 def test_at_most_ahead_batches_are_unanswered_then_batches_are_left_to_the_send() -> None:
     r = FakeReactor()
     p = Prefetcher(r, ahead=2)
