@@ -7,6 +7,7 @@ Run with the project's venv from the repository's root (``PYTHONPATH=.``); no ro
     python bench/million.py restart --count 1000000 --spool /var/tmp/m1/spool [--cold]
     python bench/million.py comeback --count 1000000 --spool /var/tmp/m1/spool
     python bench/million.py accept --count 1000000 --spool /var/tmp/m1/spool [--rounds 5]
+    python bench/million.py drain --count 1000000 --spool /var/tmp/m1/spool [--seconds 20]
 
 ``memory`` (in-process, no server): writes N queued messages into a spool (``scale.generate``:
 the server's own on-disk format), then times ``Scheduler.load(Spool.recovered())`` (as the
@@ -29,7 +30,9 @@ second after the last removal).  ``restart``: start-up to ``mxbackup ready`` rea
 envelope file, the clean stop's time (it writes the snapshot, ``queue.snapshot``), start-up from
 the snapshot; with ``--cold``, after dropping the page cache (root).  ``accept``: acceptance
 with the queue loaded and on an empty server, in alternating turns, each measured while the
-other server is stopped.  Prints one JSON object.
+other server is stopped.  ``drain``: start-up, the whole queue read, ``--seconds`` of the
+drain above (with each process's CPU per delivered message: twistd, the spool process, the
+prefetch process), a clean stop.  Prints one JSON object.
 Figures taken on a shared machine are noise: run it alone.
 """
 
@@ -448,7 +451,7 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
 
     before = queued()
     sink = start_sink(procs, srv.primary)
-    cpu0 = srv.cpu()
+    cpu0, roles0 = srv.cpu(), cpu_by_role(srv)
     try:
         t0 = time.monotonic()
         first = None
@@ -462,7 +465,7 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
         t1, left = time.monotonic(), queued()
         if not left:  # the removals of the last deliveries, answered after the count fell
             time.sleep(1.0)
-        cpu1 = srv.cpu()
+        cpu1, roles1 = srv.cpu(), cpu_by_role(srv)
     finally:
         procs.kill(sink)
     rate = None
@@ -480,13 +483,51 @@ def drain(procs: run.Processes, srv: Server, seconds: float) -> dict[str, Any]:
         # return): unlike the rate's window, it does not leave out the set-up before the
         # first delivery nor the removals after the last
         "server_cpu_ms_per_msg": round((cpu1 - cpu0) * 1e3 / delivered, 3) if delivered else None,
+        "cpu_ms_per_msg_by_process": {
+            role: round((cpu - roles0.get(role, 0.0)) * 1e3 / delivered, 3)
+            for role, cpu in roles1.items()
+        }
+        if delivered
+        else None,
     }
+
+
+def cpu_by_role(srv: Server) -> dict[str, float]:
+    """CPU seconds so far of twistd, the spool process and the prefetch process."""
+    out: dict[str, float] = {}
+    for pid in srv.pids():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        for role, mark in (
+            ("spool", b"spoolchild"),
+            ("prefetch", b"prefetchchild"),
+            ("twistd", b"twistd"),
+        ):
+            if mark in cmd:
+                out[role] = out.get(role, 0.0) + run.cpu_of(pid)
+                break
+    return out
+
+
+def drain_only(a: argparse.Namespace) -> dict[str, Any]:
+    """Start-up, the whole queue read, then ``--seconds`` of draining to ``smtp-sink``
+    (``drain``), and a clean stop (its snapshot).  It delivers from the spool: pass its new
+    count next time."""
+    with on_spool(a) as (procs, srv, out):
+        out["ready_seconds"] = round(srv.start(), 2)
+        out["loaded_seconds"] = round(out["ready_seconds"] + srv.wait_loaded(0), 2)
+        time.sleep(2)
+        out["drain"] = drain(procs, srv, a.seconds)
+        srv.stop()
+        return out
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("memory", "serve", "restart", "comeback", "accept"):
+    for name in ("memory", "serve", "restart", "comeback", "accept", "drain"):
         s = sub.add_parser(name)
         s.add_argument("--count", type=int, default=100_000)
         s.add_argument("--workdir", default="/var/tmp")
@@ -498,6 +539,7 @@ def main(argv: list[str]) -> int:
     s.add_argument("--all", action="store_true", help="also time queue list --all")
     s.add_argument("--accept", type=int, default=0, help="messages for the acceptance runs")
     s.add_argument("--drain", type=float, default=0.0, help="seconds of draining to measure")
+    sub.choices["drain"].add_argument("--seconds", type=float, default=20.0)
     s = sub.choices["accept"]
     s.add_argument("--rounds", type=int, default=5, help="turns of full and empty")
     s.add_argument("--messages", type=int, default=5000, help="messages per turn")
@@ -509,7 +551,7 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
         commands = {"memory": memory, "serve": serve, "restart": restart, "comeback": comeback,
-                    "accept": accept}  # fmt: skip
+                    "accept": accept, "drain": drain_only}  # fmt: skip
         json.dump(commands[a.cmd](a), sys.stdout, indent=1)
         print()
     return 0
