@@ -85,16 +85,21 @@ class Recorder:
             rcpt.next_attempt = rule.next_attempt(rcpt.attempts, envelope.received_at, now) or 0.0
 
     # -- a try's outcome -----------------------------------------------------------------------
-    @defer.inlineCallbacks
-    def record(self, key: str, result: JobResult) -> Any:
+    def record(self, key: str, result: JobResult) -> defer.Deferred:
         """Record one job's outcome; a local failure (the envelope cannot be written) leaves
-        it for a retry in a minute instead of stuck in flight."""
+        it for a retry in a minute instead of stuck in flight.  (No generator: this runs
+        for every message delivered.)"""
         qid = result.job.qid
         try:
-            yield self._record(key, result)
-        except Exception:  # noqa: BLE001
-            _log_local_failure(Failure(), "recording the outcome of id={id} failed", id=qid)
+            recorded = self._record(key, result)
+        except Exception:  # noqa: BLE001 - as when the Deferred fails
+            recorded = defer.fail()
+
+        def failed(failure: Failure) -> None:
+            _log_local_failure(failure, "recording the outcome of id={id} failed", id=qid)
             self.backlog.requeue(qid, key, self.clock.seconds() + RECORD_RETRY)
+
+        return recorded.addErrback(failed)
 
     def _record(self, key: str, result: JobResult) -> defer.Deferred:
         now = self.clock.seconds()

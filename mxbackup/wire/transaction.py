@@ -77,17 +77,20 @@ def local_decisions(
     return job, refused, plan
 
 
-@defer.inlineCallbacks
 def send_job(
     proto: CommandClient, state: SessionState, job: Job, extensions: Extensions
-) -> Generator[Any, Any, Outcomes]:
-    """The job's transaction; its outcomes.  Raises what ends the session."""
+) -> defer.Deferred[Outcomes]:
+    """The job's transaction; its outcomes.  Fails with what ends the session.  (No
+    generator of its own: one layer less of Deferred machinery for every message sent.)"""
     state.stage = "mail"
-    job, decided, plan = local_decisions(job, extensions, state.remote)
+    try:
+        job, decided, plan = local_decisions(job, extensions, state.remote)
+    except Exception:  # noqa: BLE001 - the caller's, as a failed Deferred
+        return defer.fail()
     if not job.recipients:
-        return decided
-    outcomes = yield _transaction(proto, state, job, extensions, plan)
-    return {**decided, **outcomes}
+        return defer.succeed(decided)
+    sent = _transaction(proto, state, job, extensions, plan)
+    return sent.addCallback(lambda outcomes: {**decided, **outcomes}) if decided else sent
 
 
 @defer.inlineCallbacks
