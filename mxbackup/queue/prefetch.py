@@ -35,6 +35,11 @@ _WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)
 _NOWAIT = getattr(os, "RWF_NOWAIT", None)
 
 
+def supported() -> bool:
+    """Whether this system can be told a file will be read (``posix_fadvise``)."""
+    return _WILLNEED is not None
+
+
 def warm(files: list[tuple[str, int]]) -> int:
     """Announce each file's first ``AHEAD`` octets unless it is in the cache already, until
     ``QUICK`` in a row were; how many were announced."""

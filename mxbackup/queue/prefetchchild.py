@@ -28,7 +28,7 @@ from mxbackup.queue.prefetch import warm
 from mxbackup.queue.rounds import FRAME
 from mxbackup.queue.spoolchild import die_with_parent
 
-THREADS = 4  # the opens of four files in flight at once
+THREADS = 4  # four batches warmed at once (each in order): four opens in flight
 COLD, WARM, FAILED = b"c", b"w", b"!"
 
 

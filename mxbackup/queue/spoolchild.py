@@ -27,7 +27,9 @@ from mxbackup.queue.rounds import FRAME, run_round
 _PR_SET_PDEATHSIG = 1
 
 
-MAX_BATCH = 2_000  # requests gathered into one round at most (a drain's removals come fast)
+# Requests gathered into one round at most (a drain's removals come fast); a request may
+# carry several changes (``Spool.together``: a connection's batch of up to 50 outcomes).
+MAX_BATCH = 2_000
 PIPE_SIZE = 1 << 20  # octets: a round of 50 commits of 5 KB, or ten of 100 KB, in one write
 
 

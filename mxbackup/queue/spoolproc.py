@@ -43,6 +43,16 @@ _CHILD = "import sys; from mxbackup.queue.spoolchild import main; main(sys.argv)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def child_environment() -> dict[str, str]:
+    """The server's environment for a child of ours (the spool and prefetch processes):
+    where this package is, after whatever the server's ``PYTHONPATH`` says."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (env.get("PYTHONPATH", ""), _PACKAGE_PARENT) if p
+    )
+    return env
+
+
 class SpoolProcessError(OSError):
     """The spool process failed or went away; the round's outcome is unknown."""
 
@@ -107,18 +117,13 @@ class SpoolProcess(protocol.ProcessProtocol):
     def _ensure_running(self) -> None:
         if self._transport is not None:
             return
-        env = dict(os.environ)
-        # Where this package is, after whatever the server's environment says.
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (env.get("PYTHONPATH", ""), _PACKAGE_PARENT) if p
-        )
         self._buffer.clear()
         self._closed_stdin = False
         self._transport = self._reactor.spawnProcess(
             self,
             sys.executable,
             [sys.executable, "-c", _CHILD, str(os.getpid())],
-            env=env,
+            env=child_environment(),
             childFDs={0: "w", 1: "r", 2: 2},
         )
         self._ended = defer.Deferred()

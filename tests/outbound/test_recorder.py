@@ -58,6 +58,28 @@ def test_the_outcome_of_a_message_deleted_meanwhile_is_dropped(w):
     assert w.scheduler.stats.delivered == 0 and env.id in spool_files(w.root, "env")
 
 
+def test_a_recording_that_raises_at_once_leaves_the_message_for_a_retry(w, monkeypatch):
+    """``Recorder.record`` is no generator: an error raised before its first Deferred is
+    still logged and the message is tried again in a minute, not left in flight."""
+    from mxbackup.outbound.recorder import RECORD_RETRY
+
+    w.deliver.hold = True
+    env = w.queue()
+    w.advance(1)
+    session = w.deliver.pending.pop()
+
+    def broken(key, result):
+        raise RuntimeError("a bug in recording")
+
+    monkeypatch.setattr(w.scheduler.recorder, "_record", broken)
+    requeued: list = []
+    monkeypatch.setattr(w.scheduler.backlog, "requeue", lambda *a: requeued.append(a))
+    session.finish(0, Outcome("delivered", 250, "2.0.0 ok"))
+    session.done.callback(BROKEN)
+    assert requeued == [(env.id, "example.com", w.clock.seconds() + RECORD_RETRY)]
+    assert env.id in spool_files(w.root, "env")  # nothing lost
+
+
 def test_a_try_failed_while_the_target_is_down_keeps_a_recovered_in_flight_mark(tmp_path):
     """An envelope read from disk with ``inflight`` says a crash interrupted its delivery
     (and explains a duplicate).  A try that fails because the target is down sends nothing:

@@ -4,6 +4,7 @@ follows the delivery contract (``outbound_world``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -758,7 +759,12 @@ def test_the_stop_ends_the_prefetcher(w):
     from mxbackup.queue.prefetchproc import Prefetcher
 
     spawned: list[Any] = []
-    w.clock.spawnProcess = lambda *a, **k: spawned.append(a)  # type: ignore[attr-defined]
+
+    def spawn(*a: Any, **k: Any) -> Any:
+        spawned.append(a)
+        return SimpleNamespace(pid=1, writeSequence=lambda data: None, closeStdin=lambda: None)
+
+    w.clock.spawnProcess = spawn  # type: ignore[attr-defined]
     w.scheduler.prefetcher = Prefetcher(w.clock)
     w.scheduler.stop()
     w.scheduler.prefetcher([("/nonexistent", 1)])

@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from mxbackup.queue import prefetch
 from mxbackup.queue.prefetchchild import COLD, FAILED, WARM
-from mxbackup.queue.prefetchproc import RESTART_AFTER, Prefetcher
+from mxbackup.queue.prefetchproc import RESTART_AFTER, STUCK_AFTER, Prefetcher
 from mxbackup.queue.rounds import FRAME
 
 
@@ -28,8 +28,15 @@ class FakeChild:
     def __init__(self) -> None:
         self.frames: list[list[tuple[str, int]]] = []
         self.stdin_closed = False
+        self.signals: list[str] = []
+        self.broken = False
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
 
     def writeSequence(self, data: list[bytes]) -> None:
+        if self.broken:
+            raise ValueError("a transport that broke")
         head, body = data
         assert FRAME.unpack(head) == (len(body),)
         self.frames.append(pickle.loads(body))
@@ -42,11 +49,11 @@ class FakeReactor(task.Clock):
     def __init__(self) -> None:
         super().__init__()
         self.children: list[FakeChild] = []
-        self.fail = False
+        self.fail: Exception | None = None
 
     def spawnProcess(self, proto: Any, executable: str, args: list[str], **kw: Any) -> Any:
-        if self.fail:
-            raise OSError(11, "Resource temporarily unavailable")
+        if self.fail is not None:
+            raise self.fail
         self.children.append(FakeChild())
         return self.children[-1]
 
@@ -116,7 +123,7 @@ def test_a_failed_batch_is_counted_and_taken_for_cold() -> None:
     p = Prefetcher(r)
     p([("/m", 1)])
     p.childDataReceived(1, WARM)
-    p([("/m", 1)] * 0)  # skipped (cached): nothing changes
+    p([("/m", 1)])  # skipped (cached): not sent
     p.childDataReceived(1, FAILED)
     assert p.failures == 1 and p.cold and p.unanswered == 0
 
@@ -134,18 +141,53 @@ def test_a_dead_child_is_counted_logged_and_started_again_later() -> None:
     assert len(r.children) == 2 and r.children[1].frames == [[("/m", 1)]]
 
 
-def test_a_child_that_cannot_start_is_counted_and_tried_later() -> None:
+@pytest.mark.parametrize(
+    "failure", [OSError(11, "Resource temporarily unavailable"), NotImplementedError("no")]
+)
+def test_a_child_that_cannot_start_is_counted_and_tried_later(failure: Exception) -> None:
+    """Whatever the spawn raises, the delivery never hears of it (hints only)."""
     r = FakeReactor()
-    r.fail = True
+    r.fail = failure
     p = Prefetcher(r)
     p([("/m", 1)])
+    p.start()
     assert p.failures == 1 and not p.started
-    r.fail = False
+    r.fail = None
     p([("/m", 1)])
     assert r.children == []
     r.advance(RESTART_AFTER)
     p([("/m", 1)])
     assert len(r.children) == 1
+
+
+def test_a_batch_that_cannot_be_handed_over_is_counted_not_raised() -> None:
+    r = FakeReactor()
+    p = Prefetcher(r)
+    p.start()
+    r.children[0].broken = True
+    p([("/m", 1)])  # raises nothing
+    assert p.failures == 1 and p.unanswered == 0
+
+
+def test_a_child_that_stops_answering_is_killed_counted_and_started_again() -> None:
+    """Review: a hung child (a stuck disk) kept ``ahead`` batches unanswered, and warming
+    was off for good, silently."""
+    r = FakeReactor()
+    p = Prefetcher(r, ahead=2)
+    p([("/m0", 1)])
+    p([("/m1", 1)])
+    (child,) = r.children
+    r.advance(STUCK_AFTER / 2)
+    p([("/m2", 1)])  # behind, not for long yet: not sent
+    assert child.signals == [] and p.failures == 0
+    r.advance(STUCK_AFTER)
+    p([("/m3", 1)])
+    assert child.signals == ["KILL"] and p.failures == 1
+    p.processEnded(Failure(error.ProcessTerminated(signal=9)))
+    assert p.failures == 1 and p.unanswered == 0  # counted once
+    r.advance(RESTART_AFTER)
+    p([("/m4", 1)])
+    assert len(r.children) == 2 and r.children[1].frames == [[("/m4", 1)]]
 
 
 def test_the_stop_closes_its_input_and_nothing_more_is_sent() -> None:

@@ -187,6 +187,27 @@ def test_changes_made_together_go_to_a_merging_runner_as_one_request(tmp_path):
     assert len(sent) == 2 and len(sent[1][2][-1]) == 1
 
 
+def test_changes_made_together_are_sent_even_when_the_block_raises(tmp_path):
+    sent: list[tuple[defer.Deferred, object, tuple]] = []
+
+    class Merging:
+        merges = True
+
+        def __call__(self, fn, *args):
+            d: defer.Deferred = defer.Deferred()
+            sent.append((d, fn, args))
+            return d
+
+    s = Spool(str(tmp_path / "spool"), Merging())
+    s.open()
+    with pytest.raises(ValueError), s.together():
+        result = commit(s)[1]
+        raise ValueError("a bug after the change was submitted")
+    ((d, fn, args),) = sent  # not lost: its waiter hears
+    d.callback(fn(*args))
+    assert result.called
+
+
 def test_together_changes_nothing_for_a_runner_that_does_not_merge(tmp_path):
     calls: list[int] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import os
 from typing import Any
 
 from twisted.internet import defer
@@ -213,3 +214,29 @@ def test_ascii_form_of_addresses():
     assert params.ascii_form("a@\u2620.example") is None  # no IDNA 2008 form: needs SMTPUTF8
     assert params.needs_utf8("a@\u2620.example")
     assert not params.needs_utf8("info@b\u00fccher.example")
+
+
+class UnreadableMessageTests(WireTestCase):
+    """A message file that cannot be read (removed by hand under the server): the
+    connection is aborted before a truncated message could be delivered, the job fails
+    temporarily, nothing is raised out of the client.  (Regression for the send path made
+    of plain functions instead of generators: its errors must still reach the session.)"""
+
+    @defer.inlineCallbacks
+    def test_after_the_354_the_connection_is_aborted(self) -> Any:
+        primary = self.primary()
+        job = self.job()
+        os.unlink(job.path)
+        attempt = yield self.deliver(primary, [job])
+        self.assertEqual(self.kinds(job), {"bob@example.com": "tempfail"})
+        self.assertEqual(primary.complete, [])  # no final "." was sent
+        self.assertTrue(attempt.connected)
+
+    @defer.inlineCallbacks
+    def test_an_8bit_message_to_convert_fails_before_mail(self) -> Any:
+        primary = self.primary(eight_bit=False)
+        job = dataclasses.replace(self.job(body=EIGHT_BIT_MIME, eight_bit=True), convert_8bit=True)
+        os.unlink(job.path)
+        yield self.deliver(primary, [job])
+        self.assertEqual(self.kinds(job), {"bob@example.com": "tempfail"})
+        self.assertFalse(any(c.startswith(b"MAIL") for c in primary.commands()))
