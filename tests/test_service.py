@@ -243,7 +243,9 @@ def test_no_snapshot_while_the_queue_is_still_being_read(monkeypatch) -> None:
 
 def test_the_end_of_a_load_in_the_background(monkeypatch) -> None:
     """The scheduler is told (it probes the targets met and never flushed), the try log
-    rotates again, the C heap is trimmed; nothing is frozen (live sessions would be)."""
+    rotates again, what the load built is frozen (the cyclic GC's full collections
+    traversed its containers: 65-112 ms each, about once a second during a drain of 700,000,
+    a quarter of that since), the C heap is trimmed."""
     from mxbackup import service as service_module
 
     class Loading(StubScheduler):
@@ -258,9 +260,12 @@ def test_the_end_of_a_load_in_the_background(monkeypatch) -> None:
     spool = SimpleNamespace(try_log=SimpleNamespace(carried={"Q1": {0: 1}}))
     top = MXBackupService(Any, spool, None, scheduler, None)  # type: ignore[arg-type]
     gc.unfreeze()
-    top._queue_loaded()
-    assert scheduler.probed and trims == [True] and spool.try_log.carried == {}
-    assert gc.get_freeze_count() == 0
+    try:
+        top._queue_loaded()
+        assert scheduler.probed and trims == [True] and spool.try_log.carried == {}
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_a_big_queue_is_left_to_the_background_pinned(tmp_path, monkeypatch) -> None:
