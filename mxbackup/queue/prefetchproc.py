@@ -19,9 +19,7 @@ or with the server (the parent-death signal).
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -33,7 +31,7 @@ from twisted.python.failure import Failure
 from mxbackup.queue import prefetch
 from mxbackup.queue.prefetchchild import FAILED, WARM
 from mxbackup.queue.rounds import FRAME
-from mxbackup.queue.spoolproc import child_environment
+from mxbackup.queue.spoolproc import spawn_child
 
 log = Logger(namespace="mxbackup.prefetch")
 
@@ -106,13 +104,7 @@ class Prefetcher(protocol.ProcessProtocol):
         if self._reactor.seconds() < self._restart_at:
             return False
         try:
-            self._transport = self._reactor.spawnProcess(
-                self,
-                sys.executable,
-                [sys.executable, "-c", _CHILD, str(os.getpid())],
-                env=child_environment(),
-                childFDs={0: "w", 1: "r", 2: 2},
-            )
+            self._transport = spawn_child(self._reactor, self, _CHILD)
         except Exception as e:  # noqa: BLE001 - hints only: never a delivery's failure
             self._gave_up(f"cannot start the prefetch process: {e}")
             return False

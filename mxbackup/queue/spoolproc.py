@@ -43,14 +43,21 @@ _CHILD = "import sys; from mxbackup.queue.spoolchild import main; main(sys.argv)
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def child_environment() -> dict[str, str]:
-    """The server's environment for a child of ours (the spool and prefetch processes):
-    where this package is, after whatever the server's ``PYTHONPATH`` says."""
+def spawn_child(reactor: Any, proto: protocol.ProcessProtocol, program: str) -> Any:
+    """Start one of our children (the spool and prefetch processes): ``python -c program
+    <the server's pid>``, this package on its path after whatever the server's
+    ``PYTHONPATH`` says, its stdin and stdout pipes to ``proto``, its stderr the server's."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (env.get("PYTHONPATH", ""), _PACKAGE_PARENT) if p
     )
-    return env
+    return reactor.spawnProcess(
+        proto,
+        sys.executable,
+        [sys.executable, "-c", program, str(os.getpid())],
+        env=env,
+        childFDs={0: "w", 1: "r", 2: 2},
+    )
 
 
 class SpoolProcessError(OSError):
@@ -119,13 +126,7 @@ class SpoolProcess(protocol.ProcessProtocol):
             return
         self._buffer.clear()
         self._closed_stdin = False
-        self._transport = self._reactor.spawnProcess(
-            self,
-            sys.executable,
-            [sys.executable, "-c", _CHILD, str(os.getpid())],
-            env=child_environment(),
-            childFDs={0: "w", 1: "r", 2: 2},
-        )
+        self._transport = spawn_child(self._reactor, self, _CHILD)
         self._ended = defer.Deferred()
         log.info("spool process started (pid {pid})", pid=self._transport.pid)
 

@@ -131,20 +131,29 @@ def test_group_commit_batches_concurrent_transactions(tmp_path):
     assert len(spool_files(tmp_path / "spool", "new")) == 4
 
 
+class Merging:
+    """A runner that ``merges`` as the spool process does; its requests wait in ``sent``."""
+
+    merges = True
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[defer.Deferred, object, tuple]] = []
+
+    def __call__(self, fn, *args):
+        d: defer.Deferred = defer.Deferred()
+        self.sent.append((d, fn, args))
+        return d
+
+
+def merging_spool(tmp_path) -> tuple[Spool, list[tuple[defer.Deferred, object, tuple]]]:
+    runner = Merging()
+    return Spool(str(tmp_path / "spool"), runner), runner.sent
+
+
 def test_a_merging_runner_gets_each_change_at_once_and_answers_each(tmp_path):
     """The spool process gathers rounds itself (``spoolchild``): it is sent every change as
     it comes, and the waiters hear in order, the next request already on its way."""
-    sent: list[tuple[defer.Deferred, object, tuple]] = []
-
-    class Merging:
-        merges = True
-
-        def __call__(self, fn, *args):
-            d: defer.Deferred = defer.Deferred()
-            sent.append((d, fn, args))
-            return d
-
-    s = Spool(str(tmp_path / "spool"), Merging())
+    s, sent = merging_spool(tmp_path)
     s.open()
     results = [commit(s)[1] for _ in range(3)]
     assert [len(args[-1]) for _, _, args in sent] == [1, 1, 1]  # none held back
@@ -157,17 +166,7 @@ def test_a_merging_runner_gets_each_change_at_once_and_answers_each(tmp_path):
 def test_changes_made_together_go_to_a_merging_runner_as_one_request(tmp_path):
     """``together``: a connection's batch of outcomes is one request (one pickle, one frame,
     one answer), sent as the block ends; each waiter still hears its own outcome."""
-    sent: list[tuple[defer.Deferred, object, tuple]] = []
-
-    class Merging:
-        merges = True
-
-        def __call__(self, fn, *args):
-            d: defer.Deferred = defer.Deferred()
-            sent.append((d, fn, args))
-            return d
-
-    s = Spool(str(tmp_path / "spool"), Merging())
+    s, sent = merging_spool(tmp_path)
     s.open()
     with s.together():
         results = [commit(s)[1] for _ in range(3)]
@@ -188,17 +187,7 @@ def test_changes_made_together_go_to_a_merging_runner_as_one_request(tmp_path):
 
 
 def test_changes_made_together_are_sent_even_when_the_block_raises(tmp_path):
-    sent: list[tuple[defer.Deferred, object, tuple]] = []
-
-    class Merging:
-        merges = True
-
-        def __call__(self, fn, *args):
-            d: defer.Deferred = defer.Deferred()
-            sent.append((d, fn, args))
-            return d
-
-    s = Spool(str(tmp_path / "spool"), Merging())
+    s, sent = merging_spool(tmp_path)
     s.open()
     with pytest.raises(ValueError), s.together():
         result = commit(s)[1]
