@@ -112,3 +112,29 @@ def test_taking_a_little_from_a_huge_second_costs_what_is_taken():
     for _ in range(100):
         assert len(list(q.pop_due(60, limit=10))) == 10
     assert len(q) == 200_000 - 1000 and q.filed() == 200_000 - 1000
+
+
+def test_a_bulk_filing_is_taken_in_order_around_later_and_superseded_entries():
+    q = DueQueue()
+    q.schedule("first", 50.1)
+    q.file_all_at(["a", "b", "c", "d"], 50.5)
+    q.schedule("b", 80.0)  # superseded in the run: skipped there, due later
+    q.schedule("last", 50.2)
+    assert q.filed() == 7 and len(q) == 6
+    assert list(q.pop_due(50.3)) == ["first", "last"]  # the run is later in its second
+    assert q.filed() == 4  # a, c, d stay filed in their order; b's old filing is gone
+    assert list(q.pop_due(51, limit=2)) == ["a", "c"]
+    assert q.filed() == 2 and list(q.pop_due(51)) == ["d"]
+    assert list(q.pop_due(90)) == ["b"] and q.filed() == 0 and len(q) == 0
+
+
+def test_a_flush_of_many_is_one_object_to_the_cyclic_gc():
+    import gc
+
+    q = DueQueue()
+    q.file_all_at([f"id{i}" for i in range(100_000)], 50.0)
+    gc.collect()
+    (slot,) = q._slots.values()
+    (run,) = slot  # what a full collection visits: one object ...
+    assert not gc.is_tracked(run.entries)  # ... whose tuple of ids it no longer tracks
+    assert len(list(q.pop_due(60, limit=10))) == 10 and q.filed() == 100_000 - 10
