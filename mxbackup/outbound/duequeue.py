@@ -5,9 +5,10 @@ is filed in the slot of its second; only the slots are kept in order (a heap of 
 filing and taking an entry cost the same with 100 or 100,000 entries filed (a heap of every
 entry costs log(n) and cache misses).  Filing an entry again supersedes its earlier time: the
 old filing stays in its slot and is skipped when that slot is taken (a filing is the entry
-alone, its time is looked up: a million filed cost no tuple each).  What is filed at once
-(a flush of a million) is one ``_Run`` in its slot: the cyclic GC's full collections traverse
-every item of a container it tracks, and a deque of a million ids cost each one ~45 ms.
+alone, its time is looked up: a million filed cost no tuple each).  A slot keeps its
+filings in runs (``_Run``): the cyclic GC's full collections visit every item of a container
+it tracks, and slots holding a million ids cost each collection 27-45 ms (a queue retried
+or accepted over a long outage, or flushed) -- in runs, a few thousand.
 
 ``DueByTarget`` files (queue id, target) entries in a queue per target, the id alone: the
 scheduler's million waiting messages cost no entry tuple either.
@@ -19,6 +20,8 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
+
+PACK = 256  # entries filed one by one in a slot are packed into a run this many at a time
 
 
 class _Run:
@@ -32,10 +35,21 @@ class _Run:
         self.next = 0
 
 
+class _Filings(deque):  # type: ignore[type-arg]
+    """A slot's filings in filing order: entries, and runs of them.  ``loose``: entries
+    appended one by one since the last packing."""
+
+    __slots__ = ("loose",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loose = 0
+
+
 class DueQueue:
     def __init__(self) -> None:
         # second -> entries filed there, each an entry or a ``_Run`` of them
-        self._slots: dict[int, deque[Hashable | _Run]] = {}
+        self._slots: dict[int, _Filings] = {}
         self._in_runs = 0  # entries in the slots' runs beyond the first of each (``filed``)
         # Heap of the seconds in _slots; a second taken while the heap's top was another one
         # stays in it, stale, and is skipped when it comes up.
@@ -59,7 +73,7 @@ class DueQueue:
     def schedule(self, entry: Hashable, when: float) -> None:
         """Due at ``when`` (earlier or later than before: the last filing counts)."""
         self._due_at[entry] = when
-        self._slot(math.floor(when)).append(entry)
+        self._file(self._slot(math.floor(when)), entry)
 
     def file_many(self, entries: list[Hashable], whens: list[float]) -> None:
         """``schedule`` each of ``entries`` (not filed yet) at its time (a million at
@@ -70,7 +84,7 @@ class DueQueue:
             filings = slots.get(math.floor(when))
             if filings is None:
                 filings = self._slot(math.floor(when))
-            filings.append(entry)
+            self._file(filings, entry)
 
     def file_all_at(self, entries: list[Hashable], when: float) -> None:
         """``schedule`` every one of ``entries`` at ``when`` (a flush of a million)."""
@@ -81,12 +95,31 @@ class DueQueue:
         self._slot(math.floor(when)).append(_Run(entries))
         self._in_runs += len(entries) - 1
 
-    def _slot(self, slot: int) -> deque[Hashable | _Run]:
+    def _slot(self, slot: int) -> _Filings:
         filings = self._slots.get(slot)
         if filings is None:
-            filings = self._slots[slot] = deque()
+            filings = self._slots[slot] = _Filings()
             heapq.heappush(self._order, slot)
         return filings
+
+    def _file(self, filings: _Filings, entry: Hashable) -> None:
+        filings.append(entry)
+        filings.loose += 1
+        if filings.loose >= PACK:
+            self._pack(filings)
+
+    def _pack(self, filings: _Filings) -> None:
+        """The entries at the end of ``filings`` as one run, in their order."""
+        loose = []
+        while filings and type(filings[-1]) is not _Run:
+            loose.append(filings.pop())
+        loose.reverse()
+        filings.loose = 0
+        if len(loose) > 1:
+            filings.append(_Run(loose))
+            self._in_runs += len(loose) - 1
+        else:
+            filings.extend(loose)
 
     def cancel(self, entry: Hashable) -> None:
         self._due_at.pop(entry, None)

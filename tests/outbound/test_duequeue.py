@@ -138,3 +138,23 @@ def test_a_flush_of_many_is_one_object_to_the_cyclic_gc():
     (run,) = slot  # what a full collection visits: one object ...
     assert not gc.is_tracked(run.entries)  # ... whose tuple of ids it no longer tracks
     assert len(list(q.pop_due(60, limit=10))) == 10 and q.filed() == 100_000 - 10
+
+
+def test_entries_filed_one_by_one_are_packed_in_runs_and_come_out_in_order():
+    import gc
+
+    from mxbackup.outbound.duequeue import PACK
+
+    q = DueQueue()
+    ids = [f"id{i}" for i in range(PACK * 40 + 7)]
+    for i, qid in enumerate(ids):
+        q.schedule(qid, 50.0 + (i % 2) / 2)  # one slot: 50.0 and 50.5 in turn
+    q.file_many(["m1", "m2"], [50.9, 50.9])
+    gc.collect()
+    (slot,) = q._slots.values()
+    assert len(slot) < 50  # what a full collection visits: runs, not 10,000 ids
+    assert q.filed() == len(ids) + 2 and len(q) == len(ids) + 2
+    assert list(q.pop_due(50.2, limit=100)) == ids[0:200:2]  # the 50.0 ones ...
+    passed_over = ids[1:200:2]  # ... and the 50.5 ones passed over come first next time
+    assert list(q.pop_due(51)) == passed_over + ids[200:] + ["m1", "m2"]
+    assert q.filed() == 0 and len(q) == 0 and not q._slots
