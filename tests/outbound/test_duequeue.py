@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 from mxbackup.outbound.duequeue import DueQueue
 
 
@@ -158,3 +161,70 @@ def test_entries_filed_one_by_one_are_packed_in_runs_and_come_out_in_order():
     passed_over = ids[1:200:2]  # ... and the 50.5 ones passed over come first next time
     assert list(q.pop_due(51)) == passed_over + ids[200:] + ["m1", "m2"]
     assert q.filed() == 0 and len(q) == 0 and not q._slots
+
+
+class _Plain:
+    """The model: a dict of entry -> time, and a DueQueue fed the same operations."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng, self.q, self.model, self.now, self.names = rng, DueQueue(), {}, 100.0, 0
+
+    def fresh(self, k: int) -> list[str]:
+        self.names += k
+        return [f"m{self.names - i}" for i in range(k)]
+
+    def some(self, k: int) -> list[str]:
+        return self.rng.sample(list(self.model), min(len(self.model), k))
+
+    def step(self) -> None:
+        rng, op = self.rng, self.rng.random()
+        if op < 0.35:  # one by one, a new entry or one filed again
+            entry = (self.some(1) if rng.random() < 0.3 else []) or self.fresh(1)
+            self.model[entry[0]] = self.now + rng.uniform(-1, 8)
+            self.q.schedule(entry[0], self.model[entry[0]])
+        elif op < 0.5:  # many new ones (a start-up's load)
+            entries = self.fresh(rng.randrange(1, 400))
+            whens = [self.now + rng.uniform(-1, 8) for _ in entries]
+            self.model.update(zip(entries, whens, strict=True))
+            self.q.file_many(entries, whens)
+        elif op < 0.6:  # a flush: filed ones and new ones at one time
+            entries = self.some(rng.randrange(0, 300)) + self.fresh(rng.randrange(0, 300))
+            when = self.now + rng.uniform(-1, 3)
+            self.model.update(dict.fromkeys(entries, when))
+            self.q.file_all_at(entries, when)
+        elif op < 0.7 and self.model:
+            entry = self.some(1)[0]
+            del self.model[entry]
+            self.q.cancel(entry)
+        else:
+            self.take(rng.choice([math.inf, rng.randrange(0, 200)]))
+        assert len(self.q) == len(self.model) and self.q.filed() >= len(self.model)
+        assert all(self.q.when(e) == self.model[e] for e in self.some(20))
+
+    def take(self, stop: float) -> None:
+        self.now += self.rng.uniform(0, 2)
+        taken: list[str] = []
+        for entry in self.q.pop_due(self.now):
+            taken.append(entry)  # type: ignore[arg-type]
+            if len(taken) >= stop:
+                break  # the caller stops early: the rest stays filed
+        assert len(taken) == len(set(taken))
+        slots = [math.floor(self.model[e]) for e in taken]
+        assert slots == sorted(slots)
+        for entry in taken:
+            assert self.model.pop(entry) <= self.now
+        if stop == math.inf:
+            assert not [e for e, w in self.model.items() if w <= self.now]
+
+
+def test_random_filings_and_takings_agree_with_a_plain_model():
+    """Every way of filing (one by one, many, a flush; runs packed and not) against a dict
+    of entry -> time: what is taken was due, is taken once, in slot order, and nothing due
+    is left behind; a caller that stops early leaves the rest filed."""
+    rng = random.Random(20261207)
+    for _ in range(10):
+        plain = _Plain(rng)
+        for _ in range(300):
+            plain.step()
+        assert sorted(plain.q.pop_due(math.inf)) == sorted(plain.model)  # type: ignore[type-var]
+        assert len(plain.q) == 0 and plain.q.filed() == 0
