@@ -133,7 +133,9 @@ class DueQueue:
         is no longer filed; what is not taken stays filed, also when the caller stops early.
         Lazy: what the caller files meanwhile (due now too) is taken in the same pass.  A
         slot is consumed from its front: taking a few thousand at a time from a flush of a
-        million costs what is taken, not what is left."""
+        million costs what is taken, not what is left.  A nested pass (the caller's, between
+        two entries; the scheduler makes none) does not see the entries of the current
+        second that this pass holds back as not due yet; they are filed again when it ends."""
         taken = 0
         while taken < limit and self._order and self._order[0] <= now:
             slot = self._order[0]
@@ -141,13 +143,7 @@ class DueQueue:
             later: list[Hashable] = []  # later in this second: the current one
             try:
                 while filings and taken < limit:
-                    entry = filings.popleft()
-                    if type(entry) is _Run:
-                        run, entry = entry, entry.entries[entry.next]
-                        run.next += 1
-                        if run.next < len(run.entries):
-                            filings.appendleft(run)  # the rest, still in order
-                            self._in_runs -= 1
+                    entry = self._front(filings)
                     when = self._due_at.get(entry)
                     if when is None or math.floor(when) != slot:
                         continue  # taken, cancelled, or filed again in another slot
@@ -159,13 +155,37 @@ class DueQueue:
                     yield entry
             finally:
                 if later:
-                    filings.extendleft(reversed(later))  # type: ignore[union-attr]
+                    self._put_back(slot, filings, later)
             if later or filings:
                 return  # the current second, or the limit reached: the slot stays
+            if self._slots.get(slot) is not filings:
+                continue  # a nested pass took this second and new filings came: go on
             self._slots.pop(slot, None)
             if self._order and self._order[0] == slot:
                 heapq.heappop(self._order)
             # else: the caller filed an earlier second meanwhile; this one is stale now
+
+    def _front(self, filings: _Filings) -> Hashable:
+        """Take the first filing of a slot (from its first run, if it is one)."""
+        entry = filings.popleft()
+        if type(entry) is not _Run:
+            return entry
+        run, entry = entry, entry.entries[entry.next]
+        run.next += 1
+        if run.next < len(run.entries):
+            filings.appendleft(run)  # the rest, still in order
+            self._in_runs -= 1
+        return entry
+
+    def _put_back(self, slot: int, filings: _Filings | None, later: list[Hashable]) -> None:
+        """Put ``later`` back in front of the slot's filings, in order; into the slot's
+        current filings if a nested ``pop_due`` (from the caller, between two entries) took
+        the whole second meanwhile."""
+        if filings is not None and self._slots.get(slot) is filings:
+            filings.extendleft(reversed(later))
+            return
+        for entry in later:
+            self._file(self._slot(slot), entry)
 
 
 class DueByTarget:
