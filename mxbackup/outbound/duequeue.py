@@ -178,11 +178,16 @@ class DueQueue:
         return entry
 
     def _put_back(self, slot: int, filings: _Filings | None, later: list[Hashable]) -> None:
-        """Put ``later`` back in front of the slot's filings, in order; into the slot's
-        current filings if a nested ``pop_due`` (from the caller, between two entries) took
-        the whole second meanwhile."""
+        """Put ``later`` back in front of the slot's filings, in order (as one run: a flush
+        taken before its time stays one object to the GC); into the slot's current filings
+        if a nested ``pop_due`` (from the caller, between two entries) took the whole second
+        meanwhile."""
         if filings is not None and self._slots.get(slot) is filings:
-            filings.extendleft(reversed(later))
+            if len(later) == 1:
+                filings.appendleft(later[0])
+            else:
+                filings.appendleft(_Run(later))
+                self._in_runs += len(later) - 1
             return
         for entry in later:
             self._file(self._slot(slot), entry)

@@ -250,3 +250,13 @@ def test_a_nested_pass_that_takes_the_whole_second_strands_nothing():
     q.schedule("c", 100.3)
     assert list(outer) == ["c"]
     assert len(q) == 0 and q.filed() == 0
+
+
+def test_a_flush_taken_before_its_time_stays_one_run():
+    q = DueQueue()
+    q.file_all_at([f"m{i}" for i in range(1000)], 50.5)
+    assert list(q.pop_due(50.2)) == []  # all later in the second: put back
+    assert q.filed() == 1000
+    assert len(q._slots[50]) == 1  # one run, not a thousand items
+    assert list(q.pop_due(50.5)) == [f"m{i}" for i in range(1000)]
+    assert q.filed() == 0
