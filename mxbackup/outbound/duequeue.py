@@ -92,8 +92,7 @@ class DueQueue:
             return
         for entry in entries:
             self._due_at[entry] = when
-        self._slot(math.floor(when)).append(_Run(entries))
-        self._in_runs += len(entries) - 1
+        self._slot(math.floor(when)).append(self._together(entries))
 
     def _slot(self, slot: int) -> _Filings:
         filings = self._slots.get(slot)
@@ -115,11 +114,15 @@ class DueQueue:
             loose.append(filings.pop())
         loose.reverse()
         filings.loose = 0
-        if len(loose) > 1:
-            filings.append(_Run(loose))
-            self._in_runs += len(loose) - 1
-        else:
-            filings.extend(loose)
+        if loose:
+            filings.append(self._together(loose))
+
+    def _together(self, entries: list[Hashable]) -> Hashable:
+        """``entries`` (at least one) as one filing: a run, or the entry if it is alone."""
+        if len(entries) == 1:
+            return entries[0]
+        self._in_runs += len(entries) - 1
+        return _Run(entries)
 
     def cancel(self, entry: Hashable) -> None:
         self._due_at.pop(entry, None)
@@ -155,7 +158,7 @@ class DueQueue:
                     yield entry
             finally:
                 if later:
-                    self._put_back(slot, filings, later)
+                    self._put_back(slot, later)
             if later or filings:
                 return  # the current second, or the limit reached: the slot stays
             if self._slots.get(slot) is not filings:
@@ -177,20 +180,12 @@ class DueQueue:
             self._in_runs -= 1
         return entry
 
-    def _put_back(self, slot: int, filings: _Filings | None, later: list[Hashable]) -> None:
-        """Put ``later`` back in front of the slot's filings, in order (as one run: a flush
-        taken before its time stays one object to the GC); into the slot's current filings
-        if a nested ``pop_due`` (from the caller, between two entries) took the whole second
-        meanwhile."""
-        if filings is not None and self._slots.get(slot) is filings:
-            if len(later) == 1:
-                filings.appendleft(later[0])
-            else:
-                filings.appendleft(_Run(later))
-                self._in_runs += len(later) - 1
-            return
-        for entry in later:
-            self._file(self._slot(slot), entry)
+    def _put_back(self, slot: int, later: list[Hashable]) -> None:
+        """Put ``later`` back in front of the slot's filings, in order and as one run (a flush
+        taken before its time stays one object to the GC): the filings the pass took them
+        from, or new ones if a nested ``pop_due`` (the caller's, between two entries) took
+        the whole second meanwhile."""
+        self._slot(slot).appendleft(self._together(later))
 
 
 class DueByTarget:
